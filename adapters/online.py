@@ -1,0 +1,300 @@
+"""The online adaptation path: windows, micro-batches, warm-started batched adaptation, top-K lists.
+
+One implementation, three users: the stream worker (on Kafka), the prequential evaluation (offline, same code)
+and the benchmark. Nothing here knows about Kafka: events come in as :class:`Interaction` values carrying their
+input position (partition, offset), and per-user durable state goes in and out as
+:class:`~adapters.records.UserRecord` values that the caller stores wherever it likes.
+
+For each micro-batch, :meth:`OnlineLearner.process`:
+
+1. applies each event to its user's record (a redelivered ``(partition, offset)`` is skipped: idempotent);
+2. trims every touched window to the last ``window`` events, none older than ``max_age_s``;
+3. measures the pre-update loss of the current states on the incoming events (the drift signal);
+4. adapts all touched users in ONE batched :meth:`Adapter.adapt` call, warm-started from each user's previous
+   state (θ0 for a new user), ``steps`` gradient steps on the window, pulled toward θ0 by ``prox``;
+5. ranks the catalog for every touched user (also one whose events were all redeliveries, so that a list lost
+   in a crash is published again) (excluding row 0 and every item the user ever interacted with) and
+   returns one top-K :class:`Recommendation` per user, ``as_of`` the newest event of that user in the batch.
+
+Example
+-------
+>>> from adapters.online import OnlineLearner, OnlineConfig, Interaction
+>>> learner = OnlineLearner(checkpoint, OnlineConfig(top_k=5))            # doctest: +SKIP
+>>> out = learner.process([Interaction("u1", "50", 5.0, 8.8e8, 0, 0)], {}) # doctest: +SKIP
+>>> out.recommendations[0].items                                          # doctest: +SKIP
+['181', '100', '258', '127', '286']
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from adapters.base import SupportBatch
+from adapters.errors import MetarecError
+from adapters.records import UserRecord, vocab_hash
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OnlineConfig:
+    """Settings of the online path (the worker's and the prequential evaluation's)."""
+
+    window: int = 32  #: events per user kept as the support set
+    max_age_s: float | None = None  #: drop window events older than this before the user's newest event
+    steps: int = 3  #: inner-loop steps per micro-batch (0 = no adaptation)
+    prox: float | None = None  #: proximal pull toward θ0 (None = the checkpoint's default)
+    top_k: int = 10  #: list length
+    max_catalog: int = 50_000  #: rank the full catalog up to this many items ...
+    retrieval_m: int = 2_000  #: ... above it, re-rank only the top-M items by θ0 score
+
+    def __post_init__(self) -> None:
+        if self.window < 1:
+            raise MetarecError(f"window must be ≥ 1, got {self.window}")
+        if self.steps < 0:
+            raise MetarecError(f"steps must be ≥ 0, got {self.steps}")
+        if self.top_k < 1:
+            raise MetarecError(f"top-k must be ≥ 1, got {self.top_k}")
+        if self.max_age_s is not None and not self.max_age_s > 0:
+            raise MetarecError(f"max-age must be > 0 seconds, got {self.max_age_s}")
+        if self.prox is not None and not self.prox >= 0:
+            raise MetarecError(f"prox must be ≥ 0, got {self.prox}")
+        if self.retrieval_m < self.top_k:
+            raise MetarecError(f"retrieval-m ({self.retrieval_m}) must be ≥ top-k ({self.top_k})")
+
+
+@dataclass(frozen=True)
+class Interaction:
+    """One validated input event with its position in the input (offset -1 = no position: never deduplicated)."""
+
+    user_id: str
+    item_id: str
+    rating: float | None
+    timestamp: float
+    partition: int = 0
+    offset: int = -1
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """A refreshed top-K list; ``partition``/``offset`` name the newest input event it has taken into account."""
+
+    user_id: str
+    items: list[str]
+    scores: list[float]
+    partition: int
+    offset: int
+    event_timestamp: float
+
+
+@dataclass
+class BatchResult:
+    records: dict[str, UserRecord]  #: the new record of every user with at least one new event
+    recommendations: list[Recommendation]
+    support_loss: float  #: mean pre-update loss of the current states on the incoming events (NaN if none)
+    duplicates: int  #: redelivered events skipped
+    unknown_items: int  #: events whose item is not in the model's vocabulary
+    adapt_seconds: float  #: time in the batched adaptation call
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class OnlineLearner:
+    """Windowed, micro-batched, warm-started adaptation over a :class:`~adapters.checkpoint.Checkpoint`."""
+
+    def __init__(self, checkpoint: Any, config: OnlineConfig | None = None) -> None:
+        self.config = config or OnlineConfig()
+        self._vocabs: dict[int, list[str]] = {}
+        self.switch(checkpoint)
+
+    # -- model versions --------------------------------------------------------------------------------
+    def switch(self, checkpoint: Any) -> None:
+        """Serve ``checkpoint`` from now on.
+
+        Records written by another version keep their window and seen items (remapped to the new item rows when
+        the vocabulary differs) but not their adapted state: at their next event they are re-adapted from the new
+        θ0 on their window.
+        """
+        self.checkpoint = checkpoint
+        self.adapter = checkpoint.adapter
+        self.model_version: str = checkpoint.version
+        self.item_ids: list[str] = list(checkpoint.item_ids)
+        self.item_index: dict[str, int] = dict(checkpoint.item_index)
+        self.user_index: dict[str, int] = dict(checkpoint.user_index)
+        self.n_items = len(self.item_ids)
+        if self.n_items != self.adapter.n_items:
+            raise MetarecError(f"checkpoint vocabulary has {self.n_items} items but the model {self.adapter.n_items}")
+        self.vocab = vocab_hash(self.item_ids)
+        self._vocabs[self.vocab] = self.item_ids
+        self._candidates = self._retrieval_candidates()
+
+    def _retrieval_candidates(self) -> torch.Tensor | None:
+        """Rows to re-rank when the catalog is larger than ``max_catalog`` (top-M by θ0 score), else None."""
+        if self.n_items - 1 <= self.config.max_catalog:
+            return None
+        with torch.no_grad():
+            users = torch.zeros(1, dtype=torch.long)
+            prior = self.adapter.score(self.adapter.init_states(users), users)[0]
+        prior[0] = -math.inf
+        return torch.topk(prior, self.config.retrieval_m).indices.sort().values
+
+    # -- lookups ---------------------------------------------------------------------------------------
+    def item_row(self, item_id: str) -> int:
+        return self.item_index.get(item_id, 0)
+
+    def user_row(self, user_id: str) -> int:
+        return self.user_index.get(user_id, 0)
+
+    def _current(self, record: UserRecord | None) -> UserRecord:
+        """``record`` in this model's vocabulary (a fresh record for None)."""
+        if record is None:
+            return UserRecord.empty(self.n_items, self.vocab)
+        if record.vocab != self.vocab:
+            old = self._vocabs.get(record.vocab)
+            if old is None:
+                log.warning("user record from an unknown item vocabulary: seen items and window reset")
+                fresh = UserRecord.empty(self.n_items, self.vocab)
+                fresh.partition, fresh.last_offset = record.partition, record.last_offset
+                return fresh
+            return record.remap(old, self.item_index, self.n_items, self.vocab)
+        return replace(record, items=record.items.copy(), ratings=record.ratings.copy(),
+                       timestamps=record.timestamps.copy(), offsets=record.offsets.copy(), seen=record.seen.copy())
+
+    def _states(self, records: Sequence[UserRecord], users: torch.Tensor) -> torch.Tensor:
+        """Current states: the stored one when it comes from this model version, else θ0."""
+        states = self.adapter.init_states(users)
+        for n, r in enumerate(records):
+            if r.state is not None and r.model_version == self.model_version and r.state.shape[0] == states.shape[1]:
+                states[n] = torch.from_numpy(r.state)
+        return states
+
+    def _support(self, records: Sequence[UserRecord], users: torch.Tensor) -> SupportBatch:
+        length = max(1, max(len(r.items) for r in records))
+        b = len(records)
+        items = np.zeros((b, length), np.int64)
+        ratings = np.full((b, length), np.nan, np.float32)
+        mask = np.zeros((b, length), bool)
+        for n, r in enumerate(records):
+            k = len(r.items)
+            items[n, :k], ratings[n, :k], mask[n, :k] = r.items, r.ratings, True
+        rated = mask & ~np.isnan(ratings)
+        return SupportBatch(items=torch.from_numpy(items), ratings=torch.from_numpy(np.nan_to_num(ratings)),
+                            mask=torch.from_numpy(mask), rated=torch.from_numpy(rated), users=users)
+
+    # -- score before learn (prequential evaluation) ------------------------------------------------------
+    def _event_states(self, events: Sequence[Interaction], records: Mapping[str, UserRecord | None]
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        users = torch.tensor([self.user_row(e.user_id) for e in events], dtype=torch.long)
+        recs = [self._current(records.get(e.user_id)) for e in events]
+        return self._states(recs, users), users
+
+    @torch.no_grad()
+    def ranking_scores(self, events: Sequence[Interaction], records: Mapping[str, UserRecord | None]) -> torch.Tensor:
+        """``[n, n_items]`` ranking scores of each event's user's current state (column 0: unknown item)."""
+        states, users = self._event_states(events, records)
+        return self.adapter.score(states, users)
+
+    @torch.no_grad()
+    def predict_ratings(self, events: Sequence[Interaction], records: Mapping[str, UserRecord | None]) -> np.ndarray:
+        """``[n]`` predicted rating of each event's item by its user's current state."""
+        states, users = self._event_states(events, records)
+        items = torch.tensor([[self.item_row(e.item_id)] for e in events], dtype=torch.long)
+        return self.adapter.predict(states, users, items)[:, 0].numpy()
+
+    # -- learn ---------------------------------------------------------------------------------------------
+    def process(self, events: Sequence[Interaction], records: Mapping[str, UserRecord | None]) -> BatchResult:
+        """Apply one micro-batch: windows, one batched adaptation, one top-K list per touched user."""
+        t0 = time.perf_counter()
+        cfg = self.config
+        touched: dict[str, UserRecord] = {}
+        fresh: dict[str, list[int]] = {}  # user → indices (into its window) of this batch's new events
+        newest: dict[str, Interaction] = {}
+        duplicates = unknown = 0
+        for ev in events:
+            rec = touched.get(ev.user_id)
+            if rec is None:
+                rec = touched[ev.user_id] = self._current(records.get(ev.user_id))
+            if rec.is_duplicate(ev.partition, ev.offset):
+                duplicates += 1
+                continue
+            row = self.item_index.get(ev.item_id, 0)
+            unknown += row == 0
+            rating = math.nan if ev.rating is None else float(ev.rating)
+            fresh.setdefault(ev.user_id, []).append(len(rec.items))
+            rec.append(row, rating, ev.timestamp, ev.partition, ev.offset)
+            prev = newest.get(ev.user_id)
+            if prev is None or ev.offset >= prev.offset or ev.offset < 0:
+                newest[ev.user_id] = ev
+        if not touched:
+            return BatchResult({}, [], math.nan, duplicates, unknown, 0.0)
+        # Every touched user gets a list, also one whose events were all redeliveries: its state may have been
+        # stored before the crash that lost its list, so the list is published again (at-least-once output).
+        user_ids = list(touched)
+        recs = [touched[u] for u in user_ids]
+        users = torch.tensor([self.user_row(u) for u in user_ids], dtype=torch.long)
+        adapted = [n for n, u in enumerate(user_ids) if u in fresh]
+        t1 = time.perf_counter()
+        with torch.no_grad():
+            states = self._states(recs, users)
+            # pre-update loss on the incoming events only: how surprised the current states are (drift signal)
+            sub = torch.tensor(adapted, dtype=torch.long)
+            incoming = [UserRecord(n_items=recs[n].n_items, vocab=recs[n].vocab, items=recs[n].items[fresh[user_ids[n]]],
+                                   ratings=recs[n].ratings[fresh[user_ids[n]]]) for n in adapted]
+            support_loss = (float(self.adapter.loss(states[sub], self._support(incoming, users[sub])).mean())
+                            if adapted else math.nan)
+        for n in adapted:
+            recs[n].trim(cfg.window, cfg.max_age_s)
+        t2 = time.perf_counter()
+        if adapted:
+            support = self._support([recs[n] for n in adapted], users[sub])
+            states = states.clone()
+            states[sub] = self.adapter.adapt(states[sub], support, steps=cfg.steps, prox=cfg.prox).detach()
+        t3 = time.perf_counter()
+        recommendations = self._rank(user_ids, recs, users, states, newest)
+        t4 = time.perf_counter()
+        out: dict[str, UserRecord] = {}
+        state_np = states.numpy()
+        for n in adapted:
+            r = recs[n]
+            r.state = state_np[n].copy()
+            r.model_version = self.model_version
+            out[user_ids[n]] = r
+        return BatchResult(out, recommendations, support_loss, duplicates, int(unknown), t3 - t2,
+                           {"apply": t1 - t0, "loss": t2 - t1, "adapt": t3 - t2, "rank": t4 - t3})
+
+    @torch.no_grad()
+    def _rank(self, user_ids: list[str], recs: list[UserRecord], users: torch.Tensor, states: torch.Tensor,
+              newest: dict[str, Interaction]) -> list[Recommendation]:
+        k = self.config.top_k
+        if self._candidates is None:
+            scores = self.adapter.score(states, users)
+            seen = torch.from_numpy(np.stack([r.seen for r in recs]))
+            scores = scores.masked_fill(seen, -math.inf)
+            scores[:, 0] = -math.inf
+            rows = None
+        else:
+            rows = self._candidates
+            cand = rows.unsqueeze(0).expand(len(user_ids), -1)
+            scores = self.adapter.score(states, users, cand)
+            seen = torch.from_numpy(np.stack([r.seen[rows.numpy()] for r in recs]))
+            scores = scores.masked_fill(seen, -math.inf)
+        top = torch.topk(scores, min(k, scores.shape[1]), dim=1)
+        values, index = top.values.numpy(), top.indices.numpy()
+        if rows is not None:
+            index = rows.numpy()[index]
+        result = []
+        for n, u in enumerate(user_ids):
+            ok = np.isfinite(values[n])  # fewer than k candidates left: a shorter list
+            ev = newest.get(u)
+            partition, offset, ts = ((ev.partition, ev.offset, ev.timestamp) if ev is not None else
+                                     (recs[n].partition, recs[n].last_offset, recs[n].last_timestamp))
+            result.append(Recommendation(
+                user_id=u, items=[self.item_ids[i] for i in index[n][ok]], scores=values[n][ok].tolist(),
+                partition=partition, offset=offset, event_timestamp=ts))
+        return result

@@ -1,0 +1,182 @@
+"""The durable per-user record: what the worker's changelog-backed table stores for each user.
+
+A record holds the user's adapted state (or nothing yet: θ0), the window of their latest events (the support set
+of the next adaptation), the set of items they ever interacted with (never recommended again), and the position
+of the newest input event applied (so that a redelivered offset never enters the window twice).
+
+Item rows are those of one item vocabulary; ``vocab`` (a 64-bit hash of it) says which, so that a record written
+under one checkpoint can be remapped to another one's rows.
+
+Example
+-------
+>>> import numpy as np
+>>> r = UserRecord.empty(n_items=10, vocab=7)
+>>> r.append(item=3, rating=4.0, timestamp=100.0, partition=0, offset=41)
+>>> r.append(item=5, rating=float("nan"), timestamp=101.0, partition=0, offset=42)
+>>> r.seen_rows().tolist(), r.last_offset
+([3, 5], 42)
+>>> UserRecord.from_bytes(r.to_bytes()) == r
+True
+"""
+from __future__ import annotations
+
+import hashlib
+import struct
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from adapters.errors import MetarecError
+
+_MAGIC = b"MR"
+_FORMAT = 1
+# magic, format, flags, n_window, state_len, n_items, partition, last_offset, last_timestamp, vocab, version_len
+_HEADER = struct.Struct("<2sBBHIIiqdQH")
+_FLAG_STATE = 1
+_FLAG_SEEN_ZLIB = 2
+
+
+def vocab_hash(item_ids: Sequence[str]) -> int:
+    """A stable 64-bit fingerprint of an item vocabulary (row order matters)."""
+    h = hashlib.blake2b("\x1f".join(item_ids).encode("utf-8"), digest_size=8)
+    return int.from_bytes(h.digest(), "little")
+
+
+@dataclass(eq=False)
+class UserRecord:
+    """Durable state of one user (see the module docstring)."""
+
+    n_items: int
+    vocab: int
+    state: np.ndarray | None = None  #: float32 [state_dim]; None = not adapted yet (θ0)
+    model_version: str = ""  #: version of the model that produced ``state``
+    items: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))  #: window item rows
+    ratings: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  #: NaN = implicit
+    timestamps: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
+    offsets: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    seen: np.ndarray | None = None  #: bool [n_items]: items ever interacted with
+    partition: int = -1  #: input partition of ``last_offset``
+    last_offset: int = -1  #: newest input offset applied (-1: none)
+    last_timestamp: float = float("nan")  #: event time of the newest event applied
+
+    @classmethod
+    def empty(cls, n_items: int, vocab: int) -> UserRecord:
+        return cls(n_items=n_items, vocab=vocab, seen=np.zeros(n_items, dtype=bool))
+
+    def __post_init__(self) -> None:
+        if self.seen is None:
+            self.seen = np.zeros(self.n_items, dtype=bool)
+
+    # -- updates ---------------------------------------------------------------------------------------
+    def is_duplicate(self, partition: int, offset: int) -> bool:
+        """True when the input event at (partition, offset) was already applied."""
+        return offset >= 0 and partition == self.partition and offset <= self.last_offset
+
+    def append(self, item: int, rating: float, timestamp: float, partition: int, offset: int) -> None:
+        """Add one event to the window (unbounded until :meth:`trim`) and to the seen set."""
+        self.items = np.append(self.items, np.int32(item))
+        self.ratings = np.append(self.ratings, np.float32(rating))
+        self.timestamps = np.append(self.timestamps, np.float64(timestamp))
+        self.offsets = np.append(self.offsets, np.int64(offset))
+        if 0 < item < self.n_items:
+            self.seen[item] = True
+        if offset >= 0:
+            self.partition, self.last_offset = partition, max(offset, self.last_offset if partition == self.partition else -1)
+        if not timestamp <= self.last_timestamp:  # also true when last_timestamp is NaN
+            self.last_timestamp = float(timestamp)
+
+    def trim(self, window: int, max_age_s: float | None = None) -> None:
+        """Keep the last ``window`` events, none older than ``max_age_s`` before the newest one."""
+        keep = np.ones(len(self.items), dtype=bool)
+        if len(keep) > window:
+            keep[: len(keep) - window] = False
+        if max_age_s is not None and len(keep):
+            keep &= self.timestamps >= self.timestamps.max() - max_age_s
+        if not keep.all():
+            self.items, self.ratings = self.items[keep], self.ratings[keep]
+            self.timestamps, self.offsets = self.timestamps[keep], self.offsets[keep]
+
+    def seen_rows(self) -> np.ndarray:
+        return np.flatnonzero(self.seen)
+
+    def remap(self, old_ids: Sequence[str], new_index: dict[str, int], n_items: int, vocab: int) -> UserRecord:
+        """The same record expressed in another vocabulary's rows (unknown items become row 0)."""
+        table = np.array([new_index.get(i, 0) for i in old_ids], dtype=np.int32)
+        seen = np.zeros(n_items, dtype=bool)
+        rows = table[self.seen_rows()]
+        seen[rows[rows > 0]] = True
+        return UserRecord(n_items=n_items, vocab=vocab, state=None, model_version="",
+                          items=table[np.clip(self.items, 0, len(table) - 1)], ratings=self.ratings.copy(),
+                          timestamps=self.timestamps.copy(), offsets=self.offsets.copy(), seen=seen,
+                          partition=self.partition, last_offset=self.last_offset, last_timestamp=self.last_timestamp)
+
+    # -- bytes -----------------------------------------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        version = self.model_version.encode("utf-8")
+        packed = np.packbits(self.seen).tobytes()
+        squeezed = zlib.compress(packed, 1)
+        flags = (_FLAG_STATE if self.state is not None else 0)
+        if len(squeezed) < len(packed):
+            flags |= _FLAG_SEEN_ZLIB
+            packed = squeezed
+        state = b"" if self.state is None else np.ascontiguousarray(self.state, dtype="<f4").tobytes()
+        n = len(self.items)
+        header = _HEADER.pack(_MAGIC, _FORMAT, flags, n, len(state) // 4, self.n_items, self.partition,
+                              self.last_offset, self.last_timestamp, self.vocab, len(version))
+        return b"".join([
+            header, version, state,
+            self.items.astype("<i4").tobytes(), self.ratings.astype("<f4").tobytes(),
+            self.timestamps.astype("<f8").tobytes(), self.offsets.astype("<i8").tobytes(),
+            packed,
+        ])
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> UserRecord:
+        try:
+            (magic, fmt, flags, n, state_len, n_items, partition, last_offset, last_ts, vocab,
+             version_len) = _HEADER.unpack_from(data, 0)
+        except struct.error as exc:
+            raise MetarecError(f"corrupt user record: {exc}") from None
+        if magic != _MAGIC or fmt != _FORMAT:
+            raise MetarecError("corrupt user record: unknown format")
+        pos = _HEADER.size
+        version = bytes(data[pos:pos + version_len]).decode("utf-8")
+        pos += version_len
+
+        def take(dtype: str, count: int) -> np.ndarray:
+            nonlocal pos
+            size = np.dtype(dtype).itemsize * count
+            if pos + size > len(data):
+                raise MetarecError("corrupt user record: truncated")
+            arr = np.frombuffer(data, dtype=dtype, count=count, offset=pos).copy()
+            pos += size
+            return arr
+
+        state = take("<f4", state_len).astype(np.float32) if flags & _FLAG_STATE else None
+        items = take("<i4", n).astype(np.int32)
+        ratings = take("<f4", n).astype(np.float32)
+        timestamps = take("<f8", n).astype(np.float64)
+        offsets = take("<i8", n).astype(np.int64)
+        packed = bytes(data[pos:])
+        if flags & _FLAG_SEEN_ZLIB:
+            packed = zlib.decompress(packed)
+        seen = np.unpackbits(np.frombuffer(packed, dtype=np.uint8), count=n_items).astype(bool)
+        return cls(n_items=n_items, vocab=vocab, state=state, model_version=version, items=items, ratings=ratings,
+                   timestamps=timestamps, offsets=offsets, seen=seen, partition=partition,
+                   last_offset=last_offset, last_timestamp=last_ts)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, UserRecord):
+            return NotImplemented
+        same_state = (self.state is None and other.state is None) or (
+            self.state is not None and other.state is not None and np.array_equal(self.state, other.state))
+        return (same_state and self.n_items == other.n_items and self.vocab == other.vocab
+                and self.model_version == other.model_version and np.array_equal(self.items, other.items)
+                and np.array_equal(self.ratings, other.ratings, equal_nan=True)
+                and np.array_equal(self.timestamps, other.timestamps) and np.array_equal(self.offsets, other.offsets)
+                and np.array_equal(self.seen, other.seen) and self.partition == other.partition
+                and self.last_offset == other.last_offset
+                and (self.last_timestamp == other.last_timestamp
+                     or (np.isnan(self.last_timestamp) and np.isnan(other.last_timestamp))))
