@@ -18,6 +18,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 test: $(STAMP)
+	-@bash deploy/install-promtool.sh
 	$(PY) -m pytest -q
 
 demo: $(STAMP)
