@@ -254,7 +254,8 @@ class OnlineLearner:
         if adapted:
             support = self._support([recs[n] for n in adapted], users[sub])
             states = states.clone()
-            states[sub] = self.adapter.adapt(states[sub], support, steps=cfg.steps, prox=cfg.prox).detach()
+            with torch.no_grad():  # the global parameters stay fixed online (torch.func transforms ignore this)
+                states[sub] = self.adapter.adapt(states[sub], support, steps=cfg.steps, prox=cfg.prox)
         t3 = time.perf_counter()
         recommendations = self._rank(user_ids, recs, users, states, newest)
         t4 = time.perf_counter()
