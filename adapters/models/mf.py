@@ -1,0 +1,145 @@
+"""``mf``: matrix factorization whose user part adapts per user.
+
+Global (shared by all users): item embeddings ``Q`` ``[n_items, dim]`` with ranking biases ``c``, a rating
+head (item factors ``R`` ``[n_items, rating_dim]``, item rating biases, global mean), and θ0's user part: a
+learned vector plus embeddings of the user's features (age, gender, occupation; code 0 = unknown).
+Row 0 of every item table is the *unknown item* (a generic new-item vector).
+
+User state (``dim + rating_dim + 1`` float32, 388 bytes at the defaults): ``[u (ranking) | v (rating) | b_u]``.
+
+* ranking score  ``s(i) = u·Q_i + c_i``; support loss = full-softmax next-item cross-entropy over the
+  catalog (rows 1..n-1) for every support event with a known item;
+* rating         ``r̂(i) = μ + b_u + d_i + v·R_i`` (clamped to the dataset's rating range in ``predict``);
+  support loss += ``rating_weight`` × mean squared error on the rated events.
+
+The per-user gradient has a closed form (``analytic_grad``): ``∂CE/∂u = Qᵀp − mean_j Q_{i_j}`` with ``p`` the
+softmax over the catalog, and the usual MSE terms for ``v`` and ``b_u``.
+
+Example
+-------
+>>> import torch
+>>> from adapters.models import FeatureTables
+>>> from adapters.inner import InnerConfig
+>>> m = MFAdapter(MFConfig(dim=8, rating_dim=4), n_items=20, tables=FeatureTables.empty(20), inner=InnerConfig())
+>>> s = m.init_states(torch.tensor([0, 0]))
+>>> m.score(s, torch.tensor([0, 0])).shape
+torch.Size([2, 20])
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from adapters.base import SupportBatch
+from adapters.inner import InnerConfig
+from adapters.models import AdapterModule, FeatureTables
+
+
+@dataclass
+class MFConfig:
+    dim: int = 64  #: ranking embedding size
+    rating_dim: int = 32  #: rating factor size
+    rank_weight: float = 1.0  #: weight of the softmax cross-entropy
+    rating_weight: float = 1.0  #: weight of the rating MSE
+    rating_min: float = 1.0
+    rating_max: float = 5.0
+    global_mean: float = 3.5
+    use_user_features: bool = True
+
+
+class MFAdapter(AdapterModule):
+    name = "mf"
+
+    def __init__(self, config: MFConfig, n_items: int, tables: FeatureTables, inner: InnerConfig) -> None:
+        super().__init__(n_items, inner)
+        self.config = config
+        self.rating_min, self.rating_max = float(config.rating_min), float(config.rating_max)
+        d, r = config.dim, config.rating_dim
+        self.state_dim = d + r + 1
+        gen = torch.Generator().manual_seed(0)
+        self.item_emb = nn.Parameter(torch.randn(n_items, d, generator=gen) * 0.1)
+        self.item_bias = nn.Parameter(torch.zeros(n_items))
+        self.item_rate = nn.Parameter(torch.randn(n_items, r, generator=gen) * 0.01)
+        self.item_rate_bias = nn.Parameter(torch.zeros(n_items))
+        self.global_mean = nn.Parameter(torch.tensor(float(config.global_mean)))
+        self.user0 = nn.Parameter(torch.zeros(self.state_dim))
+        card = self._cards = tables.cardinalities()
+        self.register_buffer("user_age", tables.user_age.clone())
+        self.register_buffer("user_gender", tables.user_gender.clone())
+        self.register_buffer("user_occupation", tables.user_occupation.clone())
+        self.age_emb = nn.Embedding(card["n_ages"], self.state_dim)
+        self.gender_emb = nn.Embedding(card["n_genders"], self.state_dim)
+        self.occ_emb = nn.Embedding(card["n_occupations"], self.state_dim)
+        for e in (self.age_emb, self.gender_emb, self.occ_emb):
+            nn.init.zeros_(e.weight)
+        self._init_inner_lr()
+
+    def reseed(self, seed: int) -> None:
+        """Re-draw the random item factors from ``seed``."""
+        gen = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            self.item_emb.copy_(torch.randn(self.item_emb.shape, generator=gen) * 0.1)
+            self.item_rate.copy_(torch.randn(self.item_rate.shape, generator=gen) * 0.01)
+
+    def config_dict(self) -> dict[str, Any]:
+        return asdict(self.config)
+
+    # ---- θ0 -----------------------------------------------------------------------------------------
+    def init_states(self, users: torch.Tensor) -> torch.Tensor:
+        users = users.long().clamp(0, self.user_age.shape[0] - 1)
+        s = self.user0.expand(users.shape[0], -1)
+        if self.config.use_user_features:
+            s = s + self.age_emb(self.user_age[users]) + self.gender_emb(self.user_gender[users]) \
+                + self.occ_emb(self.user_occupation[users])
+        return s
+
+    def _split(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        d, r = self.config.dim, self.config.rating_dim
+        return states[:, :d], states[:, d:d + r], states[:, d + r]
+
+    # ---- scores -----------------------------------------------------------------------------------
+    def _score(self, states: torch.Tensor, users: torch.Tensor, candidates: torch.Tensor | None) -> torch.Tensor:
+        u = states[:, :self.config.dim]
+        if candidates is None:
+            return torch.addmm(self.item_bias, u, self.item_emb.t())
+        return (u[:, None, :] * self.item_emb[candidates]).sum(-1) + self.item_bias[candidates]
+
+    def _predict(self, states: torch.Tensor, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        _, v, b = self._split(states)
+        return (self.global_mean + b[:, None] + self.item_rate_bias[items]
+                + (v[:, None, :] * self.item_rate[items]).sum(-1))
+
+    # ---- support loss and its closed-form gradient ----------------------------------------------
+    def _parts(self, states: torch.Tensor, support: SupportBatch):
+        u, v, b = self._split(states)
+        items = support.items
+        rank_valid = (support.mask & (items > 0)).to(states.dtype)
+        rated = (support.mask & support.rated).to(states.dtype)
+        n_rank = rank_valid.sum(1)
+        n_rated = rated.sum(1)
+        logits = torch.addmm(self.item_bias[1:], u, self.item_emb[1:].t())  # [B, N-1]
+        err = (self._predict(states, support.users, items) - support.ratings) * rated
+        return u, v, b, items, rank_valid, n_rank, n_rated, logits, err
+
+    def batch_loss(self, states: torch.Tensor, support: SupportBatch) -> torch.Tensor:
+        u, v, b, items, rank_valid, n_rank, n_rated, logits, err = self._parts(states, support)
+        lse = torch.logsumexp(logits, dim=1)
+        z_pos = (u[:, None, :] * self.item_emb[items]).sum(-1) + self.item_bias[items]
+        ce = ((lse[:, None] - z_pos) * rank_valid).sum(1) / n_rank.clamp(min=1)
+        mse = (err ** 2).sum(1) / n_rated.clamp(min=1)
+        return self.config.rank_weight * ce + self.config.rating_weight * mse
+
+    def analytic_grad(self, states: torch.Tensor, support: SupportBatch) -> torch.Tensor:
+        """Closed-form per-user gradient of :meth:`batch_loss` w.r.t. the states ``[B, state_dim]``."""
+        u, v, b, items, rank_valid, n_rank, n_rated, logits, err = self._parts(states, support)
+        p = torch.softmax(logits, dim=1)
+        has_rank = (n_rank > 0).to(states.dtype)[:, None]
+        mean_pos = (self.item_emb[items] * rank_valid[..., None]).sum(1) / n_rank.clamp(min=1)[:, None]
+        gu = (p @ self.item_emb[1:] * has_rank - mean_pos) * self.config.rank_weight
+        scale = (2.0 * self.config.rating_weight / n_rated.clamp(min=1))[:, None]
+        gv = scale * (err[..., None] * self.item_rate[items]).sum(1)
+        gb = scale * err.sum(1, keepdim=True)
+        return torch.cat([gu, gv, gb], dim=1)
