@@ -39,7 +39,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=None, help="training epochs when θ0 is trained here")
     parser.add_argument("--steps", type=int, default=None, help="inner-loop steps (default: the model's)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the splits and of training (default 0)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--batch-size", type=int, default=256,
+                        help="prequential: max events per micro-batch (default 256, the worker's order of size)")
+    parser.add_argument("--batch-seconds", type=float, default=1.0,
+                        help="prequential: max event-time span of a micro-batch, seconds (default 1: a worker "
+                             "batching 100 ms of a live stream never groups events further apart; MovieLens "
+                             "timestamps are whole seconds); 0 = cut by --batch-size only, like a replay at full speed")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1: on a small machine more threads contend and run slower)")
     parser.add_argument("--data-dir", default=None, help="dataset cache (default $METAREC_DATA_DIR or ~/.cache/metarec)")
     parser.add_argument("--no-progress", action="store_true", help="no progress output")
 
