@@ -1,0 +1,232 @@
+"""``metarec bench`` end to end: every measurement in one run, the contract JSON, a table.
+
+Order: load the dataset (``--limit`` → its first N events) → the worker checkpoint (cached) → the broker (embedded
+unless ``bootstrap`` is given) → pre-load the input topic once (murmur2 partitioner) → faust pass-through → one worker
+(end-to-end throughput, durable state size) → latency at half that rate → two workers → adaptation alone (mf, melu)
+→ River full ranking, naive loop, batched learner. Each Kafka measurement uses a fresh consumer group (and fresh
+output topics, deleted afterwards).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import platform
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from adapters.errors import MetarecError
+
+log = logging.getLogger(__name__)
+
+QUICK_EVENTS = 100_000
+
+
+@dataclass
+class BenchConfig:
+    """Settings of one benchmark run (every field is a ``metarec bench`` flag)."""
+
+    dataset: str = "ml-1m"
+    limit: int | None = None  #: first N events (default: all; 100,000 with ``quick``)
+    partitions: int = 4
+    quick: bool = False
+    checkpoint: Path | None = None  #: worker checkpoint; default: train a quick one (cached)
+    bootstrap: str | None = None  #: use this broker instead of starting the embedded one
+    store: str = "rocksdb"
+    batch_size: int = 500
+    batch_ms: float = 100.0
+    latency_seconds: float | None = None  #: paced run length (default 30 s; 10 s with ``quick``)
+    reference_events: int | None = None  #: River / naive-loop subset (default 2,000; 500 with ``quick``)
+    data_dir: str | None = None
+    skip_scale_out: bool = False
+
+    def __post_init__(self) -> None:
+        if self.limit is not None and self.limit < 100:
+            raise MetarecError(f"--limit must be at least 100 events, got {self.limit}")
+        if self.partitions < 2:
+            raise MetarecError(f"--partitions must be >= 2 (two workers need a partition each), got {self.partitions}")
+        if self.batch_size < 1 or not self.batch_ms > 0:
+            raise MetarecError("--batch-size must be >= 1 and --batch-ms > 0")
+        if self.store not in ("rocksdb", "memory"):
+            raise MetarecError(f"--store must be rocksdb or memory, got {self.store!r}")
+        if self.latency_seconds is not None and not self.latency_seconds > 0:
+            raise MetarecError("--latency-seconds must be > 0")
+        if self.checkpoint is not None:
+            self.checkpoint = Path(self.checkpoint)
+
+    @property
+    def events_limit(self) -> int | None:
+        return self.limit if self.limit is not None else (QUICK_EVENTS if self.quick else None)
+
+    @property
+    def paced_seconds(self) -> float:
+        return self.latency_seconds or (10.0 if self.quick else 30.0)
+
+    @property
+    def subset(self) -> int:
+        return self.reference_events or (500 if self.quick else 2_000)
+
+
+Stage = Callable[[str, int | None], Callable[[int, int], None]]
+
+
+def _null_stage(_name: str, _total: int | None) -> Callable[[int, int], None]:
+    return lambda _done, _total: None
+
+
+def run_bench(cfg: BenchConfig, stage: Stage = _null_stage) -> dict[str, Any]:
+    """Run every measurement; return the contract JSON (plus ``config``, ``machine``, ``details``, ``targets``).
+
+    ``stage(name, total)`` is called when a stage starts and returns its ``progress(done, total)`` callback.
+    """
+    import torch
+
+    from adapters.datasets import load_dataset
+    from stream.bench.adaptation import measure_adaptation
+    from stream.bench.endtoend import measure_latency, measure_throughput
+    from stream.bench.inputs import bench_checkpoint, cached_checkpoint, preload
+    from stream.bench.passthrough import run_passthrough
+    from stream.bench.references import batched_learner, naive_loop, river_full_ranking
+    from stream.bench.report import check_targets
+    from stream.bench.workers import WorkerSettings
+
+    load_before = list(os.getloadavg())
+    started = time.time()
+    stage_seconds: dict[str, float] = {}
+    outer_stage, last = stage, [None, time.perf_counter()]
+
+    def stage(name: str, total: int | None) -> Callable[[int, int], None]:  # noqa: F811 - timing wrapper
+        now = time.perf_counter()
+        if last[0] is not None:
+            stage_seconds[last[0]] = now - last[1]
+        last[0], last[1] = name, now
+        return outer_stage(name, total)
+
+    p = stage("load dataset", None)
+    full = load_dataset(cfg.dataset, data_dir=cfg.data_dir)
+    ds = full.head(min(cfg.events_limit, len(full))) if cfg.events_limit is not None else full
+    n = len(ds)
+    p(1, 1)
+    ck_dir = cfg.checkpoint or cached_checkpoint(full, cfg.data_dir)
+    if ck_dir is None:
+        p = stage("train the worker's checkpoint (once, cached)", None)
+        ck_dir = bench_checkpoint(ds, cfg.data_dir, on_step=lambda e, s, total, _l: p(s + 1, total))
+    settings = WorkerSettings(checkpoint=ck_dir, partitions=cfg.partitions, batch_size=cfg.batch_size,
+                              batch_ms=cfg.batch_ms, store=cfg.store)
+    details: dict[str, Any] = {}
+    with ExitStack() as stack:
+        bootstrap = cfg.bootstrap
+        if bootstrap is None:
+            from stream.broker import EmbeddedBroker
+
+            bootstrap = stack.enter_context(EmbeddedBroker(host="127.0.0.1")).bootstrap
+        topic = f"bench-input-{uuid.uuid4().hex[:8]}"
+        p = stage(f"pre-load {n:,} events into {topic}", n)
+        sent = [0]
+
+        def advance(k: int) -> None:
+            sent[0] += k
+            p(sent[0], n)
+
+        t = time.perf_counter()
+        preload(ds, bootstrap, topic, cfg.partitions, progress=advance)
+        details["preload_seconds"] = time.perf_counter() - t
+
+        pt = run_passthrough(bootstrap, topic, n, partitions=cfg.partitions, batch_size=cfg.batch_size,
+                             batch_ms=cfg.batch_ms, progress=stage("faust pass-through", n))
+        details["passthrough"] = asdict(pt)
+
+        one = measure_throughput(bootstrap, settings, topic, n, 1, progress=stage("end-to-end, 1 worker", n),
+                                 state_size=True)
+        details["one_worker"] = one.summary()
+
+        rate = 0.5 * one.events_per_s
+        lat = measure_latency(bootstrap, settings, ds, rate, cfg.paced_seconds,
+                              progress=stage(f"latency at {rate:,.0f} events/s", None))
+        details["latency"] = asdict(lat)
+
+        if cfg.skip_scale_out:
+            two = None
+        else:
+            two = measure_throughput(bootstrap, settings, topic, n, 2, progress=stage("end-to-end, 2 workers", n))
+            details["two_workers"] = two.summary()
+
+    adapt = {}
+    for model in ("mf", "melu"):
+        a, details[f"adaptation_{model}"] = best_of_threads(lambda m=model: measure_adaptation(
+            ds, m, max_seconds=5.0 if cfg.quick else 20.0, max_users=4_096 if cfg.quick else 20_000,
+            progress=stage(f"adaptation {m}", None)), "users_per_s")
+        adapt[model] = a
+    river = river_full_ranking(ds, cfg.subset, progress=stage("River full ranking", cfg.subset))
+    naive, details["naive_loop"] = best_of_threads(
+        lambda: naive_loop(ds, ck_dir, cfg.subset, progress=stage("naive loop", cfg.subset)), "events_per_s")
+    n_batched = min(n, 10 * cfg.subset)
+    batched, details["batched_learner"] = best_of_threads(
+        lambda: batched_learner(ds, ck_dir, n_batched, cfg.batch_size,
+                                progress=stage("learner alone, batched", n_batched)), "events_per_s")
+    details["river"] = asdict(river)
+
+    stage_seconds[str(last[0])] = time.perf_counter() - last[1]
+    details["stage_seconds"] = stage_seconds
+    rss = [x for x in [*one.peak_rss_bytes, lat.peak_rss_bytes, *(two.peak_rss_bytes if two else [])] if x]
+    result: dict[str, Any] = {
+        "end_to_end": {"events": n, "events_per_s": one.events_per_s, "latency_p50_s": lat.latency_p50_s,
+                       "latency_p99_s": lat.latency_p99_s},
+        "adaptation": {m: {"users_per_s": a.users_per_s} for m, a in adapt.items()},
+        "scale_out": {"one_process_events_per_s": one.events_per_s,
+                      "two_processes_events_per_s": two.events_per_s if two else float("nan")},
+        "references": {"faust_passthrough_events_per_s": pt.events_per_s,
+                       "river_full_ranking_events_per_s": river.events_per_s,
+                       "naive_loop_events_per_s": naive.events_per_s,
+                       "batched_learner_events_per_s": batched.events_per_s},
+        "peak_rss_bytes": int(max(rss)) if rss else 0,
+        "state_bytes_per_user": float(one.state_bytes_per_user) if one.state_bytes_per_user else float("nan"),
+        "config": {**{k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
+                   "events": n, "checkpoint": str(ck_dir), "paced_seconds": cfg.paced_seconds,
+                   "reference_events": cfg.subset},
+        "machine": {"cpus": os.cpu_count(), "load_before": load_before, "load_after": list(os.getloadavg()),
+                    "python": platform.python_version(), "torch": torch.__version__,
+                    "torch_threads": torch.get_num_threads(), "platform": platform.platform()},
+        "seconds": time.time() - started,
+        "details": details,
+    }
+    result["targets"] = check_targets(result)
+    return result
+
+
+def best_of_threads(measure: Callable[[], Any], rate: str) -> tuple[Any, dict[str, Any]]:
+    """Run ``measure`` with torch's default intra-op thread count and with one thread; keep the faster.
+
+    On this 2-core machine two intra-op threads lose badly to one as soon as anything else runs (OpenMP
+    threads spin for a core that is busy), so both are measured and reported (``by_threads``).
+    """
+    import torch
+
+    default = torch.get_num_threads()
+    runs: dict[int, Any] = {}
+    try:
+        for threads in dict.fromkeys((default, 1)):
+            torch.set_num_threads(threads)
+            runs[threads] = measure()
+    finally:
+        torch.set_num_threads(default)
+    best_threads = max(runs, key=lambda t: getattr(runs[t], rate))
+    best = runs[best_threads]
+    return best, {**asdict(best), "torch_threads": best_threads,
+                  "by_threads": {str(t): getattr(r, rate) for t, r in runs.items()}}
+
+
+def finite_json(obj: Any) -> Any:
+    """``obj`` with non-finite floats replaced by None (strict JSON)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_json(v) for v in obj]
+    return obj
