@@ -1,0 +1,118 @@
+"""The worker's HTTP endpoints: ``/metrics``, ``/healthz``, ``/readyz`` (a thread, independent of the event loop).
+
+* ``GET /metrics`` — Prometheus text format (:class:`~stream.metrics.WorkerMetrics`).
+* ``GET /healthz`` — 200 while the processing loop is alive: the loop stamps :attr:`WorkerHealth.heartbeat` every
+  iteration and every idle tick (1 s); 503 when the stamp is older than ``stale_after_s`` or the agent has died.
+* ``GET /readyz`` — 200 once a model is loaded and the consumer group has assigned this worker its partitions
+  (after the state tables were restored); 503 before, and during a rebalance.
+
+The server runs in a daemon thread so that a scrape never waits for the event loop, and a blocked loop shows up
+as a stale heartbeat rather than as a hung scrape.
+
+Example
+-------
+>>> from stream.metrics import WorkerMetrics
+>>> health = WorkerHealth(); server = HealthServer(WorkerMetrics(), health, port=0).start()
+>>> import urllib.request, urllib.error
+>>> try: urllib.request.urlopen(f"http://127.0.0.1:{server.port}/readyz")
+... except urllib.error.HTTPError as e: print(e.code)
+503
+>>> server.close()
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from adapters.errors import MetarecError
+from stream.metrics import WorkerMetrics
+
+log = logging.getLogger(__name__)
+
+CONTENT_TYPE_LATEST = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@dataclass
+class WorkerHealth:
+    """Liveness and readiness facts, written by the event loop, read by the HTTP thread."""
+
+    stale_after_s: float = 30.0
+    heartbeat: float = field(default_factory=time.monotonic)
+    agent_alive: bool = True
+    model_loaded: bool = False
+    assigned: bool = False  #: partitions assigned and tables restored
+    partitions: int = 0
+    model_version: str = ""
+
+    def beat(self) -> None:
+        self.heartbeat = time.monotonic()
+
+    def live(self) -> tuple[bool, dict]:
+        age = time.monotonic() - self.heartbeat
+        ok = self.agent_alive and age <= self.stale_after_s
+        return ok, {"status": "ok" if ok else "stale", "heartbeat_age_s": round(age, 3),
+                    "agent_alive": self.agent_alive}
+
+    def ready(self) -> tuple[bool, dict]:
+        ok = self.model_loaded and self.assigned
+        return ok, {"status": "ready" if ok else "not ready", "model_loaded": self.model_loaded,
+                    "partitions_assigned": self.assigned, "partitions": self.partitions,
+                    "model_version": self.model_version}
+
+
+class HealthServer:
+    """A small threaded HTTP server for the three endpoints; ``port=0`` picks a free port (see :attr:`port`)."""
+
+    def __init__(self, metrics: WorkerMetrics, health: WorkerHealth, host: str = "127.0.0.1", port: int = 9400) -> None:
+        self.metrics, self.health = metrics, health
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server API
+                path = self.path.split("?", 1)[0]
+                try:
+                    if path == "/metrics":
+                        self._send(200, outer.metrics.render(), CONTENT_TYPE_LATEST)
+                    elif path == "/healthz":
+                        ok, body = outer.health.live()
+                        self._send(200 if ok else 503, json.dumps(body).encode(), "application/json")
+                    elif path == "/readyz":
+                        ok, body = outer.health.ready()
+                        self._send(200 if ok else 503, json.dumps(body).encode(), "application/json")
+                    else:
+                        self._send(404, b'{"error": "not found"}', "application/json")
+                except BrokenPipeError:  # pragma: no cover - client went away
+                    pass
+
+            def _send(self, code: int, body: bytes, ctype: str) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - http.server API
+                log.debug("http: " + format, *args)
+
+        try:
+            self._server = ThreadingHTTPServer((host, port), Handler)
+        except OSError as exc:
+            raise MetarecError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc} "
+                               f"(pick another --metrics-port)") from None
+        self._server.daemon_threads = True
+        self.host = host
+        self.port = int(self._server.server_address[1])
+        self._thread = threading.Thread(target=self._server.serve_forever, name="metarec-http", daemon=True)
+
+    def start(self) -> HealthServer:
+        self._thread.start()
+        log.info("metrics and health on http://%s:%d/metrics", self.host, self.port)
+        return self
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

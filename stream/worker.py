@@ -1,0 +1,197 @@
+"""The stream worker process: load the model, create the topics, serve HTTP, run the faust app until SIGTERM.
+
+``metarec worker`` (:mod:`stream.commands.worker`) builds a :class:`WorkerConfig` and calls :func:`run_worker`.
+The processing itself is in :mod:`stream.app` (faust wiring) and :mod:`stream.batch` (one micro-batch).
+
+Shutdown (SIGTERM or Ctrl-C): the faust worker stops fetching, lets the agent finish the micro-batch in flight
+(its lists are published and delivered), flushes the producer, commits the offsets of everything processed and
+exits 0 — in well under 10 s. Offsets are only committed for batches whose output was delivered: after a crash
+the un-committed events are consumed again (their windows ignore them, their users' lists are re-published).
+"""
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from adapters.errors import MetarecError
+
+log = logging.getLogger(__name__)
+
+
+def default_data_dir(group: str) -> Path:
+    base = Path(os.environ.get("METAREC_DATA_DIR") or Path.home() / ".cache" / "metarec")
+    return base / "worker" / group
+
+
+@dataclass
+class WorkerConfig:
+    """Settings of one worker process (every field is a ``metarec worker`` flag)."""
+
+    bootstrap: str
+    checkpoint: Path
+    input: str = "interactions"
+    output: str = "recommendations"
+    group: str = "metarec"
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9400
+    store: str = "rocksdb"  #: "rocksdb" (durable local cache, restored from the changelog) or "memory"
+    data_dir: Path | None = None  #: table files; default $METAREC_DATA_DIR/worker/<group>
+    window: int = 32
+    max_age: float | None = None
+    steps: int = 3
+    prox: float | None = None
+    top_k: int = 10
+    batch_size: int = 500
+    batch_ms: float = 100.0
+    max_catalog: int = 50_000
+    retrieval_m: int = 2_000
+    partitions: int = 4  #: partitions of topics created by the worker (existing topics are left as they are)
+    replication_factor: int = 1
+    session_timeout: float = 10.0
+    commit_interval: float = 1.0
+    model_poll: float = 5.0
+    kafka_options: dict[str, str] = field(default_factory=dict)
+    loglevel: str = "warning"
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise MetarecError(f"--batch-size must be ≥ 1, got {self.batch_size}")
+        if not self.batch_ms > 0:
+            raise MetarecError(f"--batch-ms must be > 0, got {self.batch_ms}")
+        if self.store not in ("rocksdb", "memory"):
+            raise MetarecError(f"--store must be rocksdb or memory, got {self.store!r}")
+        if self.partitions < 1:
+            raise MetarecError(f"--partitions must be ≥ 1, got {self.partitions}")
+        if not self.session_timeout > 0 or not self.model_poll > 0:
+            raise MetarecError("--session-timeout and --model-poll must be > 0")
+        if not 0 <= self.metrics_port < 65536:
+            raise MetarecError(f"--metrics-port must be a TCP port, got {self.metrics_port}")
+        if self.input == self.output:
+            raise MetarecError("--input and --output must be different topics")
+        self.checkpoint = Path(self.checkpoint)
+        self.data_dir = Path(self.data_dir) if self.data_dir else default_data_dir(self.group)
+
+
+class _DirLock:
+    """An exclusive lock on the data directory: two workers must not share one (RocksDB would refuse later)."""
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self._fh = open(directory / ".metarec-worker.lock", "w")  # noqa: SIM115 - held for the process lifetime
+        try:
+            fcntl.flock(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._fh.close()
+            raise MetarecError(f"data directory {directory} is used by another worker on this host "
+                               f"(give each worker its own --data-dir)") from None
+        self._fh.write(f"{socket.gethostname()} {os.getpid()}\n")
+        self._fh.flush()
+
+    def release(self) -> None:
+        try:
+            fcntl.flock(self._fh, fcntl.LOCK_UN)
+        finally:
+            self._fh.close()
+
+
+def prepare_topics(cfg: WorkerConfig) -> int:
+    """Create the missing topics; return the input topic's partition count (the state table gets the same)."""
+    from stream.app import changelog_topic
+    from stream.kafka import ensure_topics
+
+    counts = ensure_topics(cfg.bootstrap, {cfg.input: (cfg.partitions, None)}, overrides=cfg.kafka_options,
+                           replication_factor=cfg.replication_factor)
+    n = counts[cfg.input]
+    if n < 1:
+        raise MetarecError(f"input topic {cfg.input!r} has no partitions")
+    ensure_topics(cfg.bootstrap, {cfg.output: (n, None), f"{cfg.input}.dlq": (n, None),
+                                  changelog_topic(cfg.group): (n, {"cleanup.policy": "compact"})},
+                  overrides=cfg.kafka_options, replication_factor=cfg.replication_factor)
+    return n
+
+
+def build_runtime(cfg: WorkerConfig, partitions: int, metrics: Any = None, health: Any = None) -> Any:
+    """Load the model and assemble the shared runtime (no Kafka I/O)."""
+    from adapters.checkpoint import Checkpoint
+    from adapters.online import OnlineConfig, OnlineLearner
+    from stream.app import WorkerRuntime
+    from stream.batch import BatchCore
+    from stream.http import WorkerHealth
+    from stream.metrics import WorkerMetrics
+    from stream.versions import CheckpointWatcher
+
+    metrics = metrics or WorkerMetrics()
+    health = health or WorkerHealth()
+    watcher = CheckpointWatcher(cfg.checkpoint, Checkpoint.load)
+    ckpt = watcher.load_initial()
+    online = OnlineConfig(window=cfg.window, max_age_s=cfg.max_age, steps=cfg.steps, prox=cfg.prox, top_k=cfg.top_k,
+                          max_catalog=cfg.max_catalog, retrieval_m=cfg.retrieval_m)
+    learner = OnlineLearner(ckpt, online)
+    core = BatchCore(learner, metrics, cfg.input, cfg.output)
+    rt = WorkerRuntime(config=cfg, learner=learner, core=core, metrics=metrics, health=health, watcher=watcher,
+                       partitions=partitions)
+    rt.set_model_metrics()
+    log.info("serving model %s (%s/%s) from %s", ckpt.version, ckpt.model, ckpt.meta, cfg.checkpoint)
+    return rt
+
+
+def summary_line(metrics: Any, code: int) -> str:
+    """The line printed at exit: what this process did (parsed by the tests and handy in logs)."""
+    def get(name: str) -> int:
+        return int(metrics.registry.get_sample_value(name) or 0)
+
+    invalid = sum(int(s.value) for f in metrics.events_invalid.collect() for s in f.samples
+                  if s.name.endswith("_total"))
+    return (f"metarec worker: stopped (exit {code}): consumed={get('metarec_events_consumed_total')} "
+            f"invalid={invalid} published={get('metarec_recommendations_published_total')} "
+            f"batches={get('metarec_batches_total')}")
+
+
+def run_worker(cfg: WorkerConfig) -> int:
+    """Run one worker until SIGTERM/SIGINT; the exit code."""
+    import faust
+
+    from stream.app import build_app
+    from stream.http import HealthServer, WorkerHealth
+    from stream.kafka import check_reachable, client_config, faust_credentials, validate_bootstrap
+    from stream.metrics import WorkerMetrics
+
+    from stream.versions import resolve_checkpoint
+
+    cfg.bootstrap = validate_bootstrap(cfg.bootstrap)
+    resolve_checkpoint(cfg.checkpoint)  # a bad --checkpoint fails before anything touches Kafka
+    credentials = faust_credentials(client_config(cfg.bootstrap, cfg.kafka_options))
+    check_reachable(cfg.bootstrap, overrides=cfg.kafka_options)
+    assert cfg.data_dir is not None
+    lock = _DirLock(cfg.data_dir)
+    server = None
+    try:
+        metrics, health = WorkerMetrics(), WorkerHealth()
+        server = HealthServer(metrics, health, cfg.metrics_host, cfg.metrics_port).start()
+        partitions = prepare_topics(cfg)
+        rt = build_runtime(cfg, partitions, metrics, health)
+        app = build_app(rt, credentials)
+        level = cfg.loglevel.upper()
+        worker = faust.Worker(app, loglevel=level, quiet=True, redirect_stdouts=False, override_logging=False)
+        rt.worker = worker
+        print(f"metarec worker: group {cfg.group}, {cfg.input} ({partitions} partitions) → {cfg.output}; "
+              f"model {rt.learner.model_version}; metrics http://{cfg.metrics_host}:{server.port}/metrics",
+              flush=True)
+        code = 0
+        try:
+            worker.execute_from_commandline()
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        finally:
+            rt.executor.shutdown(wait=True)
+        print(summary_line(metrics, code), flush=True)
+        return code
+    finally:
+        if server is not None:
+            server.close()
+        lock.release()
