@@ -57,6 +57,8 @@ class WorkerConfig:
     model_poll: float = 5.0
     kafka_options: dict[str, str] = field(default_factory=dict)
     loglevel: str = "warning"
+    torch_threads: int = 1  #: torch intra-op threads; more contend with the event loop on a small machine
+    fetch_max_wait_ms: int = 100  #: consumer long-poll wait (faust hard-codes 1500 ms)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -69,6 +71,10 @@ class WorkerConfig:
             raise MetarecError(f"--partitions must be ≥ 1, got {self.partitions}")
         if not self.session_timeout > 0 or not self.model_poll > 0:
             raise MetarecError("--session-timeout and --model-poll must be > 0")
+        if self.torch_threads < 1:
+            raise MetarecError(f"--torch-threads must be ≥ 1, got {self.torch_threads}")
+        if not 0 <= self.fetch_max_wait_ms <= 60_000:
+            raise MetarecError(f"--fetch-max-wait-ms must be in [0, 60000], got {self.fetch_max_wait_ms}")
         if not 0 <= self.metrics_port < 65536:
             raise MetarecError(f"--metrics-port must be a TCP port, got {self.metrics_port}")
         if self.input == self.output:
@@ -152,9 +158,30 @@ def summary_line(metrics: Any, code: int) -> str:
             f"batches={get('metarec_batches_total')}")
 
 
+def set_fetch_max_wait(ms: int) -> None:
+    """Make faust's worker consumer long-poll at most ``ms`` (faust passes a fixed 1,500 ms to aiokafka).
+
+    Tansu answers a waiting fetch only when the wait expires, so the wait is a latency floor there; on Apache
+    Kafka a fetch returns as soon as data arrives and the setting only bounds idle polling.
+    """
+    from faust.transport.drivers import aiokafka as driver
+
+    create = getattr(driver.AIOKafkaConsumerThread._create_worker_consumer, "__wrapped__",
+                     driver.AIOKafkaConsumerThread._create_worker_consumer)
+
+    def create_worker_consumer(self: Any, transport: Any) -> Any:
+        consumer = create(self, transport)
+        consumer._fetch_max_wait_ms = ms  # read by aiokafka when the consumer starts its fetcher
+        return consumer
+
+    create_worker_consumer.__wrapped__ = create  # type: ignore[attr-defined]
+    driver.AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer
+
+
 def run_worker(cfg: WorkerConfig) -> int:
     """Run one worker until SIGTERM/SIGINT; the exit code."""
     import faust
+    import torch
 
     from stream.app import build_app
     from stream.http import HealthServer, WorkerHealth
@@ -164,6 +191,8 @@ def run_worker(cfg: WorkerConfig) -> int:
     from stream.versions import resolve_checkpoint
 
     cfg.bootstrap = validate_bootstrap(cfg.bootstrap)
+    torch.set_num_threads(cfg.torch_threads)
+    set_fetch_max_wait(cfg.fetch_max_wait_ms)
     resolve_checkpoint(cfg.checkpoint)  # a bad --checkpoint fails before anything touches Kafka
     credentials = faust_credentials(client_config(cfg.bootstrap, cfg.kafka_options))
     check_reachable(cfg.bootstrap, overrides=cfg.kafka_options)

@@ -69,6 +69,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     m.add_argument("--retrieval-m", type=int, default=2_000,
                    help="... above it, re-rank only the top M items of θ0 (default 2000)")
 
+    k.add_argument("--fetch-max-wait-ms", type=int, default=100,
+                   help="consumer long-poll wait (default 100; faust's own is 1500, a latency floor on the "
+                        "embedded broker, which answers a waiting fetch only when the wait expires)")
     b = parser.add_argument_group("micro-batches and state")
     b.add_argument("--batch-size", type=int, default=500, help="max events per micro-batch (default 500)")
     b.add_argument("--batch-ms", type=_positive_float, default=100.0,
@@ -78,6 +81,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     b.add_argument("--data-dir", default=None,
                    help="state directory, one per worker on a host (default $METAREC_DATA_DIR/worker/<group>)")
 
+    b.add_argument("--torch-threads", type=int, default=1,
+                   help="torch threads for adaptation (default 1: on a small machine more threads contend with "
+                        "the event loop and run slower; scale out with processes instead)")
     h = parser.add_argument_group("HTTP")
     h.add_argument("--metrics-host", default="127.0.0.1", help="interface for /metrics /healthz /readyz (default "
                    "127.0.0.1; 0.0.0.0 in a container)")
@@ -96,5 +102,6 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, batch_ms=args.batch_ms, max_catalog=args.max_catalog,
         retrieval_m=args.retrieval_m, partitions=args.partitions, replication_factor=args.replication_factor,
         session_timeout=args.session_timeout, commit_interval=args.commit_interval, model_poll=args.model_poll,
-        kafka_options=kafka_overrides(args), loglevel=loglevel)
+        kafka_options=kafka_overrides(args), loglevel=loglevel, torch_threads=args.torch_threads,
+        fetch_max_wait_ms=args.fetch_max_wait_ms)
     return run_worker(cfg)
