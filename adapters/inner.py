@@ -48,6 +48,9 @@ class InnerConfig:
 
     steps: int = 3  #: gradient steps per adaptation
     lr: float = 0.1  #: inner learning rate (initial value when Meta-SGD learns per-parameter rates)
+    #: learning rate of the model's rating block (``mf``: ``[v | b_u]``); None = ``lr``. The rating MSE's gradient
+    #: is ``2·err`` per unit, far steeper than the softmax's, so one shared rate over- or under-shoots one block.
+    lr_rating: float | None = None
     prox: float = 0.0  #: λ of the proximal term λ‖θ − θ0‖²
     metasgd: bool = False  #: per-parameter learned learning rates
     grad: str = "auto"  #: one of GRAD_METHODS; "auto" = analytic when the model has one, else autograd

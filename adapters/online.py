@@ -12,7 +12,9 @@ For each micro-batch, :meth:`OnlineLearner.process`:
 3. measures the pre-update loss of the current states on the incoming events (the drift signal);
 4. adapts all touched users in ONE batched :meth:`Adapter.adapt` call, warm-started from each user's previous
    state (θ0 for a new user), ``steps`` gradient steps on the window, pulled toward θ0 by ``prox``;
-5. ranks the catalog for every touched user (also one whose events were all redeliveries, so that a list lost
+5. updates the item side (:class:`~adapters.freshness.ItemFreshness`: decayed item counts that add a popularity
+   bonus to the ranking scores, online item rating-bias corrections) from the batch's new events;
+6. ranks the catalog for every touched user (also one whose events were all redeliveries, so that a list lost
    in a crash is published again) (excluding row 0 and every item the user ever interacted with) and
    returns one top-K :class:`Recommendation` per user, ``as_of`` the newest event of that user in the batch.
 
@@ -38,6 +40,7 @@ import torch
 
 from adapters.base import SupportBatch
 from adapters.errors import MetarecError
+from adapters.freshness import FreshnessConfig, ItemFreshness
 from adapters.records import UserRecord, vocab_hash
 
 log = logging.getLogger(__name__)
@@ -54,6 +57,9 @@ class OnlineConfig:
     top_k: int = 10  #: list length
     max_catalog: int = 50_000  #: rank the full catalog up to this many items ...
     retrieval_m: int = 2_000  #: ... above it, re-rank only the top-M items by θ0 score
+    freshness: float | None = None  #: weight of the item-popularity bonus (None = the checkpoint's; 0 = off)
+    freshness_half_life: float | None = None  #: half-life of the item counts in events (None = the checkpoint's)
+    item_rating_lr: float | None = None  #: online item rating-bias learning rate (None = the checkpoint's; 0 = off)
 
     def __post_init__(self) -> None:
         if self.window < 1:
@@ -66,6 +72,12 @@ class OnlineConfig:
             raise MetarecError(f"max-age must be > 0 seconds, got {self.max_age_s}")
         if self.prox is not None and not self.prox >= 0:
             raise MetarecError(f"prox must be ≥ 0, got {self.prox}")
+        for name in ("freshness", "item_rating_lr"):
+            value = getattr(self, name)
+            if value is not None and not value >= 0:
+                raise MetarecError(f"{name.replace('_', '-')} must be ≥ 0, got {value}")
+        if self.freshness_half_life is not None and not self.freshness_half_life > 0:
+            raise MetarecError(f"freshness half-life must be > 0 events, got {self.freshness_half_life}")
         if self.retrieval_m < self.top_k:
             raise MetarecError(f"retrieval-m ({self.retrieval_m}) must be ≥ top-k ({self.top_k})")
 
@@ -111,6 +123,7 @@ class OnlineLearner:
     def __init__(self, checkpoint: Any, config: OnlineConfig | None = None) -> None:
         self.config = config or OnlineConfig()
         self._vocabs: dict[int, list[str]] = {}
+        self.freshness: ItemFreshness | None = None
         self.switch(checkpoint)
 
     # -- model versions --------------------------------------------------------------------------------
@@ -130,9 +143,34 @@ class OnlineLearner:
         self.n_items = len(self.item_ids)
         if self.n_items != self.adapter.n_items:
             raise MetarecError(f"checkpoint vocabulary has {self.n_items} items but the model {self.adapter.n_items}")
+        old_vocab = getattr(self, "vocab", None)
         self.vocab = vocab_hash(self.item_ids)
         self._vocabs[self.vocab] = self.item_ids
         self._candidates = self._retrieval_candidates()
+        self._switch_freshness(checkpoint, old_vocab)
+
+    def _switch_freshness(self, checkpoint: Any, old_vocab: int | None) -> None:
+        """The item side of ``checkpoint``; live counts and corrections carry over a version switch."""
+        stored = dict(checkpoint.config.get("freshness") or {})
+        cfg = FreshnessConfig.from_dict(stored)
+        over = self.config
+        cfg = FreshnessConfig(weight=cfg.weight if over.freshness is None else over.freshness,
+                              half_life=cfg.half_life if over.freshness_half_life is None else over.freshness_half_life,
+                              rating_lr=cfg.rating_lr if over.item_rating_lr is None else over.item_rating_lr,
+                              rating_reg=cfg.rating_reg)
+        live = self.freshness
+        if live is not None and old_vocab is not None:
+            fresh = live if old_vocab == self.vocab else live.remapped(self._vocabs[old_vocab], self.item_index,
+                                                                       self.n_items)
+            fresh.config = cfg
+            fresh._bonus = None
+        else:
+            counts = stored.get("counts")
+            if counts is not None and len(counts) != self.n_items:
+                log.warning("checkpoint freshness counts do not match its vocabulary: starting from zero")
+                counts = None
+            fresh = ItemFreshness(self.n_items, **cfg.to_dict(), counts=None if counts is None else np.asarray(counts))
+        self.freshness = fresh
 
     def _retrieval_candidates(self) -> torch.Tensor | None:
         """Rows to re-rank when the catalog is larger than ``max_catalog`` (top-M by θ0 score), else None."""
@@ -198,14 +236,30 @@ class OnlineLearner:
     def ranking_scores(self, events: Sequence[Interaction], records: Mapping[str, UserRecord | None]) -> torch.Tensor:
         """``[n, n_items]`` ranking scores of each event's user's current state (column 0: unknown item)."""
         states, users = self._event_states(events, records)
-        return self.adapter.score(states, users)
+        return self._scores(states, users)
+
+    def _scores(self, states: torch.Tensor, users: torch.Tensor, candidates: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        scores = self.adapter.score(states, users, candidates)
+        if self.freshness is not None and self.freshness.active:
+            bonus = self.freshness.bonus()
+            scores = scores + (bonus if candidates is None else bonus[candidates])
+        return scores
+
+    def _predict(self, states: torch.Tensor, users: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """``[n]`` predicted ratings of item ``rows[n]`` by state ``n`` (with the online item-bias corrections)."""
+        pred = self.adapter.predict(states, users, rows[:, None])[:, 0]
+        if self.freshness is not None and self.freshness.config.rating_lr > 0:
+            ad = self.adapter
+            pred = (pred + torch.from_numpy(self.freshness.rating_delta)[rows]).clamp(ad.rating_min, ad.rating_max)
+        return pred
 
     @torch.no_grad()
     def predict_ratings(self, events: Sequence[Interaction], records: Mapping[str, UserRecord | None]) -> np.ndarray:
         """``[n]`` predicted rating of each event's item by its user's current state."""
         states, users = self._event_states(events, records)
-        items = torch.tensor([[self.item_row(e.item_id)] for e in events], dtype=torch.long)
-        return self.adapter.predict(states, users, items)[:, 0].numpy()
+        items = torch.tensor([self.item_row(e.item_id) for e in events], dtype=torch.long)
+        return self._predict(states, users, items).numpy()
 
     # -- learn ---------------------------------------------------------------------------------------------
     def process(self, events: Sequence[Interaction], records: Mapping[str, UserRecord | None]) -> BatchResult:
@@ -215,6 +269,9 @@ class OnlineLearner:
         touched: dict[str, UserRecord] = {}
         fresh: dict[str, list[int]] = {}  # user → indices (into its window) of this batch's new events
         newest: dict[str, Interaction] = {}
+        new_rows: list[int] = []  # item rows of the new events, in order (the item side learns them)
+        new_users: list[str] = []
+        new_ratings: list[float] = []
         duplicates = unknown = 0
         for ev in events:
             rec = touched.get(ev.user_id)
@@ -227,6 +284,9 @@ class OnlineLearner:
             unknown += row == 0
             rating = math.nan if ev.rating is None else float(ev.rating)
             fresh.setdefault(ev.user_id, []).append(len(rec.items))
+            new_rows.append(row)
+            new_users.append(ev.user_id)
+            new_ratings.append(rating)
             rec.append(row, rating, ev.timestamp, ev.partition, ev.offset)
             prev = newest.get(ev.user_id)
             if prev is None or ev.offset >= prev.offset or ev.offset < 0:
@@ -248,6 +308,7 @@ class OnlineLearner:
                                    ratings=recs[n].ratings[fresh[user_ids[n]]]) for n in adapted]
             support_loss = (float(self.adapter.loss(states[sub], self._support(incoming, users[sub])).mean())
                             if adapted else math.nan)
+            self._learn_items(user_ids, states, users, new_users, new_rows, new_ratings)
         for n in adapted:
             recs[n].trim(cfg.window, cfg.max_age_s)
         t2 = time.perf_counter()
@@ -269,12 +330,28 @@ class OnlineLearner:
         return BatchResult(out, recommendations, support_loss, duplicates, int(unknown), t3 - t2,
                            {"apply": t1 - t0, "loss": t2 - t1, "adapt": t3 - t2, "rank": t4 - t3})
 
+    def _learn_items(self, user_ids: list[str], states: torch.Tensor, users: torch.Tensor, new_users: list[str],
+                     new_rows: list[int], new_ratings: list[float]) -> None:
+        """Item side: counts and rating-bias corrections from the new events (errors of the pre-update states)."""
+        f = self.freshness
+        if f is None or not new_rows:
+            return
+        rows = np.asarray(new_rows, dtype=np.int64)
+        errors = None
+        ratings = np.asarray(new_ratings, dtype=np.float64)
+        if f.config.rating_lr > 0 and np.isfinite(ratings).any():
+            pos = {u: n for n, u in enumerate(user_ids)}
+            idx = torch.tensor([pos[u] for u in new_users], dtype=torch.long)
+            pred = self._predict(states[idx], users[idx], torch.from_numpy(rows)).numpy().astype(np.float64)
+            errors = pred - ratings
+        f.observe(rows, errors)
+
     @torch.no_grad()
     def _rank(self, user_ids: list[str], recs: list[UserRecord], users: torch.Tensor, states: torch.Tensor,
               newest: dict[str, Interaction]) -> list[Recommendation]:
         k = self.config.top_k
         if self._candidates is None:
-            scores = self.adapter.score(states, users)
+            scores = self._scores(states, users)
             seen = torch.from_numpy(np.stack([r.seen for r in recs]))
             scores = scores.masked_fill(seen, -math.inf)
             scores[:, 0] = -math.inf
@@ -282,7 +359,7 @@ class OnlineLearner:
         else:
             rows = self._candidates
             cand = rows.unsqueeze(0).expand(len(user_ids), -1)
-            scores = self.adapter.score(states, users, cand)
+            scores = self._scores(states, users, cand)
             seen = torch.from_numpy(np.stack([r.seen[rows.numpy()] for r in recs]))
             scores = scores.masked_fill(seen, -math.inf)
         top = torch.topk(scores, min(k, scores.shape[1]), dim=1)

@@ -27,6 +27,7 @@ import torch
 from adapters.base import SupportBatch
 from adapters.checkpoint import UNK, Checkpoint, training_fingerprint
 from adapters.errors import MetarecError
+from adapters.freshness import FreshnessConfig, decayed_counts
 from adapters.inner import InnerConfig
 from adapters.meta import ALL_META, meta_objective
 from adapters.models import MODEL_NAMES, FeatureTables, build_model
@@ -34,6 +35,18 @@ from adapters.models import MODEL_NAMES, FeatureTables, build_model
 log = logging.getLogger(__name__)
 
 DEFAULT_INNER_LR = {"mf": 0.5, "melu": 0.05}
+#: mf's rating block [v | b_u] has an MSE gradient 2·err per unit: its own, smaller rate (validation on ML-100K's
+#: history: 0.5 shared → RMSE 1.098, 0.05 → 0.973, 0.02 → 0.966)
+DEFAULT_INNER_LR_RATING: dict[str, float | None] = {"mf": 0.02, "melu": None}
+#: proximal pull toward θ0 during meta-training and serving: warm-started states are re-adapted at every
+#: micro-batch, the pull keeps them from drifting away from what θ0 knows (validation HR@10 0.140 → 0.171)
+DEFAULT_PROX = {"mf": 0.2, "melu": 0.0}
+#: item side of the online path (adapters.freshness), chosen on a validation split of ML-100K's history (train on
+#: its first 80 %, score the last 20 % prequentially): HR@10 0.171 → 0.176 with weight 1 (0.5: 0.174), half-life
+#: 5,000 events (1,000 worse, 20,000 alike), item rating-bias lr 0.01 (RMSE −0.001; 0.03 worse)
+#: (melu's scores live on another scale: off until fitted for it)
+DEFAULT_FRESHNESS = {"mf": {"weight": 1.0, "half_life": 5_000.0, "rating_lr": 0.01, "rating_reg": 0.0},
+                     "melu": {"weight": 0.0, "half_life": 5_000.0, "rating_lr": 0.0, "rating_reg": 0.0}}
 
 
 @dataclass
@@ -45,7 +58,8 @@ class TrainConfig:
     history: float = 1.0  #: train on the first fraction of events in time order
     steps: int = 3
     inner_lr: float | None = None  #: None = the model's default
-    prox: float = 0.0
+    inner_lr_rating: float | None = None  #: inner lr of the rating block (mf); None = the model's default
+    prox: float | None = None  #: None = the model's default (DEFAULT_PROX)
     batch_users: int = 64
     split: str = "time"  #: "time" or "random"
     window: int = 32  #: max support events per task (time split)
@@ -56,6 +70,9 @@ class TrainConfig:
     exclude_users: frozenset[str] = frozenset()  #: users held out (cold-start protocol)
     part: str = "all"  #: label of the trained part, part of the fingerprint
     dataset_spec: str = ""
+    freshness: float | None = None  #: weight of the online item-popularity bonus; None = DEFAULT_FRESHNESS
+    freshness_half_life: float | None = None  #: its half-life in events; None = DEFAULT_FRESHNESS
+    item_rating_lr: float | None = None  #: online item rating-bias learning rate; None = DEFAULT_FRESHNESS
 
 
 @dataclass
@@ -221,6 +238,16 @@ def _reset_item_rows(model: Any, users: list[UserEvents]) -> None:
             p[unseen] = p[torch.from_numpy(seen)].mean(0)
 
 
+def _freshness(cfg: TrainConfig, part: Any, vocab: Vocab) -> dict[str, Any]:
+    """The online item side's settings and its starting point: item counts decayed to the end of the training data."""
+    over = {"weight": cfg.freshness, "half_life": cfg.freshness_half_life, "rating_lr": cfg.item_rating_lr}
+    fc = FreshnessConfig.from_dict({**DEFAULT_FRESHNESS[cfg.model], **{k: v for k, v in over.items() if v is not None}})
+    index = {i: r for r, i in enumerate(vocab.item_ids)}
+    rows = np.array([index.get(i, 0) for i in part.item_ids.tolist()], dtype=np.int64)
+    counts = decayed_counts(rows, len(vocab.item_ids), fc.half_life)
+    return {**fc.to_dict(), "counts": [round(float(c), 4) for c in counts]}
+
+
 def train(ds: Any, cfg: TrainConfig, on_step: Callable[[int, int, int, float], None] | None = None) -> Checkpoint:
     """Meta-train ``cfg.model`` with ``cfg.meta`` on ``ds`` (its first ``cfg.history`` fraction)."""
     if cfg.model not in MODEL_NAMES:
@@ -244,7 +271,9 @@ def train(ds: Any, cfg: TrainConfig, on_step: Callable[[int, int, int, float], N
     mcfg = {"rating_min": lo, "rating_max": hi, "global_mean": mean, **cfg.model_config}
     if not len(rated):
         mcfg.setdefault("rating_weight", 0.0)
-    inner = InnerConfig(steps=cfg.steps, lr=cfg.inner_lr or DEFAULT_INNER_LR[cfg.model], prox=cfg.prox,
+    lr_rating = cfg.inner_lr_rating if cfg.inner_lr_rating is not None else DEFAULT_INNER_LR_RATING[cfg.model]
+    inner = InnerConfig(steps=cfg.steps, lr=cfg.inner_lr or DEFAULT_INNER_LR[cfg.model], lr_rating=lr_rating,
+                        prox=DEFAULT_PROX[cfg.model] if cfg.prox is None else cfg.prox,
                         metasgd=(cfg.meta == "metasgd"))
     model = build_model(cfg.model, len(vocab.item_ids), vocab.tables, mcfg, inner)
     if hasattr(model, "reseed"):
@@ -284,7 +313,8 @@ def train(ds: Any, cfg: TrainConfig, on_step: Callable[[int, int, int, float], N
                "train_events": int(len(part)), "train_users": len(users)}
     train_cfg = {k: (sorted(v) if isinstance(v, frozenset) else v) for k, v in asdict(cfg).items()
                  if k != "exclude_users"}
-    config = {"history": cfg.history, "dataset": cfg.dataset_spec or ds.name, "dataset_name": ds.name,
+    config = {"freshness": _freshness(cfg, part, vocab),
+              "history": cfg.history, "dataset": cfg.dataset_spec or ds.name, "dataset_name": ds.name,
               "dataset_fingerprint": ds.fingerprint, "part": cfg.part, "training": train_cfg}
     return Checkpoint.from_adapter(model, vocab.item_ids, cfg.meta, user_ids=vocab.user_ids,
                                    item_titles=vocab.item_titles, genre_names=vocab.genre_names, config=config,

@@ -78,9 +78,14 @@ class AdapterModule(nn.Module):
         self.n_items = int(n_items)
         self.inner = inner
 
+    #: the state entries of the rating block (their inner rate is ``inner.lr_rating``); None = no such block
+    rating_block: slice | None = None
+
     def _init_inner_lr(self) -> None:
-        self.log_lr = nn.Parameter(torch.full((self.state_dim,), math.log(self.inner.lr)),
-                                   requires_grad=self.inner.metasgd)
+        log_lr = torch.full((self.state_dim,), math.log(self.inner.lr))
+        if self.inner.lr_rating is not None and self.rating_block is not None:
+            log_lr[self.rating_block] = math.log(self.inner.lr_rating)
+        self.log_lr = nn.Parameter(log_lr, requires_grad=self.inner.metasgd)
 
     def inner_lr(self) -> torch.Tensor:
         """Per-parameter inner learning rates ``[state_dim]`` (all equal unless Meta-SGD learned them)."""

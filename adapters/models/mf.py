@@ -59,6 +59,7 @@ class MFAdapter(AdapterModule):
         self.rating_min, self.rating_max = float(config.rating_min), float(config.rating_max)
         d, r = config.dim, config.rating_dim
         self.state_dim = d + r + 1
+        self.rating_block = slice(d, d + r + 1)
         gen = torch.Generator().manual_seed(0)
         self.item_emb = nn.Parameter(torch.randn(n_items, d, generator=gen) * 0.1)
         self.item_bias = nn.Parameter(torch.zeros(n_items))
