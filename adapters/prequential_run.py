@@ -121,7 +121,7 @@ def run_prequential(args: Any) -> dict[str, Any]:
         if args.model and args.model != checkpoint.model:
             raise MetarecError(f"--model {args.model} but the checkpoint is a {checkpoint.model} model")
     else:
-        checkpoint = _train(ds, args, args.meta or "fomaml", config.history, progress)
+        checkpoint = _train(ds, args, args.meta or "maml", config.history, progress)
     erm_args = replace_ns(args, model=args.model or checkpoint.model)
     erm = _train(ds, erm_args, "erm", config.history, progress)
     train_seconds = time.perf_counter() - t0

@@ -37,7 +37,7 @@ class DemoConfig:
     data_dir: Path | None = None
     report_dir: Path = Path("reports/demo")
     model: str = "mf"
-    meta: str = "fomaml"
+    meta: str = "maml"
     epochs: int = 2
     pretrain_epochs: int = 2
     history: float = 0.5

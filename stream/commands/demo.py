@@ -30,8 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                          "or ~/.cache/metarec)")
     parser.add_argument("--report-dir", default="reports/demo", help="where to write demo.json and demo.md")
     parser.add_argument("--model", choices=("mf", "melu"), default="mf", help="model (default mf)")
-    parser.add_argument("--meta", choices=("maml", "fomaml", "reptile", "metasgd"), default="fomaml",
-                        help="meta-learner (default fomaml)")
+    parser.add_argument("--meta", choices=("maml", "fomaml", "reptile", "metasgd"), default="maml",
+                        help="meta-learner (default maml)")
     parser.add_argument("--epochs", type=_positive_int, default=2, help="meta-training epochs (default 2: quick)")
     parser.add_argument("--retrain", action="store_true", help="train even if a cached checkpoint exists")
     parser.add_argument("--limit", type=_positive_int, default=None, help="replay only the first N events")

@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", choices=("mf", "melu"), default=None,
                         help="model (default: melu for coldstart, mf for prequential)")
     parser.add_argument("--meta", choices=("maml", "fomaml", "reptile", "metasgd"), default=None,
-                        help="meta-learner (default: maml for coldstart, fomaml for prequential)")
+                        help="meta-learner (default maml)")
     parser.add_argument("--history", type=float, default=0.5, help="prequential: history fraction (default 0.5)")
     parser.add_argument("--checkpoint", default=None, help="use this checkpoint for θ0 instead of training one")
     parser.add_argument("--json", required=True, help="write the JSON report here")
