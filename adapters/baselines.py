@@ -191,7 +191,7 @@ class LearnerModel:
         self.adapt_seconds = 0.0
 
     def _process(self, events: list[Any]) -> None:
-        result = self.learner.process(events, self.records)
+        result = self.learner.process(events, self.records, publish=False, measure_loss=False)
         self.records.update(result.records)
         self.adapt_seconds += result.adapt_seconds
 

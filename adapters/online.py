@@ -262,8 +262,13 @@ class OnlineLearner:
         return self._predict(states, users, items).numpy()
 
     # -- learn ---------------------------------------------------------------------------------------------
-    def process(self, events: Sequence[Interaction], records: Mapping[str, UserRecord | None]) -> BatchResult:
-        """Apply one micro-batch: windows, one batched adaptation, one top-K list per touched user."""
+    def process(self, events: Sequence[Interaction], records: Mapping[str, UserRecord | None], *,
+                publish: bool = True, measure_loss: bool = True) -> BatchResult:
+        """Apply one micro-batch: windows, one batched adaptation, one top-K list per touched user.
+
+        ``publish=False`` skips the lists and ``measure_loss=False`` the drift signal (``support_loss`` is then
+        NaN): an offline evaluation that scores before learning needs neither. States and records are the same.
+        """
         t0 = time.perf_counter()
         cfg = self.config
         touched: dict[str, UserRecord] = {}
@@ -305,9 +310,9 @@ class OnlineLearner:
             # pre-update loss on the incoming events only: how surprised the current states are (drift signal)
             sub = torch.tensor(adapted, dtype=torch.long)
             incoming = [UserRecord(n_items=recs[n].n_items, vocab=recs[n].vocab, items=recs[n].items[fresh[user_ids[n]]],
-                                   ratings=recs[n].ratings[fresh[user_ids[n]]]) for n in adapted]
+                                   ratings=recs[n].ratings[fresh[user_ids[n]]]) for n in adapted] if measure_loss else []
             support_loss = (float(self.adapter.loss(states[sub], self._support(incoming, users[sub])).mean())
-                            if adapted else math.nan)
+                            if adapted and measure_loss else math.nan)
             self._learn_items(user_ids, states, users, new_users, new_rows, new_ratings)
         for n in adapted:
             recs[n].trim(cfg.window, cfg.max_age_s)
@@ -318,7 +323,7 @@ class OnlineLearner:
             with torch.no_grad():  # the global parameters stay fixed online (torch.func transforms ignore this)
                 states[sub] = self.adapter.adapt(states[sub], support, steps=cfg.steps, prox=cfg.prox)
         t3 = time.perf_counter()
-        recommendations = self._rank(user_ids, recs, users, states, newest)
+        recommendations = self._rank(user_ids, recs, users, states, newest) if publish else []
         t4 = time.perf_counter()
         out: dict[str, UserRecord] = {}
         state_np = states.numpy()

@@ -189,3 +189,18 @@ def test_bad_online_config_is_a_user_error(kwargs) -> None:
 def test_config_is_a_frozen_dataclass() -> None:
     cfg = OnlineConfig()
     assert replace(cfg, window=8).window == 8 and cfg.window == 32
+
+
+def test_evaluation_mode_skips_lists_and_loss_but_learns_the_same(dataset, checkpoint):
+    events = stream(dataset, 160)
+    full, lean = OnlineLearner(checkpoint), OnlineLearner(checkpoint)
+    rec_full: dict = {}
+    rec_lean: dict = {}
+    for s in range(0, len(events), 16):
+        a = full.process(events[s:s + 16], rec_full)
+        b = lean.process(events[s:s + 16], rec_lean, publish=False, measure_loss=False)
+        rec_full.update(a.records)
+        rec_lean.update(b.records)
+        assert a.recommendations and not b.recommendations
+        assert math.isfinite(a.support_loss) and math.isnan(b.support_loss)
+    assert {u: r.to_bytes() for u, r in rec_full.items()} == {u: r.to_bytes() for u, r in rec_lean.items()}
