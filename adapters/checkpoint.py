@@ -141,6 +141,7 @@ class Checkpoint:
             raise MetarecError(f"checkpoint {d}: unreadable JSON ({exc})") from None
         if not isinstance(config, dict) or config.get("format") != FORMAT:
             raise MetarecError(f"checkpoint {d}: unsupported format {config.get('format') if isinstance(config, dict) else '?'}")
+        _refuse_pickle(d / "weights.safetensors")
         try:
             weights = load_file(str(d / "weights.safetensors"))
         except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
@@ -168,6 +169,27 @@ class Checkpoint:
         if len(ck.item_ids) != adapter.n_items:
             raise MetarecError(f"checkpoint {d}: {len(ck.item_ids)} item ids for {adapter.n_items} item rows")
         return ck
+
+
+#: leading bytes of formats that execute code when loaded: pickle (protocol 2+), torch.save zip archives, and
+#: the legacy torch.save tar/pickle layout
+_PICKLE_MAGICS = (b"\x80", b"PK\x03\x04", b"\x1f\x8b")
+
+
+def _refuse_pickle(path: Path) -> None:
+    """Refuse, with a clear message, a weights file that is a pickle / ``torch.save`` archive (never loaded).
+
+    safetensors would reject it anyway (it parses a JSON header and raw tensor bytes, nothing executable); this
+    only names the problem instead of a parser error.
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError as exc:
+        raise MetarecError(f"checkpoint {path.parent}: cannot read {path.name} ({exc.strerror or exc})") from None
+    if head.startswith(_PICKLE_MAGICS):
+        raise MetarecError(f"checkpoint {path.parent}: {path.name} is a pickle/torch.save file, not safetensors; "
+                           f"metarec never unpickles (convert the weights with safetensors.torch.save_file)")
 
 
 def _placeholder_tables(tables: Any, shapes: dict[str, Any]) -> Any:

@@ -21,19 +21,25 @@ applied offset), and its user's list is published again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import time
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from adapters.records import UserRecord
 from stream.batch import BatchCore, Outgoing, RawMessage
+from stream.expiry import StateExpiry, expire_users, rebuild_index
+from stream.gapfill import OffsetTracker, fill_gaps
 from stream.http import WorkerHealth
 from stream.metrics import WorkerMetrics
 from stream.versions import CheckpointWatcher
+
+MAX_DLQ_BYTES = 16 * 1024 * 1024  #: = stream.worker.MAX_DLQ_BYTES
 
 if TYPE_CHECKING:  # pragma: no cover
     from adapters.online import OnlineLearner
@@ -67,6 +73,10 @@ class WorkerRuntime:
     commit_watch: dict[int, tuple[int | None, float, bool]] = field(default_factory=dict)  #: _watch_commits
     worker: Any = None  #: the faust.Worker running the app (its shutdown is triggered after the drain)
     draining: bool = False
+    offsets: OffsetTracker = field(default_factory=OffsetTracker)  #: contiguity check (stream.gapfill)
+    expiry: StateExpiry = field(default_factory=lambda: StateExpiry(None))  #: --state-ttl index (stream.expiry)
+    expiry_stale: bool = False  #: rebuild the expiry index from the table before the next batch
+    changelog_sent: list = field(default_factory=list)  #: this batch's changelog FutureMessages (delivery awaited)
 
     def set_model_metrics(self) -> None:
         ck = self.learner.checkpoint
@@ -96,6 +106,8 @@ def build_app(rt: WorkerRuntime, broker_credentials: Any = None) -> Any:
         topic_partitions=rt.partitions,
         topic_replication_factor=cfg.replication_factor,
         producer_linger=0.0,  # Tansu: changelog restore came up short with batched changelog writes
+        producer_max_request_size=MAX_DLQ_BYTES,  # a dead letter carries the original value, up to this size
+        consumer_max_fetch_size=1024 ** 2,  # per partition and fetch (the broker still returns a larger record)
         broker_session_timeout=cfg.session_timeout,
         broker_heartbeat_interval=max(0.1, cfg.session_timeout / 4),
         broker_commit_interval=cfg.commit_interval,
@@ -115,21 +127,27 @@ def build_app(rt: WorkerRuntime, broker_credentials: Any = None) -> Any:
     # faust derives a table's codecs from its types (json for bytes): keys and values are raw bytes here. Set
     # before first use: the store and the changelog topic are created lazily with these.
     table.key_serializer = table.value_serializer = "raw"
+    _track_changelog_sends(table, rt)
 
     async def handle(events: list[Any]) -> None:
         async with rt.lock:
-            by_pos: dict[tuple[int, int], Any] = {}
+            if rt.expiry_stale:
+                assigned = [tp.partition for tp in app.consumer.assignment() if tp.topic == cfg.input]
+                rebuild_index(rt.expiry, table, assigned, rt.metrics)
+                rt.expiry_stale = False
+            part_event: dict[int, Any] = {}  # partition → a faust event of it (makes the table use that partition)
             msgs = []
             received = time.time()
             for e in events:
                 m = e.message
-                by_pos[(m.partition, m.offset)] = e
+                part_event.setdefault(m.partition, e)
                 msgs.append(RawMessage(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp, received))
+            msgs = await fill_gaps(app.consumer, rt.offsets, msgs, cfg, rt.metrics)
             t0 = time.perf_counter()
             good, dead = rt.core.parse(msgs)
-            newest: dict[str, Any] = {}  # user → faust event of its newest message in the batch
+            newest: dict[str, Any] = {}  # user → a faust event of its partition (its changelog partition)
             for ev, msg in good:
-                newest[ev.user_id] = by_pos[(msg.partition, msg.offset)]
+                newest[ev.user_id] = part_event[msg.partition]
             records: dict[str, UserRecord | None] = {}
             for user, fev in newest.items():
                 token = _set_current(fev)
@@ -147,10 +165,15 @@ def build_app(rt: WorkerRuntime, broker_credentials: Any = None) -> Any:
                     table[user.encode("utf-8")] = rec.to_bytes()
                 finally:
                     _current_reset(token)
+                rt.expiry.touch(rec_partition(newest[user]), user, rec.last_timestamp)
+            swept = expire_users(rt.expiry, table, good, part_event, current_event, rt.metrics)
             t3 = time.perf_counter()
+            rt.health.stall("delivery of a micro-batch's output")
             await _publish(app, rt, out.lists + dead + out.dead)
             t4 = time.perf_counter()
-            await _end_markers(app, rt, table, {rec_partition(newest[u]) for u in out.records})
+            sent, rt.changelog_sent = rt.changelog_sent, []
+            await _end_markers(app, rt, table, {rec_partition(newest[u]) for u in out.records} | swept, sent)
+            rt.health.stall(None)
             t5 = time.perf_counter()
             log.debug("batch of %d: parse+read %.1f ms, learn %.1f ms, write %.1f ms, publish %d %.1f ms, "
                       "markers %.1f ms; learner %s", len(msgs), (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3,
@@ -217,6 +240,8 @@ def build_app(rt: WorkerRuntime, broker_credentials: Any = None) -> Any:
         for p in list(rt.next_offset):
             if p not in mine:
                 del rt.next_offset[p]
+        rt.offsets.drop(set(mine))
+        rt.expiry_stale = rt.expiry.enabled
         log.info("assigned input partitions %s", mine)
 
     @app.on_rebalance_complete.connect
@@ -225,6 +250,16 @@ def build_app(rt: WorkerRuntime, broker_credentials: Any = None) -> Any:
 
     app.metarec_table = table  # for introspection in tests/debugging
     return app
+
+
+@contextlib.contextmanager
+def current_event(event: Any) -> Iterator[None]:
+    """Within the block, ``event`` is the current event of this task (table reads/writes use its partition)."""
+    token = _set_current(event)
+    try:
+        yield
+    finally:
+        _current_reset(token)
 
 
 def _current_reset(token: Any) -> None:
@@ -302,7 +337,19 @@ def rec_partition(event: Any) -> int:
     return int(event.message.partition)
 
 
-async def _end_markers(app: Any, rt: WorkerRuntime, table: Any, partitions: set[int]) -> None:
+def _track_changelog_sends(table: Any, rt: WorkerRuntime) -> None:
+    """Collect the future of every changelog record the table sends (see :func:`_end_markers`)."""
+    send = table.send_changelog
+
+    def send_changelog(*args: Any, **kwargs: Any) -> Any:
+        fut = send(*args, **kwargs)
+        rt.changelog_sent.append(fut)
+        return fut
+
+    table.send_changelog = send_changelog  # faust's _send_changelog calls self.send_changelog
+
+
+async def _end_markers(app: Any, rt: WorkerRuntime, table: Any, partitions: set[int], sent: list) -> None:
     """Close this batch's changelog writes with a one-record batch (a tombstone of :data:`END_MARKER`) per partition.
 
     Brokers that report the high watermark as the base offset of the last record batch + 1 (Tansu) would make a
@@ -310,9 +357,17 @@ async def _end_markers(app: Any, rt: WorkerRuntime, table: Any, partitions: set[
     (ConsistencyError). After the marker, the last batch of each written partition holds one record, so the
     watermark is exact. On Apache Kafka it is a harmless tombstone (compacted away).
     """
+    await app.producer.flush()
+    # faust's flush is not a delivery barrier: its buffer flush gives up after 100 ms without progress, and the
+    # record its background sender holds is in neither the buffer nor aiokafka's accumulator. Offsets must not be
+    # committed before the state they produced is durable (a kill -9 would leave the user's record stale for
+    # good), so wait for the delivery of every changelog record of this batch.
+    for result in await asyncio.gather(*sent, return_exceptions=True):
+        if isinstance(result, BaseException):
+            rt.metrics.publish_errors.inc()
+            log.error("changelog write failed: %s", result)
     if not partitions:
         return
-    await app.producer.flush()  # this batch's changelog records are on the broker
     topic = table.changelog_topic.get_topic_name()
     futures = []
     for p in sorted(partitions):

@@ -29,7 +29,7 @@ from adapters.online import BatchResult, Interaction, OnlineLearner
 from adapters.records import UserRecord
 from stream.hitrate import OnlineHitRate
 from stream.metrics import ActiveUsers, WorkerMetrics
-from stream.schema import REASONS, InvalidEvent, parse_event
+from stream.schema import MAX_EVENT_BYTES, REASONS, InvalidEvent, parse_event
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +71,14 @@ class BatchOutput:
 
 
 def dead_letter(msg: RawMessage, reason: str, dlq_topic: str) -> Outgoing:
-    """The dead letter of ``msg``: its original key and bytes, headers ``error`` and ``source``."""
+    """The dead letter of ``msg``: its original key and bytes, headers ``error`` and ``source``.
+
+    A message with neither key nor value (a null tombstone on the input) is dead-lettered with an empty key.
+    """
     source = f"{msg.topic}/{msg.partition}/{msg.offset}".encode()
-    return Outgoing(dlq_topic, msg.key, msg.value, [("error", reason.encode()), ("source", source)])
+    # a Kafka client cannot produce a record with neither key nor value: such a dead letter gets an empty key
+    key = msg.key if msg.key is not None or msg.value is not None else b""
+    return Outgoing(dlq_topic, key, msg.value, [("error", reason.encode()), ("source", source)])
 
 
 class BatchCore:
@@ -81,8 +86,10 @@ class BatchCore:
 
     def __init__(self, learner: OnlineLearner | None, metrics: WorkerMetrics, input_topic: str = "interactions",
                  output_topic: str = "recommendations", dlq_topic: str | None = None,
-                 hitrate: OnlineHitRate | None = None, active: ActiveUsers | None = None) -> None:
+                 hitrate: OnlineHitRate | None = None, active: ActiveUsers | None = None,
+                 max_event_bytes: int = MAX_EVENT_BYTES) -> None:
         self.learner = learner
+        self.max_event_bytes = int(max_event_bytes)
         self.metrics = metrics
         self.input_topic, self.output_topic = input_topic, output_topic
         self.dlq_topic = dlq_topic or f"{input_topic}.dlq"
@@ -100,7 +107,7 @@ class BatchCore:
         self.metrics.batch_events.observe(len(messages))
         for msg in messages:
             try:
-                ev = parse_event(msg.value)
+                ev = parse_event(msg.value, self.max_event_bytes)
             except InvalidEvent as exc:
                 reason = exc.reason
             except Exception as exc:  # noqa: BLE001 - a parser bug must not stop the stream

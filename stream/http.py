@@ -4,7 +4,15 @@
 * ``GET /healthz`` — 200 while the processing loop is alive: the loop stamps :attr:`WorkerHealth.heartbeat` every
   iteration and every idle tick (1 s); 503 when the stamp is older than ``stale_after_s`` or the agent has died.
 * ``GET /readyz`` — 200 once a model is loaded and the consumer group has assigned this worker its partitions
-  (after the state tables were restored); 503 before, and during a rebalance.
+  (after the state tables were restored); 503 before, during a rebalance, and while the broker has been
+  unreachable (the probe's metadata requests fail) or a micro-batch's delivery/commit has been stalled for more
+  than ``stall_after_s`` (default 5 s). The body's ``reason`` says why, e.g.
+  ``"broker unreachable since 2026-11-23T14:31:07Z (15.2 s): ..."``.
+
+Semantics for orchestrators: ``/healthz`` answers "is the process able to make progress by itself?" — a broker
+outage does NOT fail it (restarting the worker would not bring the broker back, and the worker resumes by itself
+when the broker returns); ``/readyz`` answers "is it doing its job right now?" — it fails during an outage, so
+dashboards and load balancers see the outage, and returns to 200 by itself afterwards.
 
 The server runs in a daemon thread so that a scrape never waits for the event loop, and a blocked loop shows up
 as a stale heartbeat rather than as a hung scrape.
@@ -25,6 +33,7 @@ import json
 import logging
 import threading
 import time
+from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -47,9 +56,47 @@ class WorkerHealth:
     assigned: bool = False  #: partitions assigned and tables restored
     partitions: int = 0
     model_version: str = ""
+    stall_after_s: float = 5.0  #: outage/stall duration after which /readyz turns 503
+    broker_down_since: float | None = None  #: wall time of the first failed broker probe of the current outage
+    broker_error: str = ""
+    stalled_since: float | None = None  #: wall time a micro-batch started waiting for delivery/commit
+    stalled_what: str = ""
 
     def beat(self) -> None:
         self.heartbeat = time.monotonic()
+
+    def broker_probe(self, ok: bool, error: str = "", now: float | None = None) -> None:
+        """Result of one broker probe (:class:`stream.probe.BrokerProbe`); logs the outage's start and end."""
+        now = time.time() if now is None else now
+        if ok:
+            if self.broker_down_since is not None:
+                log.warning("broker reachable again after %.1f s", now - self.broker_down_since)
+            self.broker_down_since, self.broker_error = None, ""
+        elif self.broker_down_since is None:
+            self.broker_down_since, self.broker_error = now, error
+            log.warning("broker unreachable: %s", error)
+
+    def stall(self, what: str | None, now: float | None = None) -> None:
+        """Mark the start (``what``) or the end (None) of a wait on the broker inside a micro-batch."""
+        if what is None:
+            if self.stalled_since is not None:
+                waited = (time.time() if now is None else now) - self.stalled_since
+                if waited > self.stall_after_s:
+                    log.warning("%s completed after %.1f s", self.stalled_what, waited)
+            self.stalled_since, self.stalled_what = None, ""
+        else:
+            self.stalled_since, self.stalled_what = (time.time() if now is None else now), what
+
+    def problem(self, now: float | None = None) -> str | None:
+        """Why the worker is not doing its job right now (None: nothing wrong beyond the threshold)."""
+        now = time.time() if now is None else now
+        stalled = self.stalled_since is not None and now - self.stalled_since > self.stall_after_s
+        if self.broker_down_since is not None and (now - self.broker_down_since > self.stall_after_s or stalled):
+            return (f"broker unreachable since {_iso(self.broker_down_since)} "
+                    f"({now - self.broker_down_since:.1f} s): {self.broker_error}")
+        if stalled:
+            return f"{self.stalled_what} stalled since {_iso(self.stalled_since)} ({now - self.stalled_since:.1f} s)"
+        return None
 
     def live(self) -> tuple[bool, dict]:
         age = time.monotonic() - self.heartbeat
@@ -58,10 +105,26 @@ class WorkerHealth:
                     "agent_alive": self.agent_alive}
 
     def ready(self) -> tuple[bool, dict]:
-        ok = self.model_loaded and self.assigned
-        return ok, {"status": "ready" if ok else "not ready", "model_loaded": self.model_loaded,
-                    "partitions_assigned": self.assigned, "partitions": self.partitions,
-                    "model_version": self.model_version}
+        problem = self.problem()
+        if not self.model_loaded:
+            reason = "no model loaded"
+        elif not self.assigned:
+            reason = "waiting for partition assignment (rebalance or state restore)"
+        else:
+            reason = problem
+        ok = reason is None
+        body = {"status": "ready" if ok else "not ready", "model_loaded": self.model_loaded,
+                "partitions_assigned": self.assigned, "partitions": self.partitions,
+                "model_version": self.model_version}
+        if reason is not None:
+            body["reason"] = reason
+        if problem is not None and reason != problem:
+            body["problem"] = problem
+        return ok, body
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class HealthServer:

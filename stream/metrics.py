@@ -23,7 +23,12 @@ metric                                     type       meaning
 Extra (not in the contract): ``metarec_duplicates_total`` (redelivered events skipped),
 ``metarec_processing_errors_total`` (users whose events could not be processed: dead-lettered),
 ``metarec_publish_errors_total``, ``metarec_batch_events`` (histogram of micro-batch sizes),
-``metarec_assigned_partitions`` (input partitions owned by this worker), ``metarec_commit_stalls_total``.
+``metarec_assigned_partitions`` (input partitions owned by this worker), ``metarec_commit_stalls_total``,
+``metarec_broker_up`` (1 while the broker probe gets answers), ``metarec_state_users`` (user records indexed for
+expiry), ``metarec_state_expired_total`` (user records deleted by ``--state-ttl``: a changelog tombstone each),
+``metarec_state_watermark_seconds{partition}`` (event-time watermark the TTL is measured from),
+``metarec_gap_events_total`` (input events faust skipped and the worker fetched itself, see
+:mod:`stream.gapfill`).
 
 Example
 -------
@@ -100,6 +105,17 @@ class WorkerMetrics:
                                      "processed offsets (see stream.app._watch_commits).", registry=r)
         self.assigned_partitions = Gauge("metarec_assigned_partitions", "Input partitions owned by this worker.",
                                          registry=r)
+        self.broker_up = Gauge("metarec_broker_up", "1 while the broker answers the worker's metadata probe.",
+                               registry=r)
+        self.state_users = Gauge("metarec_state_users", "User records indexed for expiry on this worker.",
+                                 registry=r)
+        self.state_expired = Counter("metarec_state_expired", "User records expired by the state TTL "
+                                     "(deleted: one changelog tombstone each).", registry=r)
+        self.state_watermark = Gauge("metarec_state_watermark_seconds", "Event-time watermark of an input "
+                                     "partition (epoch s): users older than it minus the state TTL expire.",
+                                     ["partition"], registry=r)
+        self.gap_events = Counter("metarec_gap_events", "Input events skipped by faust and fetched by the worker "
+                                  "itself (stream.gapfill).", registry=r)
         self._model_labels: tuple[str, str, str] | None = None
         self._lag_labels: set[tuple[str, str]] = set()
         self._lock = threading.Lock()

@@ -22,6 +22,10 @@ from adapters.errors import MetarecError
 
 log = logging.getLogger(__name__)
 
+DEFAULT_STATE_TTL_S = 90 * 86_400.0  #: 90 days of event time
+MAX_EVENT_BYTES = 64 * 1024  #: same default as stream.schema.MAX_EVENT_BYTES
+MAX_DLQ_BYTES = 16 * 1024 * 1024  #: largest message the worker's producer sends (dead letters keep the original)
+
 
 def default_data_dir(group: str) -> Path:
     base = Path(os.environ.get("METAREC_DATA_DIR") or Path.home() / ".cache" / "metarec")
@@ -59,6 +63,10 @@ class WorkerConfig:
     loglevel: str = "warning"
     torch_threads: int = 1  #: torch intra-op threads; more contend with the event loop on a small machine
     fetch_max_wait_ms: int = 100  #: consumer long-poll wait (faust hard-codes 1500 ms)
+    state_ttl: float = DEFAULT_STATE_TTL_S  #: forget users inactive this long in event time (0: never)
+    max_event_bytes: int = MAX_EVENT_BYTES  #: larger input values are dead-lettered as "oversized"
+    stall_after: float = 5.0  #: /readyz turns 503 after the broker was unreachable (or a batch stalled) this long
+    probe_interval: float = 2.0  #: seconds between broker probes (metadata requests)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -77,6 +85,12 @@ class WorkerConfig:
             raise MetarecError(f"--fetch-max-wait-ms must be in [0, 60000], got {self.fetch_max_wait_ms}")
         if not 0 <= self.metrics_port < 65536:
             raise MetarecError(f"--metrics-port must be a TCP port, got {self.metrics_port}")
+        if not 0 <= self.state_ttl < float("inf"):
+            raise MetarecError(f"--state-ttl must be ≥ 0 seconds (0 = never expire), got {self.state_ttl}")
+        if not 1 <= self.max_event_bytes <= MAX_DLQ_BYTES:
+            raise MetarecError(f"--max-event-bytes must be in [1, {MAX_DLQ_BYTES}], got {self.max_event_bytes}")
+        if not self.stall_after > 0 or not self.probe_interval > 0:
+            raise MetarecError("--stall-after and --probe-interval must be > 0")
         if self.input == self.output:
             raise MetarecError("--input and --output must be different topics")
         self.checkpoint = Path(self.checkpoint)
@@ -87,8 +101,12 @@ class _DirLock:
     """An exclusive lock on the data directory: two workers must not share one (RocksDB would refuse later)."""
 
     def __init__(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        self._fh = open(directory / ".metarec-worker.lock", "w")  # noqa: SIM115 - held for the process lifetime
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            self._fh = open(directory / ".metarec-worker.lock", "w")  # noqa: SIM115 - held for the process lifetime
+        except OSError as exc:
+            raise MetarecError(f"cannot use data directory {directory}: {exc.strerror or exc} "
+                               f"(pick another --data-dir)") from None
         try:
             fcntl.flock(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -115,7 +133,7 @@ def prepare_topics(cfg: WorkerConfig) -> int:
     n = counts[cfg.input]
     if n < 1:
         raise MetarecError(f"input topic {cfg.input!r} has no partitions")
-    ensure_topics(cfg.bootstrap, {cfg.output: (n, None), f"{cfg.input}.dlq": (n, None),
+    ensure_topics(cfg.bootstrap, {cfg.output: (n, None), f"{cfg.input}.dlq": (n, {"max.message.bytes": str(MAX_DLQ_BYTES)}),
                                   changelog_topic(cfg.group): (n, {"cleanup.policy": "compact"})},
                   overrides=cfg.kafka_options, replication_factor=cfg.replication_factor)
     return n
@@ -127,6 +145,7 @@ def build_runtime(cfg: WorkerConfig, partitions: int, metrics: Any = None, healt
     from adapters.online import OnlineConfig, OnlineLearner
     from stream.app import WorkerRuntime
     from stream.batch import BatchCore
+    from stream.expiry import StateExpiry
     from stream.http import WorkerHealth
     from stream.metrics import WorkerMetrics
     from stream.versions import CheckpointWatcher
@@ -138,9 +157,9 @@ def build_runtime(cfg: WorkerConfig, partitions: int, metrics: Any = None, healt
     online = OnlineConfig(window=cfg.window, max_age_s=cfg.max_age, steps=cfg.steps, prox=cfg.prox, top_k=cfg.top_k,
                           max_catalog=cfg.max_catalog, retrieval_m=cfg.retrieval_m)
     learner = OnlineLearner(ckpt, online)
-    core = BatchCore(learner, metrics, cfg.input, cfg.output)
+    core = BatchCore(learner, metrics, cfg.input, cfg.output, max_event_bytes=cfg.max_event_bytes)
     rt = WorkerRuntime(config=cfg, learner=learner, core=core, metrics=metrics, health=health, watcher=watcher,
-                       partitions=partitions)
+                       partitions=partitions, expiry=StateExpiry(cfg.state_ttl or None))
     rt.set_model_metrics()
     log.info("serving model %s (%s/%s) from %s", ckpt.version, ckpt.model, ckpt.meta, cfg.checkpoint)
     return rt
@@ -185,8 +204,9 @@ def run_worker(cfg: WorkerConfig) -> int:
 
     from stream.app import build_app
     from stream.http import HealthServer, WorkerHealth
-    from stream.kafka import check_reachable, client_config, faust_credentials, validate_bootstrap
+    from stream.kafka import check_reachable, validate_bootstrap
     from stream.metrics import WorkerMetrics
+    from stream.probe import BrokerProbe
 
     from stream.versions import resolve_checkpoint
 
@@ -194,14 +214,16 @@ def run_worker(cfg: WorkerConfig) -> int:
     torch.set_num_threads(cfg.torch_threads)
     set_fetch_max_wait(cfg.fetch_max_wait_ms)
     resolve_checkpoint(cfg.checkpoint)  # a bad --checkpoint fails before anything touches Kafka
-    credentials = faust_credentials(client_config(cfg.bootstrap, cfg.kafka_options))
+    credentials = worker_credentials(cfg)
     check_reachable(cfg.bootstrap, overrides=cfg.kafka_options)
     assert cfg.data_dir is not None
     lock = _DirLock(cfg.data_dir)
-    server = None
+    server = probe = None
     try:
-        metrics, health = WorkerMetrics(), WorkerHealth()
+        metrics, health = WorkerMetrics(), WorkerHealth(stall_after_s=cfg.stall_after)
         server = HealthServer(metrics, health, cfg.metrics_host, cfg.metrics_port).start()
+        probe = BrokerProbe(cfg.bootstrap, health, metrics, interval_s=cfg.probe_interval,
+                            timeout_s=min(cfg.probe_interval, 2.0), overrides=cfg.kafka_options).start()
         partitions = prepare_topics(cfg)
         rt = build_runtime(cfg, partitions, metrics, health)
         app = build_app(rt, credentials)
@@ -221,6 +243,15 @@ def run_worker(cfg: WorkerConfig) -> int:
         print(summary_line(metrics, code), flush=True)
         return code
     finally:
+        if probe is not None:
+            probe.close()
         if server is not None:
             server.close()
         lock.release()
+
+
+def worker_credentials(cfg: WorkerConfig, environ: Any = None) -> Any:
+    """faust ``broker_credentials`` from ``METAREC_KAFKA_*`` and ``--kafka-option`` (None for PLAINTEXT)."""
+    from stream.kafka import client_config, faust_credentials
+
+    return faust_credentials(client_config(cfg.bootstrap, cfg.kafka_options, environ=environ))

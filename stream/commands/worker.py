@@ -16,7 +16,11 @@ its LATEST file, else the newest): it is polled every --model-poll seconds and a
 the next micro-batch on, without restart. Users keep their windows across a switch; their adapted vectors are
 re-adapted from the new model at their next event.
 
-HTTP on --metrics-host:--metrics-port: /metrics (Prometheus), /healthz, /readyz.
+HTTP on --metrics-host:--metrics-port (127.0.0.1 unless configured): /metrics (Prometheus), /healthz (200
+while the processing loop runs, even during a broker outage), /readyz (503 with a reason before assignment and
+while the broker is unreachable for more than --stall-after seconds).
+
+State of users inactive for --state-ttl seconds of event time is deleted (changelog tombstones).
 SIGTERM/Ctrl-C: finishes the micro-batch in flight, publishes, commits, exits 0.
 
 examples:
@@ -30,6 +34,13 @@ def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be ≥ 0, got {text}")
     return value
 
 
@@ -84,10 +95,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     b.add_argument("--torch-threads", type=int, default=1,
                    help="torch threads for adaptation (default 1: on a small machine more threads contend with "
                         "the event loop and run slower; scale out with processes instead)")
+    b.add_argument("--state-ttl", type=_non_negative_float, default=90 * 86_400.0, metavar="SECONDS",
+                   help="forget a user whose newest event is this many seconds (event time) older than their "
+                        "partition's stream time: their record is deleted and tombstoned in the changelog "
+                        "(default 7776000 = 90 days; 0 = never)")
+    b.add_argument("--max-event-bytes", type=int, default=64 * 1024,
+                   help="input values larger than this go to the DLQ with reason oversized (default 65536)")
     h = parser.add_argument_group("HTTP")
     h.add_argument("--metrics-host", default="127.0.0.1", help="interface for /metrics /healthz /readyz (default "
                    "127.0.0.1; 0.0.0.0 in a container)")
     h.add_argument("--metrics-port", type=int, default=9400, help="port (default 9400; 0 = pick a free one)")
+    h.add_argument("--stall-after", type=_positive_float, default=5.0, metavar="SECONDS",
+                   help="/readyz answers 503 (with the reason) once the broker has been unreachable, or a "
+                        "micro-batch's delivery has waited, this long (default 5); /healthz stays 200")
+    h.add_argument("--probe-interval", type=_positive_float, default=2.0, metavar="SECONDS",
+                   help="seconds between the broker probes behind /readyz (default 2)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -103,5 +125,6 @@ def run(args: argparse.Namespace) -> int:
         retrieval_m=args.retrieval_m, partitions=args.partitions, replication_factor=args.replication_factor,
         session_timeout=args.session_timeout, commit_interval=args.commit_interval, model_poll=args.model_poll,
         kafka_options=kafka_overrides(args), loglevel=loglevel, torch_threads=args.torch_threads,
-        fetch_max_wait_ms=args.fetch_max_wait_ms)
+        fetch_max_wait_ms=args.fetch_max_wait_ms, state_ttl=args.state_ttl, max_event_bytes=args.max_event_bytes,
+        stall_after=args.stall_after, probe_interval=args.probe_interval)
     return run_worker(cfg)

@@ -157,23 +157,28 @@ def relevant(m: dict[str, float]) -> dict[str, float]:
 
 
 def produce(bootstrap: str, topic: str, messages: Iterable[tuple[bytes | None, bytes | None]],
-            timestamp_ms: int | None = None) -> int:
+            timestamp_ms: int | None = None, overrides: dict[str, Any] | None = None) -> int:
     """Produce ``(key, value)`` pairs (murmur2 partitioning, like faust); returns how many."""
     from confluent_kafka import Producer
 
     from stream.kafka import producer_config
 
-    p = Producer(producer_config(bootstrap))
+    p = Producer(producer_config(bootstrap, overrides))
     n = 0
     for key, value in messages:
         kwargs: dict[str, Any] = {"key": key, "value": value}
         if timestamp_ms is not None:
             kwargs["timestamp"] = timestamp_ms
-        p.produce(topic, **kwargs)
+        while True:
+            try:
+                p.produce(topic, **kwargs)
+                break
+            except BufferError:  # local queue full: let deliveries drain
+                p.poll(0.1)
         n += 1
         if n % 1000 == 0:
             p.poll(0)
-    assert p.flush(30) == 0
+    assert p.flush(60) == 0
     return n
 
 
@@ -243,3 +248,32 @@ def input_positions(messages: list[Any]) -> dict[str, list[tuple[int, int, str]]
     for v in out.values():
         v.sort()
     return out
+
+
+def read_to_end(bootstrap: str, topic: str, timeout: float = 90.0) -> list[Any]:
+    """Every message of ``topic`` up to each partition's high watermark at the time of the call (no idle cut-off:
+    a slow broker cannot truncate the read). On Tansu the watermark is exact only when each partition's last
+    record batch holds one record — the worker closes every batch of changelog writes with such a marker."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    from stream.kafka import consumer_config
+
+    c = Consumer(consumer_config(bootstrap))
+    try:
+        parts = sorted(c.list_topics(topic, timeout=10).topics[topic].partitions)
+        ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
+        todo = {p for p, high in ends.items() if high > 0}
+        c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+        out: list[Any] = []
+        deadline = time.monotonic() + timeout
+        while todo and time.monotonic() < deadline:
+            msg = c.poll(0.2)
+            if msg is None or msg.error():
+                continue
+            out.append(msg)
+            if msg.offset() >= ends[msg.partition()] - 1:
+                todo.discard(msg.partition())
+        assert not todo, f"{topic}: partitions {sorted(todo)} not read to their end {ends} within {timeout} s"
+        return out
+    finally:
+        c.close()
