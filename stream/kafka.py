@@ -262,3 +262,13 @@ def aiokafka_kwargs(cfg: Mapping[str, Any]) -> dict[str, Any]:
         if out["sasl_mechanism"] == "GSSAPI":
             out["sasl_kerberos_service_name"] = cfg.get("sasl.kerberos.service.name", "kafka")
     return out
+
+
+def produce(producer: Any, topic: str, **kwargs: Any) -> None:
+    """``producer.produce(topic, **kwargs)``, waiting for librdkafka to send while its local queue is full."""
+    while True:
+        try:
+            producer.produce(topic, **kwargs)
+            return
+        except BufferError:  # local queue full: let librdkafka send
+            producer.poll(0.05)

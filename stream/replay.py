@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from adapters.errors import MetarecError
-from stream.kafka import check_reachable, consumer_config, ensure_topics, producer_config
+from stream.kafka import check_reachable, consumer_config, ensure_topics, produce, producer_config
 
 log = logging.getLogger(__name__)
 
@@ -77,15 +77,6 @@ def _producer(bootstrap: str, overrides: Mapping[str, Any] | None, delivery: _De
                                       "queue.buffering.max.messages": 500_000, "delivery.report.only.error": True,
                                       "on_delivery": delivery, **dict(overrides or {})})
     return Producer(cfg)
-
-
-def _produce(producer: Any, topic: str, **kwargs: Any) -> None:
-    while True:
-        try:
-            producer.produce(topic, **kwargs)
-            return
-        except BufferError:  # local queue full: let librdkafka send
-            producer.poll(0.05)
 
 
 def _finish(producer: Any, delivery: _Delivery, produced: int) -> int:
@@ -173,7 +164,7 @@ def replay_dataset(dataset: Any, bootstrap: str, topic: str, *, speed: float = 0
         key = keys.get(user)
         if key is None:
             key = keys[user] = user.encode("utf-8")
-        _produce(producer, topic, key=key, value=value.encode("utf-8"),
+        produce(producer, topic, key=key, value=value.encode("utf-8"),
                  timestamp=int(round(t * 1000)) if stamp == "event" else 0)
         sent += 1
         if sent % 5000 == 0:
@@ -288,7 +279,7 @@ def replay_topic(bootstrap: str, source: str, destination: str, start_ms: int, u
                         kwargs["headers"] = m.headers()
                     if same_layout:
                         kwargs["partition"] = p
-                    _produce(producer, destination, **kwargs)
+                    produce(producer, destination, **kwargs)
                     sent += 1
                     if progress is not None:
                         progress(1)

@@ -15,8 +15,8 @@ import time
 import uuid
 
 import pytest
-from worker_support import (event_bytes, input_positions, latest_lists, make_checkpoint, ml100k, produce,
-                            read_topic, start_worker)
+from worker_support import (committed_offsets, event_bytes, input_positions, latest_lists, make_checkpoint, ml100k,
+                            produce, read_topic, start_worker)
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -28,7 +28,6 @@ STALL_AFTER_S = 3.0
 def test_worker_rides_out_a_15s_broker_freeze(tmp_path, figures):
     from stream.broker import EmbeddedBroker
 
-    from test_crash import committed_offsets
 
     n = N_BEFORE + N_DURING + N_AFTER
     ds, events = ml100k(n)

@@ -15,28 +15,14 @@ import uuid
 
 import numpy as np
 import pytest
-from worker_support import (event_bytes, input_positions, latest_lists, make_checkpoint, ml100k, produce,
-                            read_to_end, read_topic, start_worker)
+from worker_support import (committed_offsets, event_bytes, input_positions, latest_lists, make_checkpoint, ml100k,
+                            produce, read_to_end, read_topic, start_worker)
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 N = 20_000
 KILLS = 3
 WINDOW = 32
-
-
-def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
-    from confluent_kafka import Consumer, TopicPartition
-
-    from stream.kafka import consumer_config
-
-    c = Consumer(consumer_config(bootstrap, group_id=group))
-    try:
-        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
-        got = c.committed([TopicPartition(topic, p) for p in parts], timeout=10)
-    finally:
-        c.close()
-    return {t.partition: max(0, t.offset) for t in got}
 
 
 def changelog_records(bootstrap: str, topic: str) -> tuple[dict[str, object], int, int]:

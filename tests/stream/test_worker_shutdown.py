@@ -7,8 +7,8 @@ import time
 import uuid
 
 import pytest
-from worker_support import (event_bytes, input_positions, latest_lists, make_checkpoint, ml100k, produce,
-                            read_topic, start_worker)
+from worker_support import (committed_offsets, event_bytes, input_positions, latest_lists, make_checkpoint, ml100k,
+                            produce, read_topic, start_worker)
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -19,20 +19,6 @@ def _consumed_at_exit(log_text: str) -> int:
     m = re.search(r"metarec worker: stopped \(exit 0\): consumed=(\d+)", log_text)
     assert m, log_text[-2000:]
     return int(m.group(1))
-
-
-def _committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
-    from confluent_kafka import Consumer, TopicPartition
-
-    from stream.kafka import consumer_config
-
-    c = Consumer(consumer_config(bootstrap, group_id=group))
-    try:
-        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
-        committed = c.committed([TopicPartition(topic, p) for p in parts], timeout=10)
-    finally:
-        c.close()
-    return {t.partition: max(0, t.offset) for t in committed}
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +50,7 @@ def test_sigterm_exits_0_within_10s_and_commits_what_it_consumed(broker, stopped
     assert stopped["at_signal"] < N, "not mid-stream: the worker had already finished"
     c1 = _consumed_at_exit(stopped["log"])
     assert stopped["at_signal"] <= c1 < N
-    committed = _committed(broker, stopped["common"]["group"], stopped["common"]["input_topic"])
+    committed = committed_offsets(broker, stopped["common"]["group"], stopped["common"]["input_topic"])
     assert sum(committed.values()) == c1, "a clean stop commits exactly what it consumed"
 
     # nothing consumed is left unpublished: every user with a consumed event has a list as of their newest

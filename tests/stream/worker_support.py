@@ -162,6 +162,7 @@ def produce(bootstrap: str, topic: str, messages: Iterable[tuple[bytes | None, b
     from confluent_kafka import Producer
 
     from stream.kafka import producer_config
+    from stream.kafka import produce as kafka_produce
 
     p = Producer(producer_config(bootstrap, overrides))
     n = 0
@@ -169,12 +170,7 @@ def produce(bootstrap: str, topic: str, messages: Iterable[tuple[bytes | None, b
         kwargs: dict[str, Any] = {"key": key, "value": value}
         if timestamp_ms is not None:
             kwargs["timestamp"] = timestamp_ms
-        while True:
-            try:
-                p.produce(topic, **kwargs)
-                break
-            except BufferError:  # local queue full: let deliveries drain
-                p.poll(0.1)
+        kafka_produce(p, topic, **kwargs)
         n += 1
         if n % 1000 == 0:
             p.poll(0)
@@ -277,3 +273,18 @@ def read_to_end(bootstrap: str, topic: str, timeout: float = 90.0) -> list[Any]:
         return out
     finally:
         c.close()
+
+
+def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    """The group's committed offset of every partition of ``topic`` (0 where nothing is committed)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from stream.kafka import consumer_config
+
+    c = Consumer(consumer_config(bootstrap, group_id=group))
+    try:
+        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+        got = c.committed([TopicPartition(topic, p) for p in parts], timeout=10)
+    finally:
+        c.close()
+    return {t.partition: max(0, t.offset) for t in got}
