@@ -65,7 +65,10 @@ def resolve_checkpoint(path: str | Path) -> Path:
         raise MetarecError(f"checkpoint path {root} is not a directory")
     latest = root / LATEST
     if latest.is_file():
-        name = latest.read_text(encoding="utf-8").strip()
+        try:
+            name = latest.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise MetarecError(f"cannot read {latest}: {exc}") from None
         target = Path(name) if os.path.isabs(name) else root / name
         if not is_checkpoint_dir(target):
             raise MetarecError(f"{latest} names {name!r}, which is not a checkpoint directory")

@@ -92,3 +92,12 @@ def test_watcher_skips_an_unloadable_candidate_and_keeps_serving(tmp_path):
     assert watcher.poll() is None and watcher.current.version == v1  # broken candidate: still v1
     v2 = make_checkpoint(tmp_path / "v2", items, seed=2)
     assert watcher.poll().version == v2
+
+
+def test_unreadable_latest_file_is_a_clear_error(tmp_path) -> None:
+    from adapters.errors import MetarecError
+    from stream.versions import resolve_checkpoint
+
+    (tmp_path / "LATEST").write_bytes(b"\xff\xfe not utf-8")
+    with pytest.raises(MetarecError, match="cannot read .*LATEST"):
+        resolve_checkpoint(tmp_path)
