@@ -204,11 +204,12 @@ class OnlineLearner:
         return replace(record, items=record.items.copy(), ratings=record.ratings.copy(),
                        timestamps=record.timestamps.copy(), offsets=record.offsets.copy(), seen=record.seen.copy())
 
-    def _states(self, records: Sequence[UserRecord], users: torch.Tensor) -> torch.Tensor:
-        """Current states: the stored one when it comes from this model version, else θ0."""
+    def _states(self, records: Sequence[UserRecord | None], users: torch.Tensor) -> torch.Tensor:
+        """Current states: the stored one when it comes from this model version (and vocabulary), else θ0."""
         states = self.adapter.init_states(users)
         for n, r in enumerate(records):
-            if r.state is not None and r.model_version == self.model_version and r.state.shape[0] == states.shape[1]:
+            if (r is not None and r.state is not None and r.model_version == self.model_version
+                    and r.vocab == self.vocab and r.state.shape[0] == states.shape[1]):
                 states[n] = torch.from_numpy(r.state)
         return states
 
@@ -229,8 +230,8 @@ class OnlineLearner:
     def _event_states(self, events: Sequence[Interaction], records: Mapping[str, UserRecord | None]
                       ) -> tuple[torch.Tensor, torch.Tensor]:
         users = torch.tensor([self.user_row(e.user_id) for e in events], dtype=torch.long)
-        recs = [self._current(records.get(e.user_id)) for e in events]
-        return self._states(recs, users), users
+        # only the stored states are read: no need for _current's copies and vocabulary remaps
+        return self._states([records.get(e.user_id) for e in events], users), users
 
     @torch.no_grad()
     def ranking_scores(self, events: Sequence[Interaction], records: Mapping[str, UserRecord | None]) -> torch.Tensor:
