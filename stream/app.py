@@ -35,9 +35,11 @@ from adapters.records import UserRecord
 from stream.batch import BatchCore, Outgoing, RawMessage
 from stream.expiry import StateExpiry, expire_users, rebuild_index
 from stream.gapfill import OffsetTracker, fill_gaps
+from stream.progress import END_MARKER, read_mark, recover_unprocessed, write_marks
 from stream.http import WorkerHealth
 from stream.metrics import WorkerMetrics
 from stream.versions import CheckpointWatcher
+from stream.watch import update_lag, watch_commits
 
 MAX_DLQ_BYTES = 16 * 1024 * 1024  #: = stream.worker.MAX_DLQ_BYTES
 
@@ -48,7 +50,6 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 TABLE = "users"
-END_MARKER = b"\x00metarec-batch-end"  #: changelog key closing each micro-batch's writes (never a user id)
 
 
 def changelog_topic(group: str) -> str:
@@ -130,59 +131,61 @@ def build_app(rt: WorkerRuntime, broker_credentials: Any = None) -> Any:
     _track_changelog_sends(table, rt)
 
     async def handle(events: list[Any]) -> None:
+        part_event: dict[int, Any] = {}  # partition → a faust event of it (makes the table use that partition)
+        msgs = []
+        received = time.time()
+        for e in events:
+            m = e.message
+            part_event.setdefault(m.partition, e)
+            msgs.append(RawMessage(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp, received))
         async with rt.lock:
-            if rt.expiry_stale:
-                assigned = [tp.partition for tp in app.consumer.assignment() if tp.topic == cfg.input]
-                rebuild_index(rt.expiry, table, assigned, rt.metrics)
-                rt.expiry_stale = False
-            part_event: dict[int, Any] = {}  # partition → a faust event of it (makes the table use that partition)
-            msgs = []
-            received = time.time()
-            for e in events:
-                m = e.message
-                part_event.setdefault(m.partition, e)
-                msgs.append(RawMessage(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp, received))
-            msgs = await fill_gaps(app.consumer, rt.offsets, msgs, cfg, rt.metrics)
-            t0 = time.perf_counter()
-            good, dead = rt.core.parse(msgs)
-            newest: dict[str, Any] = {}  # user → a faust event of its partition (its changelog partition)
-            for ev, msg in good:
-                newest[ev.user_id] = part_event[msg.partition]
-            records: dict[str, UserRecord | None] = {}
-            for user, fev in newest.items():
-                token = _set_current(fev)
-                try:
-                    raw = table.get(user.encode("utf-8"))
-                finally:
-                    _current_reset(token)
-                records[user] = _decode(user, raw)
-            t1 = time.perf_counter()
-            out = await asyncio.get_running_loop().run_in_executor(rt.executor, rt.core.run, good, records)
-            t2 = time.perf_counter()
-            for user, rec in out.records.items():
-                token = _set_current(newest[user])
-                try:
-                    table[user.encode("utf-8")] = rec.to_bytes()
-                finally:
-                    _current_reset(token)
-                rt.expiry.touch(rec_partition(newest[user]), user, rec.last_timestamp)
-            swept = expire_users(rt.expiry, table, good, part_event, current_event, rt.metrics)
-            t3 = time.perf_counter()
-            rt.health.stall("delivery of a micro-batch's output")
-            await _publish(app, rt, out.lists + dead + out.dead)
-            t4 = time.perf_counter()
-            sent, rt.changelog_sent = rt.changelog_sent, []
-            await _end_markers(app, rt, table, {rec_partition(newest[u]) for u in out.records} | swept, sent)
-            rt.health.stall(None)
-            t5 = time.perf_counter()
-            log.debug("batch of %d: parse+read %.1f ms, learn %.1f ms, write %.1f ms, publish %d %.1f ms, "
-                      "markers %.1f ms; learner %s", len(msgs), (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3,
-                      len(out.lists), (t4 - t3) * 1e3, (t5 - t4) * 1e3,
-                      {k: round(v * 1e3, 1) for k, v in out.result.timings.items()})
-            rt.core.observe_published(good, len(out.lists))
-            for m in msgs:
-                if m.offset + 1 > rt.next_offset.get(m.partition, -1):
-                    rt.next_offset[m.partition] = m.offset + 1
+            msgs = await fill_gaps(app.consumer, rt.offsets, msgs, cfg, rt.metrics,
+                                   lambda p: read_mark(table, cfg.input, p, current_event))
+            await run_batch(msgs, part_event)
+
+    async def run_batch(msgs: list[RawMessage], part_event: dict[int, Any]) -> None:
+        """Process one micro-batch (``rt.lock`` held): learn, store, publish, then mark the progress durable."""
+        if rt.expiry_stale:
+            assigned = [tp.partition for tp in app.consumer.assignment() if tp.topic == cfg.input]
+            rebuild_index(rt.expiry, table, assigned, rt.metrics)
+            rt.expiry_stale = False
+        t0 = time.perf_counter()
+        good, dead = rt.core.parse(msgs)
+        newest: dict[str, Any] = {}  # user → a faust event of its partition (its changelog partition)
+        for ev, msg in good:
+            newest[ev.user_id] = part_event[msg.partition]
+        records: dict[str, UserRecord | None] = {}
+        for user, fev in newest.items():
+            with current_event(fev):
+                raw = table.get(user.encode("utf-8"))
+            records[user] = _decode(user, raw)
+        t1 = time.perf_counter()
+        out = await asyncio.get_running_loop().run_in_executor(rt.executor, rt.core.run, good, records)
+        t2 = time.perf_counter()
+        for user, rec in out.records.items():
+            with current_event(newest[user]):
+                table[user.encode("utf-8")] = rec.to_bytes()
+            rt.expiry.touch(rec_partition(newest[user]), user, rec.last_timestamp)
+        swept = expire_users(rt.expiry, table, good, part_event, current_event, rt.metrics)
+        marks = {p: n for p in part_event if (n := rt.offsets.processed(p)) is not None}
+        write_marks(table, cfg.input, marks, current_event)
+        t3 = time.perf_counter()
+        rt.health.stall("delivery of a micro-batch's output")
+        await _publish(app, rt, out.lists + dead + out.dead)
+        t4 = time.perf_counter()
+        sent, rt.changelog_sent = rt.changelog_sent, []
+        await _end_markers(app, rt, table, {rec_partition(newest[u]) for u in out.records} | swept | set(marks),
+                           sent)
+        rt.health.stall(None)
+        t5 = time.perf_counter()
+        log.debug("batch of %d: parse+read %.1f ms, learn %.1f ms, write %.1f ms, publish %d %.1f ms, "
+                  "markers %.1f ms; learner %s", len(msgs), (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3,
+                  len(out.lists), (t4 - t3) * 1e3, (t5 - t4) * 1e3,
+                  {k: round(v * 1e3, 1) for k, v in out.result.timings.items()})
+        rt.core.observe_published(good, len(out.lists))
+        for m in msgs:
+            if m.offset + 1 > rt.next_offset.get(m.partition, -1):
+                rt.next_offset[m.partition] = m.offset + 1
 
     @app.agent(source, name="metarec-worker")
     async def process(stream: Any) -> None:
@@ -207,8 +210,10 @@ def build_app(rt: WorkerRuntime, broker_credentials: Any = None) -> Any:
             if rt.health.agent_alive:
                 rt.health.beat()
             rt.metrics.users_active.set(rt.core.active.count())
-            await _update_lag(app, rt)
-            await _watch_commits(app, rt)
+            await update_lag(app, rt)
+            await watch_commits(app, rt)
+            if rt.health.assigned and not rt.draining:
+                await recover_unprocessed(rt, app.consumer, table, current_event, run_batch)
         except Exception:  # noqa: BLE001
             log.exception("metrics tick failed")
 
@@ -376,58 +381,6 @@ async def _end_markers(app: Any, rt: WorkerRuntime, table: Any, partitions: set[
         if isinstance(result, BaseException):
             rt.metrics.publish_errors.inc()
             log.error("changelog end marker failed: %s", result)
-
-
-async def _watch_commits(app: Any, rt: WorkerRuntime, stall_s: float = 10.0) -> None:
-    """Warn (once per stall) when a partition's committed offset is stuck behind what was processed.
-
-    faust 0.15.3 marks a fetched message as read even when its delivery to the stream was interrupted by a flow
-    stop (rebalance/recovery); such a message is never processed nor acked, the committed offset stops in front
-    of it for good, and the events after it are consumed again at the next restart (the user records recognise
-    them: windows unchanged). Seeking back does not repair faust's ack bookkeeping, so this only reports it
-    (log + ``metarec_commit_stalls_total``); a restart of the worker resumes from the committed offset.
-    """
-    if rt.draining or not rt.health.assigned:
-        return
-    consumer = app.consumer
-    now = time.monotonic()
-    for tp in consumer.assignment():
-        if tp.topic != rt.config.input:
-            continue
-        committed = consumer._committed_offset.get(tp)
-        processed = rt.next_offset.get(tp.partition)
-        prev = rt.commit_watch.get(tp.partition)
-        if committed is None or processed is None or processed <= committed:
-            rt.commit_watch[tp.partition] = (committed, now, False)
-        elif prev is None or prev[0] != committed:
-            rt.commit_watch[tp.partition] = (committed, now, False)
-        elif now - prev[1] >= stall_s and not prev[2]:
-            log.warning("partition %d: committed offset stuck at %d while offsets up to %d were processed "
-                        "(a fetched message was never delivered by faust); a restart resumes from %d",
-                        tp.partition, committed, processed - 1, committed)
-            rt.metrics.commit_stalls.inc()
-            rt.commit_watch[tp.partition] = (committed, prev[1], True)
-
-
-async def _update_lag(app: Any, rt: WorkerRuntime) -> None:
-    consumer = app.consumer
-    lags: dict[tuple[str, int], int] = {}
-    for tp in consumer.assignment():
-        if tp.topic != rt.config.input:
-            continue
-        try:
-            high = consumer.highwater(tp)
-        except Exception:  # noqa: BLE001 - no fetch yet for this partition
-            continue
-        if high is None:
-            continue
-        pos = rt.next_offset.get(tp.partition)
-        if pos is None:
-            pos = await consumer.position(tp)
-        if pos is None:
-            continue
-        lags[(tp.topic, tp.partition)] = max(0, int(high) - int(pos))
-    rt.metrics.set_lag(lags)
 
 
 async def _switch(rt: WorkerRuntime, ckpt: Any) -> None:

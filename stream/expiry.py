@@ -35,6 +35,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from dataclasses import dataclass, field
 
+from stream.progress import is_internal_key
+
 log = logging.getLogger(__name__)
 
 #: prefix of :data:`adapters.records._HEADER` up to ``last_timestamp`` (magic, format, flags, n_window,
@@ -118,6 +120,8 @@ class StateExpiry:
         self._watermark = {p: w for p, w in self._watermark.items() if p in keep}
         n = 0
         for key, raw in items:
+            if is_internal_key(key):  # the worker's processed marks (stream.progress)
+                continue
             pos = record_position(raw) if raw else None
             if pos is None or pos[0] not in keep:
                 continue

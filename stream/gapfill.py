@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +39,8 @@ class OffsetTracker:
     """Next expected offset per input partition (unknown until :meth:`expect` or a first message)."""
 
     next: dict[int, int] = field(default_factory=dict)
+    #: partition → first offset of a skipped range that could not be fetched (processing is contiguous below it)
+    holes: dict[int, int] = field(default_factory=dict)
 
     def expect(self, partition: int, offset: int) -> None:
         self.next[partition] = int(offset)
@@ -54,10 +56,22 @@ class OffsetTracker:
             self.next[partition] = offset + 1
         return gap
 
+    def hole(self, partition: int, offset: int) -> None:
+        """Offset ``offset`` of ``partition`` could not be processed (everything below it was)."""
+        self.holes[partition] = min(int(offset), self.holes.get(partition, int(offset)))
+
+    def processed(self, partition: int) -> int | None:
+        """Every offset below this one was processed contiguously (None: partition unknown)."""
+        n = self.next.get(partition)
+        return None if n is None else min(n, self.holes.get(partition, n))
+
     def drop(self, keep: set[int]) -> None:
         for p in list(self.next):
             if p not in keep:
                 del self.next[p]
+        for p in list(self.holes):
+            if p not in keep:
+                del self.holes[p]
 
 
 def fetch_range(bootstrap: str, topic: str, partition: int, start: int, end: int, *,
@@ -97,11 +111,13 @@ def fetch_range(bootstrap: str, topic: str, partition: int, start: int, end: int
 
 
 async def fill_gaps(consumer: Any, tracker: OffsetTracker, msgs: list[RawMessage], cfg: Any,
-                    metrics: Any) -> list[RawMessage]:
+                    metrics: Any, processed_mark: Callable[[int], int | None] | None = None) -> list[RawMessage]:
     """``msgs`` plus the input ranges faust skipped before them, in (partition, offset) order.
 
-    ``consumer`` is faust's consumer: its committed offsets say where a newly assigned partition must start,
-    and its gap bookkeeping learns that the fetched ranges are done (so its commits move past them).
+    ``consumer`` is faust's consumer: its gap bookkeeping learns that the fetched ranges are done (so its commits
+    move past them). A newly assigned partition's check starts at its durable processed mark
+    (``processed_mark(partition)``, see :mod:`stream.progress`), else at its committed offset: a range that faust
+    committed without delivering it before a crash is then fetched too.
     """
     import asyncio
 
@@ -110,8 +126,10 @@ async def fill_gaps(consumer: Any, tracker: OffsetTracker, msgs: list[RawMessage
     gaps: list[tuple[int, int, int]] = []
     for m in msgs:
         if not tracker.known(m.partition):  # first message since assignment: the committed offset comes next
-            committed = consumer._committed_offset.get(TP(m.topic, m.partition))
-            tracker.expect(m.partition, committed or 0)
+            mark = processed_mark(m.partition) if processed_mark is not None else None
+            start = mark if mark is not None else consumer._committed_offset.get(TP(m.topic, m.partition))
+            if start is not None:  # (neither: a new group; the first message sets it)
+                tracker.expect(m.partition, start)
         gap = tracker.observe(m.partition, m.offset)
         if gap is not None:
             gaps.append((m.partition, *gap))
@@ -130,6 +148,7 @@ async def fill_gaps(consumer: Any, tracker: OffsetTracker, msgs: list[RawMessage
         if done < end - 1:  # not all fetched: leave the rest uncommitted (the commit stalls; a restart re-reads)
             log.error("partition %d: could fetch only up to offset %d of the skipped range %d..%d; the committed "
                       "offset will stop there", partition, done, start, end - 1)
+            tracker.hole(partition, done + 1)
         if done >= start:
             await consumer._add_gap(TP(cfg.input, partition), start, done)  # commits may move past them
     return sorted(extra + msgs, key=lambda m: (m.partition, m.offset))

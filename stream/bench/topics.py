@@ -14,6 +14,7 @@ from typing import Any
 
 from adapters.errors import MetarecError
 from stream.kafka import client_config, consumer_config
+from stream.progress import is_internal_key
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,8 @@ def latest_value_sizes(bootstrap: str, topic: str) -> dict[bytes, int]:
 
     def on_batch(msgs: list[Any]) -> None:
         for m in msgs:
+            if is_internal_key(m.key()):  # processed marks and batch ends, not user state
+                continue
             v = m.value()
             if v is None:
                 sizes.pop(m.key(), None)

@@ -28,13 +28,13 @@ WINDOW = 32
 def changelog_records(bootstrap: str, topic: str) -> tuple[dict[str, object], int, int]:
     """Final record per user (compaction semantics: the last value wins, a tombstone deletes)."""
     from adapters.records import UserRecord
-    from stream.app import END_MARKER
+    from stream.progress import is_internal_key
 
     latest: dict[str, bytes | None] = {}
     messages = read_to_end(bootstrap, topic)
     tombstones = 0
     for m in sorted(messages, key=lambda m: (m.partition(), m.offset())):
-        if m.key() == END_MARKER:
+        if is_internal_key(m.key()):
             continue
         latest[m.key().decode()] = m.value()
         HISTORY.setdefault(m.key().decode(), []).append(

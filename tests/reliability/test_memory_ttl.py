@@ -58,14 +58,14 @@ def test_200k_users_bounded_rss_and_ttl_tombstones(broker, tmp_path, figures):
         w.kill()
 
     assert hwm_kib * 1024 < RSS_BOUND, f"peak RSS {hwm_kib / 1024 ** 2:.2f} GiB"
-    from stream.app import END_MARKER
+    from stream.progress import is_internal_key
 
     end = T0 + (N_USERS - 1) * STEP_S
     messages = read_to_end(broker, f"{group}-users-changelog", timeout=120)
     written: dict[str, int] = {}  # user → changelog partition
     tombstoned: dict[str, int] = {}
     for msg in sorted(messages, key=lambda x: (x.partition(), x.offset())):
-        if msg.key() == END_MARKER:
+        if is_internal_key(msg.key()):
             continue
         user = msg.key().decode()
         if msg.value() is None:

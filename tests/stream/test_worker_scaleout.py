@@ -29,7 +29,8 @@ def _wait(predicate, timeout: float, what: str, step: float = 0.5, alive=()):
 
 def test_survivor_takes_over_users_with_windows_intact(broker, tmp_path):
     from adapters.records import UserRecord
-    from stream.app import END_MARKER, changelog_topic
+    from stream.app import changelog_topic
+    from stream.progress import is_internal_key
 
     ds, events = ml100k(2 * PHASE)
     items = sorted({str(i) for i in ds.item_ids})
@@ -79,7 +80,7 @@ def test_survivor_takes_over_users_with_windows_intact(broker, tmp_path):
         changelog = read_topic(broker, changelog_topic(group), idle=1.5)
         records: dict[str, tuple[int, UserRecord]] = {}
         for m in changelog:  # per key, the last value (partitions are read in order)
-            if m.key() != END_MARKER:
+            if not is_internal_key(m.key()):
                 records[m.key().decode()] = (m.partition(), UserRecord.from_bytes(m.value()))
         assert set(records) == set(positions)
         for user, evs in positions.items():
