@@ -123,6 +123,40 @@ class _DirLock:
             self._fh.close()
 
 
+CLEAN_STOP = ".metarec-clean-stop"  #: in --data-dir: the local state cache was closed by a clean stop
+
+
+def claim_local_state(data_dir: Path, store: str) -> bool:
+    """Trust the local RocksDB cache only after a clean stop; otherwise discard it (True if discarded).
+
+    The local store is written before the changelog has the records (faust), and a kill -9 can leave it holding
+    state the changelog never received: restoring on top of it would keep that state locally while the
+    changelog — what any other worker restores — misses it for good (and on brokers whose high watermark
+    undercounts, faust refuses such a store outright). After an unclean stop the cache is deleted and the state is
+    restored from the changelog, the source of truth (as Kafka Streams does with its checkpoint file). The
+    clean-stop marker is removed while the worker runs and written back by :func:`release_local_state`.
+    """
+    import shutil
+
+    marker = data_dir / CLEAN_STOP
+    clean = marker.exists()
+    tables = [d for d in data_dir.glob("v*/tables") if d.is_dir()]
+    discarded = False
+    if store == "rocksdb" and tables and not clean:
+        log.warning("the previous worker on %s did not stop cleanly: discarding its local state cache, the state "
+                    "is restored from the changelog", data_dir)
+        for d in tables:
+            shutil.rmtree(d)
+        discarded = True
+    marker.unlink(missing_ok=True)
+    return discarded
+
+
+def release_local_state(data_dir: Path) -> None:
+    """Mark the local state cache as closed cleanly (call after the app stopped)."""
+    (data_dir / CLEAN_STOP).write_text("clean stop\n")
+
+
 def prepare_topics(cfg: WorkerConfig) -> int:
     """Create the missing topics; return the input topic's partition count (the state table gets the same)."""
     from stream.app import changelog_topic
@@ -218,6 +252,7 @@ def run_worker(cfg: WorkerConfig) -> int:
     check_reachable(cfg.bootstrap, overrides=cfg.kafka_options)
     assert cfg.data_dir is not None
     lock = _DirLock(cfg.data_dir)
+    claim_local_state(cfg.data_dir, cfg.store)
     server = probe = None
     try:
         metrics, health = WorkerMetrics(), WorkerHealth(stall_after_s=cfg.stall_after)
@@ -240,6 +275,8 @@ def run_worker(cfg: WorkerConfig) -> int:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         finally:
             rt.executor.shutdown(wait=True)
+        if code == 0:
+            release_local_state(cfg.data_dir)
         print(summary_line(metrics, code), flush=True)
         return code
     finally:

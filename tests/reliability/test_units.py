@@ -63,6 +63,40 @@ def test_offset_tracker_finds_gaps_and_tolerates_redelivery():
     assert not t.known(0) and t.known(1)
 
 
+def test_processed_offset_stops_at_an_unfetched_hole():
+    t = OffsetTracker()
+    t.expect(2, 10)
+    assert t.observe(2, 20) == (10, 20)
+    assert t.processed(2) == 21
+    t.hole(2, 14)  # the gap fetch got 10..13 only
+    assert t.processed(2) == 14 and t.processed(3) is None
+    t.drop(set())
+    assert t.processed(2) is None and not t.holes
+
+
+def test_processed_marks_are_internal_keys_that_no_user_id_can_take():
+    from stream.progress import END_MARKER, decode_mark, encode_mark, is_internal_key, mark_key
+
+    assert is_internal_key(mark_key(0)) and is_internal_key(END_MARKER)
+    for user in ("u1", "\x00metarec-batch-end", "ÿmetarec/processed/0", "\uffff"):
+        assert not is_internal_key(user.encode("utf-8"))
+    assert decode_mark(encode_mark(123456789)) == 123456789
+    assert decode_mark(None) is None and decode_mark(b"\xff\xfe") is None
+
+
+def test_local_state_cache_is_kept_after_a_clean_stop_and_discarded_after_a_crash(tmp_path):
+    from stream.worker import CLEAN_STOP, claim_local_state, release_local_state
+
+    tables = tmp_path / "v1" / "tables" / "users-0.db"
+    tables.mkdir(parents=True)
+    (tables / "data").write_text("x")
+    release_local_state(tmp_path)
+    assert claim_local_state(tmp_path, "rocksdb") is False and tables.exists()
+    assert not (tmp_path / CLEAN_STOP).exists()  # running: a crash from here on is detected
+    assert claim_local_state(tmp_path, "rocksdb") is True and not tables.exists()
+    assert claim_local_state(tmp_path, "rocksdb") is False  # nothing left to discard
+
+
 def test_readiness_reasons_and_liveness_semantics():
     h = WorkerHealth(stall_after_s=5.0)
     assert h.ready()[1]["reason"] == "no model loaded"
