@@ -8,7 +8,8 @@ each micro-batch and O(n_items) per batch at most:
   ``weight · log(1 + n_i)``;
 * rating: an online correction ``δ_i`` of each item's rating bias, one SGD step per rated event on the squared
   error of the prediction made *before* learning the event (``δ_i += lr · (err − reg · δ_i)``, as River's
-  BiasedMF does with its item biases).
+  BiasedMF does with its item biases); with ``rating_prior`` > 0 an item's rate starts at ``1 / (m_i + prior)``
+  (``m_i`` = its rated events seen online: a shrunk running mean of its residuals) and settles to ``rating_lr``.
 
 Both are shared by all users and live in the learner (one process): they are not part of a user record and are
 not durable. A restarted worker starts from the counts stored in the checkpoint (those at the end of its training
@@ -43,19 +44,24 @@ class FreshnessConfig:
     half_life: float = 5_000.0  #: half-life of the item counts, in events
     rating_lr: float = 0.0  #: online learning rate of the item rating-bias correction; 0 = off
     rating_reg: float = 0.0  #: L2 pull of the correction toward 0
+    #: > 0: item ``i``'s correction rate is ``max(rating_lr, 1 / (m_i + rating_prior))`` with ``m_i`` its rated events
+    #: seen online (a running mean of its residuals, shrunk toward 0 as if ``rating_prior`` residuals were 0, that
+    #: settles to the constant rate ``rating_lr``); 0 = the constant rate ``rating_lr``
+    rating_prior: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.weight >= 0:
             raise MetarecError(f"freshness weight must be ≥ 0, got {self.weight}")
         if not self.half_life > 0:
             raise MetarecError(f"freshness half-life must be > 0 events, got {self.half_life}")
-        if not self.rating_lr >= 0 or not self.rating_reg >= 0:
-            raise MetarecError("freshness rating lr and reg must be ≥ 0")
+        if not self.rating_lr >= 0 or not self.rating_reg >= 0 or not self.rating_prior >= 0:
+            raise MetarecError("freshness rating lr, reg and prior must be ≥ 0")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> FreshnessConfig:
         d = dict(d or {})
-        return cls(**{k: float(d[k]) for k in ("weight", "half_life", "rating_lr", "rating_reg") if k in d})
+        return cls(**{k: float(d[k]) for k in ("weight", "half_life", "rating_lr", "rating_reg", "rating_prior")
+                     if k in d})
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -74,13 +80,14 @@ class ItemFreshness:
     """Decayed item counts and item rating-bias corrections of one learner (see the module docstring)."""
 
     def __init__(self, n_items: int, weight: float = 0.0, half_life: float = 5_000.0, rating_lr: float = 0.0,
-                 rating_reg: float = 0.0, counts: np.ndarray | None = None) -> None:
-        self.config = FreshnessConfig(weight, half_life, rating_lr, rating_reg)
+                 rating_reg: float = 0.0, counts: np.ndarray | None = None, rating_prior: float = 0.0) -> None:
+        self.config = FreshnessConfig(weight, half_life, rating_lr, rating_reg, rating_prior)
         self.n_items = int(n_items)
         self.counts = np.zeros(self.n_items) if counts is None else np.asarray(counts, dtype=np.float64).copy()
         if self.counts.shape != (self.n_items,):
             raise MetarecError(f"freshness counts have shape {self.counts.shape}, expected ({self.n_items},)")
         self.rating_delta = np.zeros(self.n_items, dtype=np.float32)
+        self.rated_seen = np.zeros(self.n_items, dtype=np.float64)  #: rated events per item learned online
         self._bonus: torch.Tensor | None = None
 
     @property
@@ -106,7 +113,11 @@ class ItemFreshness:
                 hits = np.bincount(r, minlength=self.n_items)
                 touched = hits > 0
                 step[touched] -= cfg.rating_reg * hits[touched] * self.rating_delta[touched]
-                self.rating_delta += (cfg.rating_lr * step).astype(np.float32)
+                self.rated_seen += hits
+                lr = cfg.rating_lr
+                if cfg.rating_prior > 0:
+                    lr = np.maximum(cfg.rating_lr, 1.0 / (self.rated_seen + cfg.rating_prior))
+                self.rating_delta += (lr * step).astype(np.float32)
 
     def bonus(self) -> torch.Tensor:
         """``[n_items]`` float32 ranking bonus β·log(1 + n_i) (zeros when the weight is 0)."""
@@ -120,6 +131,7 @@ class ItemFreshness:
         out = ItemFreshness(n_items, **self.config.to_dict())
         np.add.at(out.counts, table, self.counts)
         np.add.at(out.rating_delta, table, self.rating_delta)
+        np.add.at(out.rated_seen, table, self.rated_seen)
         out.counts[0] = 0.0
         out.rating_delta[0] = 0.0
         return out

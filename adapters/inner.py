@@ -18,6 +18,17 @@ Three ways to get the per-user gradients, which agree to float precision (tested
 ``create_graph=True`` keeps the steps differentiable for second-order MAML / Meta-SGD;
 ``first_order=True`` detaches each step's gradient (FOMAML, Reptile, serving).
 
+Closed-form rating block (``rating_solver="ridge"``, R2D2-style, Bertinetto et al. 2019, "Meta-learning with
+differentiable closed-form solvers"): when a model's rating prediction is linear in a block ``s_r`` of the user
+state (``mf``: ``r̂ = μ + d_i + [R_i | 1]·[v | b_u]``), the minimiser of
+
+    Σ_j w_j (x_jᵀ s_r − y_j)² + λ ‖s_r − s0_r‖²      (w_j = rating_weight / n_rated on rated events)
+
+is one ``k×k`` linear solve per user, :func:`ridge_block` — exact where a few gradient steps barely move, and
+differentiable, so meta-training learns θ0 and the item rating factors *through* it. The gradient steps then
+update only the other entries (the ranking block); users with no rated event in their support set keep their
+rating block as it was (a warm-started user keeps what it learned from older ratings).
+
 Example
 -------
 >>> import torch
@@ -38,8 +49,10 @@ from typing import Any
 import torch
 
 from adapters.base import SupportBatch
+from adapters.errors import MetarecError
 
 GRAD_METHODS = ("auto", "analytic", "autograd", "func")
+RATING_SOLVERS = ("gd", "ridge")
 
 
 @dataclass
@@ -54,6 +67,20 @@ class InnerConfig:
     prox: float = 0.0  #: λ of the proximal term λ‖θ − θ0‖²
     metasgd: bool = False  #: per-parameter learned learning rates
     grad: str = "auto"  #: one of GRAD_METHODS; "auto" = analytic when the model has one, else autograd
+    #: how the rating block is adapted: "gd" = the gradient steps like every other entry; "ridge" = its exact
+    #: minimiser in closed form (:func:`ridge_block`; models with a ``rating_design``, i.e. ``mf``)
+    rating_solver: str = "gd"
+    ridge_lambda: float = 0.2  #: λ of the ridge solver's pull λ‖s_r − θ0_r‖² (only with ``rating_solver="ridge"``)
+    #: ridge solver's data term: True = the support loss's mean over the rated events (λ then weighs more, the more
+    #: ratings a user has); False = their sum (a Gaussian prior of fixed precision λ around θ0: the more ratings,
+    #: the less the pull)
+    ridge_mean: bool = True
+
+    def __post_init__(self) -> None:
+        if self.rating_solver not in RATING_SOLVERS:
+            raise MetarecError(f"unknown rating solver {self.rating_solver!r} (choose {' or '.join(RATING_SOLVERS)})")
+        if not self.ridge_lambda > 0:
+            raise MetarecError(f"ridge lambda must be > 0, got {self.ridge_lambda}")
 
 
 def _gradient_autograd(model: Any, states: torch.Tensor, support: SupportBatch, create_graph: bool) -> torch.Tensor:
@@ -92,9 +119,52 @@ def support_gradient(model: Any, states: torch.Tensor, support: SupportBatch, me
     return _gradient_autograd(model, states, support, create_graph)
 
 
+def ridge_block(design: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, anchor: torch.Tensor,
+                lam: float) -> torch.Tensor:
+    """Batched weighted ridge regression toward an anchor: ``argmin_s Σ_j w_j (x_jᵀ s − y_j)² + λ‖s − a‖²``.
+
+    Parameters
+    ----------
+    design : ``[B, L, k]`` rows ``x_j``; targets : ``[B, L]``; weights : ``[B, L]`` (0 = event ignored);
+    anchor : ``[B, k]``; lam : λ > 0 (keeps every system positive definite).
+
+    Returns ``[B, k]``: the solution of ``(Xᵀ W X + λ I) s = Xᵀ W y + λ a``, one Cholesky solve per user,
+    differentiable w.r.t. every input.
+
+    Example
+    -------
+    >>> import torch
+    >>> x = torch.tensor([[[1.0], [1.0]]]); y = torch.tensor([[2.0, 4.0]]); w = torch.full((1, 2), 0.5)
+    >>> ridge_block(x, y, w, torch.zeros(1, 1), lam=1.0)   # (0.5·2+0.5·4) / (1 + 1)
+    tensor([[1.5000]])
+    """
+    k = design.shape[-1]
+    xw = design * weights[..., None]
+    gram = xw.transpose(1, 2) @ design + lam * torch.eye(k, dtype=design.dtype)
+    rhs = (xw * targets[..., None]).sum(1) + lam * anchor
+    chol = torch.linalg.cholesky(gram)
+    return torch.cholesky_solve(rhs[..., None], chol)[..., 0]
+
+
+def solve_rating_block(model: Any, states: torch.Tensor, support: SupportBatch, anchor: torch.Tensor,
+                       lam: float, mean: bool = True) -> torch.Tensor:
+    """``states`` with the rating block ``model.rating_block`` replaced by its ridge minimiser (users with at least
+    one rated event; the others keep theirs). ``anchor`` ``[B, D]`` is θ0's user part; ``mean=False`` sums the
+    squared errors instead of averaging them (see ``InnerConfig.ridge_mean``)."""
+    block = model.rating_block
+    design, targets, weights = model.rating_design(support)
+    if not mean:
+        weights = weights * (weights > 0).sum(1, keepdim=True).clamp(min=1)
+    solved = ridge_block(design, targets, weights, anchor[:, block], lam)
+    has = (weights > 0).any(1, keepdim=True)
+    new_block = torch.where(has, solved, states[:, block])
+    return torch.cat([states[:, :block.start], new_block, states[:, block.stop:]], dim=1)
+
+
 def inner_loop(model: Any, states: torch.Tensor, support: SupportBatch, steps: int, lr: torch.Tensor | float,
                prox: float = 0.0, theta0: torch.Tensor | None = None, create_graph: bool = False,
-               first_order: bool = True, method: str = "auto") -> torch.Tensor:
+               first_order: bool = True, method: str = "auto", rating_solver: str = "gd",
+               ridge_lambda: float = 0.2, ridge_mean: bool = True) -> torch.Tensor:
     """Run ``steps`` batched gradient steps from ``states``; returns the adapted states.
 
     Parameters
@@ -106,13 +176,23 @@ def inner_loop(model: Any, states: torch.Tensor, support: SupportBatch, steps: i
     prox, theta0 : proximal weight λ and the anchor θ0 ``[B, D]`` (required when ``prox > 0``).
     create_graph : keep the graph through the steps (second-order meta-gradients).
     first_order : detach each step's gradient (FOMAML); ignored gradients still flow through ``states``.
+    rating_solver, ridge_lambda, ridge_mean : ``"ridge"`` = the gradient steps leave the model's rating block alone, which is
+        then set to its closed-form minimiser (:func:`solve_rating_block`, anchored at ``theta0``, always
+        differentiable, also under ``first_order``: the solve is exact, not a chain of steps).
     """
     if steps <= 0:
         return states
     if prox > 0 and theta0 is None:
         raise ValueError("prox > 0 needs theta0")
+    ridge = rating_solver == "ridge"
+    if ridge and (theta0 is None or getattr(model, "rating_design", None) is None):
+        raise ValueError("the ridge rating solver needs theta0 and a model with a rating_design")
     active = support.mask.any(dim=1, keepdim=True).to(states.dtype)  # [B, 1]
     lr_t = torch.as_tensor(lr, dtype=states.dtype)
+    if ridge:  # the gradient steps move only the entries outside the rating block
+        keep = torch.ones(states.shape[1], dtype=states.dtype)
+        keep[model.rating_block] = 0.0
+        lr_t = lr_t * keep
     for _ in range(steps):
         g = support_gradient(model, states, support, method=method, create_graph=create_graph and not first_order)
         if prox > 0:
@@ -120,4 +200,6 @@ def inner_loop(model: Any, states: torch.Tensor, support: SupportBatch, steps: i
         if first_order:
             g = g.detach()
         states = states - lr_t * g * active
+    if ridge:
+        states = solve_rating_block(model, states, support, theta0, ridge_lambda, ridge_mean)
     return states

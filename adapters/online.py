@@ -157,7 +157,7 @@ class OnlineLearner:
         cfg = FreshnessConfig(weight=cfg.weight if over.freshness is None else over.freshness,
                               half_life=cfg.half_life if over.freshness_half_life is None else over.freshness_half_life,
                               rating_lr=cfg.rating_lr if over.item_rating_lr is None else over.item_rating_lr,
-                              rating_reg=cfg.rating_reg)
+                              rating_reg=cfg.rating_reg, rating_prior=cfg.rating_prior)
         live = self.freshness
         if live is not None and old_vocab is not None:
             fresh = live if old_vocab == self.vocab else live.remapped(self._vocabs[old_vocab], self.item_index,

@@ -77,6 +77,9 @@ class AdapterModule(nn.Module):
         super().__init__()
         self.n_items = int(n_items)
         self.inner = inner
+        if inner.rating_solver != "gd" and getattr(self, "rating_design", None) is None:
+            raise MetarecError(f"model {self.name} has no closed-form rating block: rating solver must be gd, "
+                               f"not {inner.rating_solver}")
 
     #: the state entries of the rating block (their inner rate is ``inner.lr_rating``); None = no such block
     rating_block: slice | None = None
@@ -117,11 +120,14 @@ class AdapterModule(nn.Module):
         if states.shape != (support.batch_size, self.state_dim):
             raise ValueError(f"states {tuple(states.shape)} do not match support batch {support.batch_size} "
                              f"x state_dim {self.state_dim}")
+        ridge = self.inner.rating_solver == "ridge"
         with torch.no_grad():
-            theta0 = self.init_states(support.users) if prox > 0 else None
+            theta0 = self.init_states(support.users) if prox > 0 or ridge else None
             lr = self.inner_lr().detach()
         out = inner_loop(self, states.detach(), support, steps=steps, lr=lr, prox=prox, theta0=theta0,
-                         create_graph=False, first_order=True, method=self.inner.grad)
+                         create_graph=False, first_order=True, method=self.inner.grad,
+                         rating_solver=self.inner.rating_solver, ridge_lambda=self.inner.ridge_lambda,
+                         ridge_mean=self.inner.ridge_mean)
         return out.detach()
 
     @torch.no_grad()

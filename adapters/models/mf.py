@@ -12,6 +12,11 @@ User state (``dim + rating_dim + 1`` float32, 388 bytes at the defaults): ``[u (
 * rating         ``r̂(i) = μ + b_u + d_i + v·R_i`` (clamped to the dataset's rating range in ``predict``);
   support loss += ``rating_weight`` × mean squared error on the rated events.
 
+The rating prediction is linear in the rating block ``[v | b_u]`` (design row ``[R_i | 1]``, target
+``r − μ − d_i``: :meth:`MFAdapter.rating_design`), so with ``InnerConfig(rating_solver="ridge")`` the inner loop
+sets that block to the exact minimiser of the rating loss + the pull toward θ0 (:func:`adapters.inner.ridge_block`)
+instead of taking gradient steps on it.
+
 The per-user gradient has a closed form (``analytic_grad``): ``∂CE/∂u = Qᵀp − mean_j Q_{i_j}`` with ``p`` the
 softmax over the catalog, and the usual MSE terms for ``v`` and ``b_u``.
 
@@ -124,6 +129,20 @@ class MFAdapter(AdapterModule):
         logits = torch.addmm(self.item_bias[1:], u, self.item_emb[1:].t())  # [B, N-1]
         err = (self._predict(states, support.users, items) - support.ratings) * rated
         return u, v, b, items, rank_valid, n_rank, n_rated, logits, err
+
+    def rating_design(self, support: SupportBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The rating loss as a weighted least-squares problem in the rating block ``[v | b_u]``.
+
+        Returns design rows ``[R_i | 1]`` ``[B, L, r+1]``, targets ``r − μ − d_i`` ``[B, L]`` and weights
+        ``rating_weight / n_rated`` on rated events (0 elsewhere) ``[B, L]``: the support loss's rating term is
+        ``Σ_j w_j (x_jᵀ [v | b_u] − y_j)²``.
+        """
+        items = support.items
+        rated = (support.mask & support.rated).to(self.item_rate.dtype)
+        n_rated = rated.sum(1, keepdim=True).clamp(min=1)
+        design = torch.cat([self.item_rate[items], torch.ones(*items.shape, 1, dtype=self.item_rate.dtype)], dim=-1)
+        targets = (support.ratings - self.global_mean - self.item_rate_bias[items]) * rated
+        return design, targets, self.config.rating_weight * rated / n_rated
 
     def batch_loss(self, states: torch.Tensor, support: SupportBatch) -> torch.Tensor:
         u, v, b, items, rank_valid, n_rank, n_rated, logits, err = self._parts(states, support)

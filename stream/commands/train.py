@@ -42,6 +42,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prox", type=float, default=None,
                         help="proximal weight λ of λ‖θ−θ0‖², in training and (by default) in the worker "
                              "(default: mf 0.2, melu 0)")
+    parser.add_argument("--rating-solver", choices=("gd", "ridge"), default=None,
+                        help="how mf's rating block [v|b_u] adapts: gd = the inner gradient steps, ridge = its exact "
+                             "closed-form minimiser, also inside meta-training (default: mf ridge, melu gd)")
+    parser.add_argument("--ridge-lambda", type=float, default=None,
+                        help="ridge solver: weight λ of the pull λ‖[v|b_u]−θ0‖² (default: mf 8, with the squared errors summed)")
     parser.add_argument("--freshness", type=float, default=None,
                         help="mf: weight β of the worker's item-popularity bonus β·log(1+decayed count) (default 1)")
     parser.add_argument("--freshness-half-life", type=float, default=None,
@@ -97,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
     model_config = {"dim": args.dim} if args.dim else {}
     cfg = TrainConfig(model=args.model, meta=args.meta, epochs=args.epochs, seed=args.seed, history=args.history,
                       steps=args.steps, inner_lr=args.inner_lr, inner_lr_rating=getattr(args, "inner_lr_rating", None),
-                      prox=args.prox, freshness=getattr(args, "freshness", None),
+                      prox=args.prox, rating_solver=getattr(args, "rating_solver", None),
+                      ridge_lambda=getattr(args, "ridge_lambda", None), freshness=getattr(args, "freshness", None),
                       freshness_half_life=getattr(args, "freshness_half_life", None),
                       item_rating_lr=getattr(args, "item_rating_lr", None), batch_users=args.batch_users,
                       split=args.split, window=args.window, query_size=args.query_size, outer_lr=args.outer_lr,

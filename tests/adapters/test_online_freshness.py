@@ -63,6 +63,8 @@ def test_training_stores_the_settings_and_the_counts_at_the_end_of_the_training_
     back = Checkpoint.load(checkpoint.save(tmp_path / "ck"))
     learner = OnlineLearner(back)
     assert learner.freshness.config.weight == 0.7
+    # every stored setting reaches the serving side, the rating prior (mf default) included
+    assert learner.freshness.config == FreshnessConfig.from_dict(stored)
     np.testing.assert_allclose(learner.freshness.counts, stored["counts"])
 
 
