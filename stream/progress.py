@@ -28,6 +28,7 @@ b'\\xffmetarec/processed/3'
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -124,8 +125,6 @@ async def recover_unprocessed(rt: Any, consumer: Any, table: Any, current_event:
                 if start is not None:
                     rt.offsets.expect(p, start)
                 continue
-            import asyncio
-
             msgs = await asyncio.get_running_loop().run_in_executor(None, lambda: fetch_range(
                 cfg.bootstrap, cfg.input, p, mark, committed, overrides=cfg.kafka_options))
             log.warning("partition %d: offsets %d..%d were committed but never processed (processed mark %d); "
@@ -133,5 +132,13 @@ async def recover_unprocessed(rt: Any, consumer: Any, table: Any, current_event:
             rt.metrics.gap_events.inc(len(msgs))
             fetched_total += len(msgs)
             rt.offsets.expect(p, mark)
+            for m in msgs:
+                rt.offsets.observe(p, m.offset)
+            done = msgs[-1].offset + 1 if msgs else mark
+            if done < committed:  # the rest could not be fetched: the mark must not pass it
+                log.error("partition %d: could fetch only offsets %d..%d of %d..%d; the processed mark stays there",
+                          p, mark, done - 1, mark, committed - 1)
+                rt.offsets.hole(p, done)
+            rt.offsets.expect(p, max(committed, rt.offsets.next[p]))  # the agent's messages start at committed
             await process(msgs, {p: PartitionEvent(cfg.input, p)})
     return fetched_total
