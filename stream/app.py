@@ -245,7 +245,10 @@ def build_app(rt: WorkerRuntime, broker_credentials: Any = None) -> Any:
         for p in list(rt.next_offset):
             if p not in mine:
                 del rt.next_offset[p]
-        rt.offsets.drop(set(mine))
+        # faust seeks every assigned partition (kept ones too) back to its committed offset after a rebalance:
+        # the contiguity check restarts there (stream.gapfill), else a range faust skips right after the seek
+        # would go unnoticed and its commits would stall in front of it
+        rt.offsets.drop(set())
         rt.expiry_stale = rt.expiry.enabled
         log.info("assigned input partitions %s", mine)
 

@@ -115,9 +115,10 @@ async def fill_gaps(consumer: Any, tracker: OffsetTracker, msgs: list[RawMessage
     """``msgs`` plus the input ranges faust skipped before them, in (partition, offset) order.
 
     ``consumer`` is faust's consumer: its gap bookkeeping learns that the fetched ranges are done (so its commits
-    move past them). A newly assigned partition's check starts at its durable processed mark
-    (``processed_mark(partition)``, see :mod:`stream.progress`), else at its committed offset: a range that faust
-    committed without delivering it before a crash is then fetched too.
+    move past them). A newly assigned partition's check starts at the lower of its durable processed mark
+    (``processed_mark(partition)``, see :mod:`stream.progress`) and its committed offset: a range that faust
+    committed without delivering it before a crash is then fetched too, and a range between the committed
+    offset and the mark that faust skips is still registered as done.
     """
     import asyncio
 
@@ -127,9 +128,12 @@ async def fill_gaps(consumer: Any, tracker: OffsetTracker, msgs: list[RawMessage
     for m in msgs:
         if not tracker.known(m.partition):  # first message since assignment: the committed offset comes next
             mark = processed_mark(m.partition) if processed_mark is not None else None
-            start = mark if mark is not None else consumer._committed_offset.get(TP(m.topic, m.partition))
-            if start is not None:  # (neither: a new group; the first message sets it)
-                tracker.expect(m.partition, start)
+            committed = consumer._committed_offset.get(TP(m.topic, m.partition))
+            # the lower of the two: below the mark, faust may still skip what it must be told is done (else its
+            # commits stall there); below the committed offset, what it committed without delivering it
+            known = [o for o in (mark, committed) if o is not None]
+            if known:  # (neither: a new group; the first message sets it)
+                tracker.expect(m.partition, min(known))
         gap = tracker.observe(m.partition, m.offset)
         if gap is not None:
             gaps.append((m.partition, *gap))

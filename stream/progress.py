@@ -8,9 +8,9 @@ below it applied to the user records or sent to the DLQ) into the state table, u
 partition. The mark travels in the same changelog batch as the records it covers, and the batch's changelog
 writes are delivered before its offsets are acked, so a mark never claims more than the durable state holds.
 
-At assignment the mark is where a partition's contiguity check starts (:func:`stream.gapfill.fill_gaps`): when
-faust committed past events it never delivered, the first message after a restart reveals the range
-``[mark, committed)``, which the worker fetches and processes. When no message comes at all (everything was
+At assignment a partition's contiguity check starts at the lower of the mark and the committed offset
+(:func:`stream.gapfill.fill_gaps`): when faust committed past events it never delivered, the first message after a
+restart reveals the range ``[mark, committed)``, which the worker fetches and processes. When no message comes at all (everything was
 committed), :func:`recover_unprocessed` notices the same range from a timer.
 
 Internal keys start with the byte ``0xFF``, which never occurs in UTF-8, so they cannot collide with a user id
@@ -117,13 +117,13 @@ async def recover_unprocessed(rt: Any, consumer: Any, table: Any, current_event:
             if rt.draining or rt.offsets.known(p):
                 continue
             committed = consumer._committed_offset.get(TP(tp.topic, p))
+            if committed is None:  # faust has not sought to the committed offsets yet (or nothing committed)
+                continue
             mark = read_mark(table, cfg.input, p, current_event)
-            if mark is None or committed is None or mark >= committed:
-                # nothing committed that was not processed: the contiguity check starts at the mark (or at the
-                # committed offset); with neither, the agent's first message sets it
-                start = mark if mark is not None else committed
-                if start is not None:
-                    rt.offsets.expect(p, start)
+            if mark is None or mark >= committed:
+                # nothing committed that was not processed: the contiguity check starts at the committed offset,
+                # where faust delivers from (it must still learn that a range it skips there is done)
+                rt.offsets.expect(p, committed)
                 continue
             msgs = await asyncio.get_running_loop().run_in_executor(None, lambda: fetch_range(
                 cfg.bootstrap, cfg.input, p, mark, committed, overrides=cfg.kafka_options))
