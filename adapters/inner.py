@@ -163,8 +163,8 @@ def solve_rating_block(model: Any, states: torch.Tensor, support: SupportBatch, 
 
 def inner_loop(model: Any, states: torch.Tensor, support: SupportBatch, steps: int, lr: torch.Tensor | float,
                prox: float = 0.0, theta0: torch.Tensor | None = None, create_graph: bool = False,
-               first_order: bool = True, method: str = "auto", rating_solver: str = "gd",
-               ridge_lambda: float = 0.2, ridge_mean: bool = True) -> torch.Tensor:
+               first_order: bool = True, method: str = "auto", rating_solver: str | None = None,
+               ridge_lambda: float | None = None, ridge_mean: bool | None = None) -> torch.Tensor:
     """Run ``steps`` batched gradient steps from ``states``; returns the adapted states.
 
     Parameters
@@ -176,12 +176,17 @@ def inner_loop(model: Any, states: torch.Tensor, support: SupportBatch, steps: i
     prox, theta0 : proximal weight λ and the anchor θ0 ``[B, D]`` (required when ``prox > 0``).
     create_graph : keep the graph through the steps (second-order meta-gradients).
     first_order : detach each step's gradient (FOMAML); ignored gradients still flow through ``states``.
-    rating_solver, ridge_lambda, ridge_mean : ``"ridge"`` = the gradient steps leave the model's rating block alone, which is
+    rating_solver, ridge_lambda, ridge_mean : None = the model's own (``model.inner``, else gd); ``"ridge"`` = the
+        gradient steps leave the model's rating block alone, which is
         then set to its closed-form minimiser (:func:`solve_rating_block`, anchored at ``theta0``, always
         differentiable, also under ``first_order``: the solve is exact, not a chain of steps).
     """
     if steps <= 0:
         return states
+    own = getattr(model, "inner", None) or InnerConfig()
+    rating_solver = own.rating_solver if rating_solver is None else rating_solver
+    ridge_lambda = own.ridge_lambda if ridge_lambda is None else ridge_lambda
+    ridge_mean = own.ridge_mean if ridge_mean is None else ridge_mean
     if prox > 0 and theta0 is None:
         raise ValueError("prox > 0 needs theta0")
     ridge = rating_solver == "ridge"

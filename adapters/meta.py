@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from adapters.base import SupportBatch
-from adapters.inner import inner_loop as _inner_loop
+from adapters.inner import inner_loop
 
 META_NAMES = ("maml", "fomaml", "reptile", "metasgd")
 ALL_META = META_NAMES + ("erm",)
@@ -43,10 +43,6 @@ def concat(a: SupportBatch, b: SupportBatch) -> SupportBatch:
 def meta_objective(model: Any, meta: str, support: SupportBatch, query: SupportBatch, steps: int | None = None,
                    prox: float | None = None) -> torch.Tensor:
     """Scalar outer loss of one batch of tasks under meta-learner ``meta``."""
-    def inner_loop(*args: Any, **kw: Any) -> torch.Tensor:  # the model's rating solver, in every meta-learner
-        return _inner_loop(*args, rating_solver=model.inner.rating_solver, ridge_lambda=model.inner.ridge_lambda,
-                           ridge_mean=model.inner.ridge_mean, **kw)
-
     steps = model.inner.steps if steps is None else steps
     prox = model.inner.prox if prox is None else prox
     theta0 = model.init_states(support.users)

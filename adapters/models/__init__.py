@@ -125,9 +125,7 @@ class AdapterModule(nn.Module):
             theta0 = self.init_states(support.users) if prox > 0 or ridge else None
             lr = self.inner_lr().detach()
         out = inner_loop(self, states.detach(), support, steps=steps, lr=lr, prox=prox, theta0=theta0,
-                         create_graph=False, first_order=True, method=self.inner.grad,
-                         rating_solver=self.inner.rating_solver, ridge_lambda=self.inner.ridge_lambda,
-                         ridge_mean=self.inner.ridge_mean)
+                         create_graph=False, first_order=True, method=self.inner.grad)
         return out.detach()
 
     @torch.no_grad()
