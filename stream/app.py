@@ -35,7 +35,7 @@ from adapters.records import UserRecord
 from stream.batch import BatchCore, Outgoing, RawMessage
 from stream.expiry import StateExpiry, expire_users, rebuild_index
 from stream.gapfill import OffsetTracker, fill_gaps
-from stream.progress import END_MARKER, read_mark, recover_unprocessed, write_marks
+from stream.progress import END_MARKER, commit_processed, read_mark, recover_unprocessed, write_marks
 from stream.http import WorkerHealth
 from stream.metrics import WorkerMetrics
 from stream.versions import CheckpointWatcher
@@ -72,6 +72,7 @@ class WorkerRuntime:
     executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, "metarec-adapt"))
     next_offset: dict[int, int] = field(default_factory=dict)  #: input partition → next offset to process
     commit_watch: dict[int, tuple[int | None, float, bool]] = field(default_factory=dict)  #: _watch_commits
+    processed_commit_at: float = 0.0  #: monotonic time of the last stream.progress.commit_processed
     worker: Any = None  #: the faust.Worker running the app (its shutdown is triggered after the drain)
     draining: bool = False
     offsets: OffsetTracker = field(default_factory=OffsetTracker)  #: contiguity check (stream.gapfill)
@@ -211,6 +212,7 @@ def build_app(rt: WorkerRuntime, broker_credentials: Any = None) -> Any:
                 rt.health.beat()
             rt.metrics.users_active.set(rt.core.active.count())
             await update_lag(app, rt)
+            await commit_processed(rt, app.consumer)
             await watch_commits(app, rt)
             if rt.health.assigned and not rt.draining:
                 await recover_unprocessed(rt, app.consumer, table, current_event, run_batch)
@@ -331,6 +333,7 @@ async def _drain_then_stop(app: Any, rt: WorkerRuntime, sig: int, limit_s: float
         else:
             log.warning("drain: still busy after %.0f s; stopping anyway (the rest is consumed again later)", limit_s)
         await consumer.commit()
+        await commit_processed(rt, consumer, force=True)
     except Exception:  # noqa: BLE001 - never block the shutdown
         log.exception("drain failed; stopping anyway")
     finally:

@@ -13,6 +13,12 @@ At assignment a partition's contiguity check starts at the lower of the mark and
 restart reveals the range ``[mark, committed)``, which the worker fetches and processes. When no message comes at all (everything was
 committed), :func:`recover_unprocessed` notices the same range from a timer.
 
+The worker also *commits* from this progress (:func:`commit_processed`): faust commits only an unbroken run of
+acked offsets from its committed offset on, and around a restart (its fetcher delivers a partition before
+recovery seeks it to the committed offset, then again from there) it can lose the acks of some delivered
+messages for good: its commits then stop while every later offset is processed. The worker's contiguity check
+knows what was processed; committing that, once its state is durable, keeps the committed offset moving.
+
 Internal keys start with the byte ``0xFF``, which never occurs in UTF-8, so they cannot collide with a user id
 (table keys of users are ``user_id.encode("utf-8")``). Readers of the table or of its changelog skip them
 (:func:`is_internal_key`).
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -93,6 +100,39 @@ def write_marks(table: Any, topic: str, marks: dict[int, int], current_event: Ca
     for partition, offset in marks.items():
         with current_event(PartitionEvent(topic, partition)):
             table[mark_key(partition)] = encode_mark(offset)
+
+
+async def commit_processed(rt: Any, consumer: Any, force: bool = False) -> dict[int, int]:
+    """Commit, for every assigned input partition, the offset processed contiguously where faust's commit lags it.
+
+    At most once per ``--commit-interval`` (``rt.config.commit_interval``) unless ``force`` (a graceful stop).
+
+    Read under ``rt.lock``: between micro-batches, so every offset below the frontier has been applied and its
+    changelog writes delivered (:func:`stream.app.build_app`'s ``run_batch``). Uses faust's own commit path
+    (producer flush, commit for assigned partitions only, then its committed-offset bookkeeping), so faust's
+    later commits never go back below it. Returns ``{partition: committed offset}`` of the commits made.
+    """
+    cfg = rt.config
+    now = time.monotonic()
+    if not force and now - rt.processed_commit_at < cfg.commit_interval:
+        return {}
+    rt.processed_commit_at = now
+    async with rt.lock:
+        frontier = {tp: n for tp in consumer.assignment() if tp.topic == cfg.input
+                    and (n := rt.offsets.processed(tp.partition)) is not None}
+    behind = {tp: n for tp, n in frontier.items()
+              if (c := consumer._committed_offset.get(tp)) is None or n > c}
+    if not behind:
+        return {}
+    try:
+        done = await consumer._commit_offsets(behind)
+    except Exception:  # noqa: BLE001 - the next tick tries again; faust's own commits continue meanwhile
+        log.exception("commit of the processed offsets %s failed", {tp.partition: n for tp, n in behind.items()})
+        return {}
+    if not done:
+        return {}
+    log.debug("committed processed offsets %s", {tp.partition: n for tp, n in behind.items()})
+    return {tp.partition: n for tp, n in behind.items()}
 
 
 async def recover_unprocessed(rt: Any, consumer: Any, table: Any, current_event: Callable[[Any], Any],

@@ -15,11 +15,10 @@ log = logging.getLogger(__name__)
 async def watch_commits(app: Any, rt: Any, stall_s: float = 10.0) -> None:
     """Warn (once per stall) when a partition's committed offset is stuck behind what was processed.
 
-    faust 0.15.3 marks a fetched message as read even when its delivery to the stream was interrupted by a flow
-    stop (rebalance/recovery); such a message is never processed nor acked, the committed offset stops in front
-    of it for good, and the events after it are consumed again at the next restart (the user records recognise
-    them: windows unchanged). Seeking back does not repair faust's ack bookkeeping, so this only reports it
-    (log + ``metarec_commit_stalls_total``); a restart of the worker resumes from the committed offset.
+    faust 0.15.3 can lose acks around a rebalance or restart, and its own commits then stop; the worker's own
+    commits (:func:`stream.progress.commit_processed`) move past that. A stall reported here means those failed
+    too (log + ``metarec_commit_stalls_total``); a restart of the worker resumes from the committed offset and the
+    user records skip what they already applied.
     """
     if rt.draining or not rt.health.assigned:
         return
@@ -37,7 +36,7 @@ async def watch_commits(app: Any, rt: Any, stall_s: float = 10.0) -> None:
             rt.commit_watch[tp.partition] = (committed, now, False)
         elif now - prev[1] >= stall_s and not prev[2]:
             log.warning("partition %d: committed offset stuck at %d while offsets up to %d were processed "
-                        "(a fetched message was never delivered by faust); a restart resumes from %d",
+                        "(commits failing?); a restart resumes from %d",
                         tp.partition, committed, processed - 1, committed)
             rt.metrics.commit_stalls.inc()
             rt.commit_watch[tp.partition] = (committed, prev[1], True)

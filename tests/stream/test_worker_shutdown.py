@@ -66,10 +66,6 @@ def test_sigterm_exits_0_within_10s_and_commits_what_it_consumed(broker, stopped
     assert checked > 10
 
 
-@pytest.mark.xfail(reason="faust 0.15.3 intermittently drops a fetched range while a restarted worker's first "
-                          "rebalance stops its flow (fetch loop marks undelivered messages as read); the commit "
-                          "then stalls at the gap until the next restart (logged by stream.app._watch_commits)",
-                   strict=False)
 def test_restart_resumes_at_the_committed_offsets_and_processes_the_rest(broker, stopped):
     c1 = _consumed_at_exit(stopped["log"])
     w2 = start_worker(broker, stopped["work"] / "ck", stopped["work"], name="w2", state="w", **stopped["common"])
