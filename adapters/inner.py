@@ -140,7 +140,7 @@ def ridge_block(design: torch.Tensor, targets: torch.Tensor, weights: torch.Tens
     """
     k = design.shape[-1]
     xw = design * weights[..., None]
-    gram = xw.transpose(1, 2) @ design + lam * torch.eye(k, dtype=design.dtype)
+    gram = torch.baddbmm(torch.eye(k, dtype=design.dtype), xw.transpose(1, 2), design, beta=lam)
     rhs = (xw * targets[..., None]).sum(1) + lam * anchor
     chol = torch.linalg.cholesky(gram)
     return torch.cholesky_solve(rhs[..., None], chol)[..., 0]
@@ -161,10 +161,22 @@ def solve_rating_block(model: Any, states: torch.Tensor, support: SupportBatch, 
     return torch.cat([states[:, :block.start], new_block, states[:, block.stop:]], dim=1)
 
 
+def _fast_grad(model: Any, support: SupportBatch, lr: torch.Tensor, state_dim: int, method: str) -> Any:
+    """The model's precomputed analytic gradient function for ``support`` (None: no such fast path). The rating
+    terms are skipped when every rate of the model's rating block is 0 (``rating_solver="ridge"``)."""
+    make = getattr(model, "analytic_grad_fn", None)
+    if make is None or method not in ("auto", "analytic"):
+        return None
+    block = getattr(model, "rating_block", None)
+    rating = block is None or bool((lr.detach().expand(state_dim)[block] != 0).any())
+    return make(support, rating=rating)
+
+
 def inner_loop(model: Any, states: torch.Tensor, support: SupportBatch, steps: int, lr: torch.Tensor | float,
                prox: float = 0.0, theta0: torch.Tensor | None = None, create_graph: bool = False,
                first_order: bool = True, method: str = "auto", rating_solver: str | None = None,
-               ridge_lambda: float | None = None, ridge_mean: bool | None = None) -> torch.Tensor:
+               ridge_lambda: float | None = None, ridge_mean: bool | None = None,
+               fast: bool = True) -> torch.Tensor:
     """Run ``steps`` batched gradient steps from ``states``; returns the adapted states.
 
     Parameters
@@ -180,6 +192,9 @@ def inner_loop(model: Any, states: torch.Tensor, support: SupportBatch, steps: i
         gradient steps leave the model's rating block alone, which is
         then set to its closed-form minimiser (:func:`solve_rating_block`, anchored at ``theta0``, always
         differentiable, also under ``first_order``: the solve is exact, not a chain of steps).
+    fast : with ``first_order`` and the analytic gradient, use the model's ``analytic_grad_fn`` when it has one
+        (support-only work done once for all steps, no autograd in the steps, the rating gradient skipped where the
+        rate is 0); same result as ``fast=False`` (the per-step :func:`support_gradient`) to float rounding.
     """
     if steps <= 0:
         return states
@@ -198,7 +213,16 @@ def inner_loop(model: Any, states: torch.Tensor, support: SupportBatch, steps: i
         keep = torch.ones(states.shape[1], dtype=states.dtype)
         keep[model.rating_block] = 0.0
         lr_t = lr_t * keep
+    grad_fn = _fast_grad(model, support, lr_t, states.shape[1], method) if fast and first_order else None
+    step_lr = lr_t * active if grad_fn is not None else None
     for _ in range(steps):
+        if grad_fn is not None:
+            with torch.no_grad():
+                g = grad_fn(states)
+                if prox > 0:
+                    g.add_(states - theta0, alpha=2.0 * prox)
+            states = states - step_lr * g
+            continue
         g = support_gradient(model, states, support, method=method, create_graph=create_graph and not first_order)
         if prox > 0:
             g = g + 2.0 * prox * (states - theta0)

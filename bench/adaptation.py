@@ -1,7 +1,9 @@
 """Batched adaptation throughput: K inner steps on 32-event supports + full-catalog scoring, users/s.
 
 Run: ``python bench/adaptation.py [--threads 2] [--batch 256] [--items 1682] [--repeats 5]``.
-Models are freshly built (untrained weights cost the same as trained ones) with synthetic feature tables.
+Models are freshly built (untrained weights cost the same as trained ones) with synthetic feature tables and the
+inner-loop configuration a trained model is served with (``stream.bench.adaptation.served_inner``: mf adapts its
+rating block with the ridge solver), the gradient method as given.
 """
 from __future__ import annotations
 
@@ -10,9 +12,11 @@ import time
 
 import torch
 
+from dataclasses import replace
+
 from adapters.base import SupportBatch
-from adapters.inner import InnerConfig
 from adapters.models import FeatureTables, build_model
+from stream.bench.adaptation import served_inner
 
 
 def tables(n_items: int, n_users: int, gen: torch.Generator) -> FeatureTables:
@@ -26,7 +30,7 @@ def tables(n_items: int, n_users: int, gen: torch.Generator) -> FeatureTables:
 def measure(model: str, batch: int, n_items: int, support: int, steps: int, repeats: int,
             grad: str = "auto") -> dict[str, float]:
     gen = torch.Generator().manual_seed(0)
-    m = build_model(model, n_items, tables(n_items, 1000, gen), inner=InnerConfig(steps=steps, grad=grad))
+    m = build_model(model, n_items, tables(n_items, 1000, gen), inner=replace(served_inner(model, steps), grad=grad))
     m.eval()
     m.requires_grad_(False)
     items = torch.randint(1, n_items, (batch, support), generator=gen)

@@ -18,7 +18,10 @@ sets that block to the exact minimiser of the rating loss + the pull toward θ0 
 instead of taking gradient steps on it.
 
 The per-user gradient has a closed form (``analytic_grad``): ``∂CE/∂u = Qᵀp − mean_j Q_{i_j}`` with ``p`` the
-softmax over the catalog, and the usual MSE terms for ``v`` and ``b_u``.
+softmax over the catalog, and the usual MSE terms for ``v`` and ``b_u``. For first-order steps (serving, FOMAML,
+Reptile) :meth:`MFAdapter.analytic_grad_fn` gives the same gradient with the support-only work done once per
+adaptation, no autograd and the rating terms skipped when they are not used (ridge): two catalog GEMMs and one
+softmax per step.
 
 Example
 -------
@@ -32,6 +35,7 @@ torch.Size([2, 20])
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -163,3 +167,65 @@ class MFAdapter(AdapterModule):
         gv = scale * (err[..., None] * self.item_rate[items]).sum(1)
         gb = scale * err.sum(1, keepdim=True)
         return torch.cat([gu, gv, gb], dim=1)
+
+    def analytic_grad_fn(self, support: SupportBatch, rating: bool = True) -> Callable[[torch.Tensor], torch.Tensor]:
+        """:meth:`analytic_grad` for many states on one support batch, without autograd (first-order steps).
+
+        Everything that depends only on the support (the item gathers, the positives' mean, the rating design) is
+        computed once here; each call of the returned function then costs two catalog GEMMs and one softmax.
+        ``rating=False`` skips the rating terms: the rating block's gradient is returned as 0 (for callers whose
+        rating block does not move, e.g. ``rating_solver="ridge"``, whose gradient steps have rate 0 there).
+        Equal to :meth:`analytic_grad` to float rounding (tests/adapters/test_mf_fast.py), not differentiable.
+
+        Example
+        -------
+        >>> import torch
+        >>> from adapters.models import FeatureTables
+        >>> m = MFAdapter(MFConfig(dim=4, rating_dim=2), n_items=6, tables=FeatureTables.empty(6), inner=InnerConfig())
+        >>> sb = SupportBatch.from_lists([[1, 2], []], [[5.0, float("nan")], []])
+        >>> s = m.init_states(sb.users).detach()
+        >>> torch.allclose(m.analytic_grad_fn(sb)(s), m.analytic_grad(s, sb).detach(), atol=1e-6)
+        True
+        """
+        cfg = self.config
+        d, r = cfg.dim, cfg.rating_dim
+        with torch.no_grad():
+            items = support.items
+            q_all = self.item_emb.detach()
+            q = q_all[1:]  # rows 1.. of a contiguous table: a contiguous view, no copy
+            bias = self.item_bias.detach()[1:]
+            rank_valid = (support.mask & (items > 0)).to(q.dtype)
+            n_rank = rank_valid.sum(1, keepdim=True)
+            has_rank = (n_rank > 0).to(q.dtype)
+            # mean of the positives' rows, summed without materialising the gathered [B, L, dim] rows
+            mean_pos = nn.functional.embedding_bag(items, q_all, mode="sum",
+                                                   per_sample_weights=rank_valid / n_rank.clamp(min=1))
+            if rating:
+                rated = (support.mask & support.rated).to(q.dtype)
+                r_items = self.item_rate.detach()[items]  # [B, L, r]
+                r_rated = r_items * rated[..., None]
+                # err_j = rated_j · (μ + b_u + d_j + v·R_j − y_j) = r_rated_j·v + rated_j·b_u + offset_j
+                offset = (self.global_mean.detach() + self.item_rate_bias.detach()[items] - support.ratings) * rated
+                scale = 2.0 * cfg.rating_weight / rated.sum(1, keepdim=True).clamp(min=1)
+
+        work: list[torch.Tensor] = []  # one [B, N-1] buffer for every step's logits and softmax (fresh multi-MB
+        # allocations cost page faults that take as long as the GEMMs)
+
+        def grad(states: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                u = states[:, :d]
+                if not work or work[0].shape[0] != u.shape[0]:
+                    work[:] = [torch.empty(u.shape[0], q.shape[0], dtype=q.dtype)]
+                p = torch.softmax(torch.addmm(bias, u, q.t(), out=work[0]), dim=1, out=work[0])  # in place
+                gu = torch.mm(p, q).mul_(has_rank).sub_(mean_pos)
+                if cfg.rank_weight != 1.0:
+                    gu.mul_(cfg.rank_weight)
+                if not rating:
+                    return torch.cat([gu, gu.new_zeros(gu.shape[0], states.shape[1] - d)], dim=1)
+                v, b = states[:, d:d + r], states[:, d + r:d + r + 1]
+                err = torch.bmm(r_rated, v[:, :, None])[..., 0].add_(rated * b).add_(offset)
+                gv = torch.bmm(err[:, None, :], r_items)[:, 0].mul_(scale)
+                gb = err.sum(1, keepdim=True).mul_(scale)
+                return torch.cat([gu, gv, gb], dim=1)
+
+        return grad

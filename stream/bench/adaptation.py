@@ -3,8 +3,9 @@
 One *user* = ``steps`` inner-loop gradient steps on a support set of up to ``support`` of that user's real events
 (the first ones of the dataset), warm from θ0, all users of a batch in ONE :meth:`Adapter.adapt` call, then a
 full-catalog top-``k`` list (scores over every item, the support items and row 0 masked, ``torch.topk``). Models are
-built with the dataset's vocabulary and side features at their default sizes and untrained weights: the speed
-depends on the shapes, not on the values. One untimed warm-up batch, then batches of ``batch_users`` users until
+built with the dataset's vocabulary and side features at their default sizes, the inner-loop configuration a
+freshly trained model is served with (:func:`served_inner`) and untrained weights: the speed depends on the shapes,
+not on the values. One untimed warm-up batch, then batches of ``batch_users`` users until
 ``max_users`` users or ``max_seconds``.
 
 Example
@@ -39,17 +40,29 @@ class AdaptationResult:
     rank_seconds: float  #: of which scoring the catalog and taking the top-k
 
 
-def _model(dataset: Any, name: str, steps: int) -> tuple[Any, Any, list]:
+def served_inner(name: str, steps: int) -> Any:
+    """The :class:`~adapters.inner.InnerConfig` that ``metarec train`` gives a fresh ``name`` model with ``steps``
+    inner steps and the default meta-learner (fomaml), from the trainer's own defaults: what a served model adapts
+    with (mf: ridge rating solver, λ 8 on summed errors, proximal pull 0.2)."""
     from adapters.inner import InnerConfig
+    from adapters.training import (DEFAULT_INNER_LR, DEFAULT_INNER_LR_RATING, DEFAULT_PROX, DEFAULT_RATING_SOLVER,
+                                   DEFAULT_RIDGE_LAMBDA, DEFAULT_RIDGE_MEAN, TrainConfig)
+
+    metasgd = TrainConfig().meta == "metasgd"
+    return InnerConfig(steps=steps, lr=DEFAULT_INNER_LR[name], lr_rating=DEFAULT_INNER_LR_RATING[name],
+                       prox=DEFAULT_PROX[name], metasgd=metasgd, rating_solver=DEFAULT_RATING_SOLVER[name],
+                       ridge_lambda=DEFAULT_RIDGE_LAMBDA[name], ridge_mean=DEFAULT_RIDGE_MEAN[name])
+
+
+def _model(dataset: Any, name: str, steps: int) -> tuple[Any, Any, list]:
     from adapters.models import build_model
-    from adapters.training import DEFAULT_INNER_LR, build_vocab, encode_users
+    from adapters.training import build_vocab, encode_users
 
     vocab = build_vocab(dataset, items_from_features=(name == "melu"))
     rated = dataset.ratings[~np.isnan(dataset.ratings)]
     cfg = {"rating_min": float(rated.min()), "rating_max": float(rated.max()),
            "global_mean": float(rated.mean())} if len(rated) else {"rating_weight": 0.0}
-    model = build_model(name, len(vocab.item_ids), vocab.tables, cfg,
-                        InnerConfig(steps=steps, lr=DEFAULT_INNER_LR[name]))
+    model = build_model(name, len(vocab.item_ids), vocab.tables, cfg, served_inner(name, steps))
     model.eval()
     model.requires_grad_(False)
     users = [u for u in encode_users(dataset, vocab) if len(u.items)]
@@ -96,8 +109,7 @@ def _one(model: Any, sb: Any, steps: int, top_k: int) -> tuple[float, float]:
     states = model.adapt(model.init_states(sb.users), sb, steps=steps)
     t1 = time.perf_counter()
     scores = model.score(states, sb.users)
-    seen = torch.zeros_like(scores, dtype=torch.bool)
-    seen.scatter_(1, sb.items * sb.mask, True)  # support items (padding → column 0, masked anyway)
-    seen[:, 0] = True
-    torch.topk(scores.masked_fill(seen, -math.inf), top_k, dim=1)
+    scores.scatter_(1, sb.items * sb.mask, -math.inf)  # support items (padding → column 0, masked anyway)
+    scores[:, 0] = -math.inf
+    torch.topk(scores, top_k, dim=1)
     return t1 - t0, time.perf_counter() - t1
