@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from adapters.records import UserRecord
 from stream.batch import BatchCore, Outgoing, RawMessage
 from stream.expiry import StateExpiry, expire_users, rebuild_index
+from stream.fetchloop import deliver_directly
 from stream.gapfill import OffsetTracker, fill_gaps
 from stream.progress import END_MARKER, commit_processed, read_mark, recover_unprocessed, write_marks
 from stream.http import WorkerHealth
@@ -231,6 +232,8 @@ def build_app(rt: WorkerRuntime, broker_credentials: Any = None) -> Any:
     @app.task
     async def install_drain() -> None:
         """Replace faust's SIGTERM/SIGINT handling by: drain, commit, then faust's own shutdown."""
+        if cfg.delivery == "direct":
+            deliver_directly(app.consumer)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, lambda s=sig: asyncio.ensure_future(_drain_then_stop(app, rt, s)))

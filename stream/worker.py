@@ -67,12 +67,17 @@ class WorkerConfig:
     max_event_bytes: int = MAX_EVENT_BYTES  #: larger input values are dead-lettered as "oversized"
     stall_after: float = 5.0  #: /readyz turns 503 after the broker was unreachable (or a batch stalled) this long
     probe_interval: float = 2.0  #: seconds between broker probes (metadata requests)
+    #: how faust's fetch loop hands each message to the stream: "direct" (a plain await, stream.fetchloop) or
+    #: "faust" (its own per-message wait_first, four tasks per message)
+    delivery: str = "direct"
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise MetarecError(f"--batch-size must be ≥ 1, got {self.batch_size}")
         if not self.batch_ms > 0:
             raise MetarecError(f"--batch-ms must be > 0, got {self.batch_ms}")
+        if self.delivery not in ("direct", "faust"):
+            raise MetarecError(f"--delivery must be direct or faust, got {self.delivery!r}")
         if self.store not in ("rocksdb", "memory"):
             raise MetarecError(f"--store must be rocksdb or memory, got {self.store!r}")
         if self.partitions < 1:

@@ -83,6 +83,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     k.add_argument("--fetch-max-wait-ms", type=int, default=100,
                    help="consumer long-poll wait (default 100; faust's own is 1500, a latency floor on the "
                         "embedded broker, which answers a waiting fetch only when the wait expires)")
+    k.add_argument("--delivery", choices=("direct", "faust"), default="direct",
+                   help="how faust's fetch loop hands each message to the stream: direct (default: a plain await) "
+                        "or faust (its own per-message wait_first, which costs four asyncio tasks per message)")
     b = parser.add_argument_group("micro-batches and state")
     b.add_argument("--batch-size", type=int, default=500, help="max events per micro-batch (default 500)")
     b.add_argument("--batch-ms", type=_positive_float, default=100.0,
@@ -126,5 +129,5 @@ def run(args: argparse.Namespace) -> int:
         session_timeout=args.session_timeout, commit_interval=args.commit_interval, model_poll=args.model_poll,
         kafka_options=kafka_overrides(args), loglevel=loglevel, torch_threads=args.torch_threads,
         fetch_max_wait_ms=args.fetch_max_wait_ms, state_ttl=args.state_ttl, max_event_bytes=args.max_event_bytes,
-        stall_after=args.stall_after, probe_interval=args.probe_interval)
+        stall_after=args.stall_after, probe_interval=args.probe_interval, delivery=args.delivery)
     return run_worker(cfg)
