@@ -45,7 +45,7 @@ class DemoConfig:
     retrain: bool = False
     partitions: int = 4
     batch_size: int = 1000
-    batch_ms: float = 100.0
+    batch_ms: float = 30.0
     limit: int | None = None
     users_shown: int = 3
     live: bool = True

@@ -51,7 +51,7 @@ class WorkerConfig:
     prox: float | None = None
     top_k: int = 10
     batch_size: int = 500
-    batch_ms: float = 100.0
+    batch_ms: float = 30.0
     max_catalog: int = 50_000
     retrieval_m: int = 2_000
     partitions: int = 4  #: partitions of topics created by the worker (existing topics are left as they are)
@@ -62,7 +62,7 @@ class WorkerConfig:
     kafka_options: dict[str, str] = field(default_factory=dict)
     loglevel: str = "warning"
     torch_threads: int = 1  #: torch intra-op threads; more contend with the event loop on a small machine
-    fetch_max_wait_ms: int = 100  #: consumer long-poll wait (faust hard-codes 1500 ms)
+    fetch_max_wait_ms: int = 30  #: consumer long-poll wait (faust hard-codes 1500 ms)
     state_ttl: float = DEFAULT_STATE_TTL_S  #: forget users inactive this long in event time (0: never)
     max_event_bytes: int = MAX_EVENT_BYTES  #: larger input values are dead-lettered as "oversized"
     stall_after: float = 5.0  #: /readyz turns 503 after the broker was unreachable (or a batch stalled) this long

@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:  # pragma: no cover - runs in th
     p.add_argument("--out", required=True)
     p.add_argument("--partitions", type=int, default=4)
     p.add_argument("--batch-size", type=int, default=500)
-    p.add_argument("--batch-ms", type=float, default=100.0)
+    p.add_argument("--batch-ms", type=float, default=30.0)
     p.add_argument("--session-timeout", type=float, default=3.0)
     p.add_argument("--commit-interval", type=float, default=1.0)
     p.add_argument("--datadir", default=tempfile.mkdtemp(prefix="metarec-passthrough-"))
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:  # pragma: no cover - runs in th
 
 
 def run_passthrough(bootstrap: str, topic: str, expect: int, *, partitions: int = 4, batch_size: int = 500,
-                    batch_ms: float = 100.0, session_timeout: float = 3.0, commit_interval: float = 1.0,
+                    batch_ms: float = 30.0, session_timeout: float = 3.0, commit_interval: float = 1.0,
                     timeout: float = 1800.0, progress: Callable[[int, int], None] | None = None
                     ) -> PassthroughResult:
     """Run the pass-through agent in a child process (fresh consumer group) until ``expect`` events were read."""

@@ -39,7 +39,7 @@ class BenchConfig:
     bootstrap: str | None = None  #: use this broker instead of starting the embedded one
     store: str = "rocksdb"
     batch_size: int = 500
-    batch_ms: float = 100.0
+    batch_ms: float = 30.0
     latency_seconds: float | None = None  #: paced run length (default 30 s; 10 s with ``quick``)
     reference_events: int | None = None  #: River / naive-loop subset (default 2,000; 500 with ``quick``)
     data_dir: str | None = None

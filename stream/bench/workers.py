@@ -69,7 +69,7 @@ class WorkerSettings:
     checkpoint: Path
     partitions: int = 4
     batch_size: int = 500
-    batch_ms: float = 100.0
+    batch_ms: float = 30.0
     store: str = "rocksdb"
     session_timeout: float = 3.0  #: Tansu hands partitions out after ~half of it (FIELD-NOTES)
     extra: list[str] = field(default_factory=list)  #: more ``metarec worker`` flags

@@ -64,8 +64,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", choices=("rocksdb", "memory"), default="rocksdb",
                         help="worker state store (default rocksdb, the worker's default)")
     parser.add_argument("--batch-size", type=_positive_int, default=500, help="worker micro-batch size (default 500)")
-    parser.add_argument("--batch-ms", type=_positive_float, default=100.0,
-                        help="worker micro-batch wait in ms (default 100)")
+    parser.add_argument("--batch-ms", type=_positive_float, default=30.0,
+                        help="worker micro-batch wait in ms (default 30, the worker's default)")
     parser.add_argument("--latency-seconds", type=_positive_float, default=None,
                         help="length of the paced latency run (default 30 s, 10 s with --quick)")
     parser.add_argument("--reference-events", type=_positive_int, default=None,
