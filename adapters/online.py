@@ -279,6 +279,7 @@ class OnlineLearner:
         new_users: list[str] = []
         new_ratings: list[float] = []
         duplicates = unknown = 0
+        grow: dict[str, tuple[list, list, list, list]] = {}  # user → this batch's window rows (appended at once)
         for ev in events:
             rec = touched.get(ev.user_id)
             if rec is None:
@@ -289,14 +290,23 @@ class OnlineLearner:
             row = self.item_index.get(ev.item_id, 0)
             unknown += row == 0
             rating = math.nan if ev.rating is None else float(ev.rating)
-            fresh.setdefault(ev.user_id, []).append(len(rec.items))
+            g = grow.get(ev.user_id)
+            if g is None:
+                g = grow[ev.user_id] = ([], [], [], [])
+            fresh.setdefault(ev.user_id, []).append(len(rec.items) + len(g[0]))
             new_rows.append(row)
             new_users.append(ev.user_id)
             new_ratings.append(rating)
-            rec.append(row, rating, ev.timestamp, ev.partition, ev.offset)
+            rec.mark_applied(row, ev.timestamp, ev.partition, ev.offset)
+            g[0].append(row)
+            g[1].append(rating)
+            g[2].append(ev.timestamp)
+            g[3].append(ev.offset)
             prev = newest.get(ev.user_id)
             if prev is None or ev.offset >= prev.offset or ev.offset < 0:
                 newest[ev.user_id] = ev
+        for user, (rows, ratings, stamps, offsets) in grow.items():
+            touched[user].extend_window(rows, ratings, stamps, offsets)
         if not touched:
             return BatchResult({}, [], math.nan, duplicates, unknown, 0.0)
         # Every touched user gets a list, also one whose events were all redeliveries: its state may have been

@@ -76,16 +76,28 @@ class UserRecord:
 
     def append(self, item: int, rating: float, timestamp: float, partition: int, offset: int) -> None:
         """Add one event to the window (unbounded until :meth:`trim`) and to the seen set."""
-        self.items = np.append(self.items, np.int32(item))
-        self.ratings = np.append(self.ratings, np.float32(rating))
-        self.timestamps = np.append(self.timestamps, np.float64(timestamp))
-        self.offsets = np.append(self.offsets, np.int64(offset))
+        self.mark_applied(item, timestamp, partition, offset)
+        self.extend_window([item], [rating], [timestamp], [offset])
+
+    def mark_applied(self, item: int, timestamp: float, partition: int, offset: int) -> None:
+        """The scalar half of :meth:`append`: seen set, newest applied offset and event time (the window is left
+        to :meth:`extend_window`, so that a micro-batch grows each window once instead of once per event)."""
         if 0 < item < self.n_items:
             self.seen[item] = True
         if offset >= 0:
             self.partition, self.last_offset = partition, max(offset, self.last_offset if partition == self.partition else -1)
         if not timestamp <= self.last_timestamp:  # also true when last_timestamp is NaN
             self.last_timestamp = float(timestamp)
+
+    def extend_window(self, items: Sequence[int], ratings: Sequence[float], timestamps: Sequence[float],
+                      offsets: Sequence[int]) -> None:
+        """Append events to the window, in order (the window half of :meth:`append`)."""
+        if not len(items):
+            return
+        self.items = np.concatenate([self.items, np.asarray(items, dtype=np.int32)])
+        self.ratings = np.concatenate([self.ratings, np.asarray(ratings, dtype=np.float32)])
+        self.timestamps = np.concatenate([self.timestamps, np.asarray(timestamps, dtype=np.float64)])
+        self.offsets = np.concatenate([self.offsets, np.asarray(offsets, dtype=np.int64)])
 
     def trim(self, window: int, max_age_s: float | None = None) -> None:
         """Keep the last ``window`` events, none older than ``max_age_s`` before the newest one."""

@@ -204,3 +204,17 @@ def test_evaluation_mode_skips_lists_and_loss_but_learns_the_same(dataset, check
         assert a.recommendations and not b.recommendations
         assert math.isfinite(a.support_loss) and math.isnan(b.support_loss)
     assert {u: r.to_bytes() for u, r in rec_full.items()} == {u: r.to_bytes() for u, r in rec_lean.items()}
+
+
+def test_a_batch_grows_each_window_once_with_the_same_result_as_appending_event_by_event():
+    events = [(3, 4.0, 10.0, 0, 7), (5, math.nan, 12.0, 0, 8), (0, 2.0, 11.0, 0, 9), (9, 5.0, 13.0, 0, 10)]
+    one, batched = UserRecord.empty(12, vocab=1), UserRecord.empty(12, vocab=1)
+    for item, rating, ts, part, off in events:
+        one.append(item, rating, ts, part, off)
+    for item, _, ts, part, off in events:
+        batched.mark_applied(item, ts, part, off)
+    items, ratings, stamps, _, offsets = zip(*events)
+    batched.extend_window(items, ratings, stamps, offsets)
+    assert batched == one
+    assert one.items.dtype == np.int32 and one.offsets.dtype == np.int64 and one.ratings.dtype == np.float32
+    assert one.last_offset == 10 and one.last_timestamp == 13.0 and one.seen_rows().tolist() == [3, 5, 9]
