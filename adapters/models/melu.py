@@ -108,6 +108,21 @@ class MeLUAdapter(AdapterModule):
                           torch.zeros(*items.shape, self.config.emb_dim),
                           self.year_emb(self.item_year[items]), self.id_emb(items)], dim=-1)
 
+    def catalog_embeddings(self) -> torch.Tensor:
+        """``item_embed`` of every row ``[n_items, 3·emb_dim]``. Outside autograd it is computed once per model
+        version and reused: the key is the identity and in-place version counter of every tensor it reads, so a
+        training step or a weight load recomputes it."""
+        sources = (self.genre_lin.weight, self.year_emb.weight, self.id_emb.weight, self.item_genres, self.item_year)
+        if torch.is_grad_enabled() and any(t.requires_grad for t in sources):
+            return self.item_embed(torch.arange(self.n_items))
+        key = tuple((id(t), t._version) for t in sources)
+        cached = getattr(self, "_catalog_cache", None)
+        if cached is None or cached[0] != key:
+            with torch.no_grad():
+                cached = (key, self.item_embed(torch.arange(self.n_items)))
+            self._catalog_cache = cached
+        return cached[1]
+
     def user_embed(self, users: torch.Tensor) -> torch.Tensor:
         users = users.long().clamp(0, self.user_age.shape[0] - 1)
         return torch.cat([self.age_emb(self.user_age[users]), self.gender_emb(self.user_gender[users]),
@@ -138,7 +153,7 @@ class MeLUAdapter(AdapterModule):
     def _score(self, states: torch.Tensor, users: torch.Tensor, candidates: torch.Tensor | None) -> torch.Tensor:
         if candidates is not None:
             return self._mlp(states, users, self.item_embed(candidates))[..., 1]
-        e_all = self.item_embed(torch.arange(self.n_items))
+        e_all = self.catalog_embeddings()
         step = self.config.score_chunk
         return torch.cat([self._mlp(states[s:s + step], users[s:s + step], e_all)[..., 1]
                           for s in range(0, states.shape[0], step)]) if states.shape[0] else \

@@ -94,3 +94,18 @@ def test_melu_chunked_full_scoring_equals_candidates():
     full = m.score(s, users)
     cand = torch.arange(25).expand(5, -1)
     torch.testing.assert_close(full, m.score(s, users, cand))
+
+
+def test_melu_catalog_embeddings_are_reused_until_the_weights_change():
+    from adapters.models import FeatureTables, build_model
+
+    m = build_model("melu", n_items=12, tables=FeatureTables.empty(12), config={"emb_dim": 4, "hidden": 8})
+    m.eval()
+    with torch.no_grad():
+        first = m.catalog_embeddings()
+        assert m.catalog_embeddings() is first  # same model version: computed once
+        m.id_emb.weight[3].add_(1.0)  # an in-place update (a training step, a weight load)
+        second = m.catalog_embeddings()
+    assert second is not first
+    assert torch.equal(second, m.item_embed(torch.arange(12)).detach())
+    assert not torch.equal(second[3], first[3])
