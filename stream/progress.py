@@ -109,8 +109,10 @@ async def commit_processed(rt: Any, consumer: Any, force: bool = False) -> dict[
 
     Read under ``rt.lock``: between micro-batches, so every offset below the frontier has been applied and its
     changelog writes delivered (:func:`stream.app.build_app`'s ``run_batch``). Uses faust's own commit path
-    (producer flush, commit for assigned partitions only, then its committed-offset bookkeeping), so faust's
-    later commits never go back below it. Returns ``{partition: committed offset}`` of the commits made.
+    (producer flush, commit for assigned partitions only, then its committed-offset bookkeeping), so faust does
+    not start a commit below it afterwards (one of faust's own commits already under way can still land after
+    it; the next call then commits the frontier again). Returns ``{partition: committed offset}`` of the commits
+    made.
     """
     cfg = rt.config
     now = time.monotonic()
