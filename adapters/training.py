@@ -262,6 +262,18 @@ def _freshness(cfg: TrainConfig, part: Any, vocab: Vocab) -> dict[str, Any]:
     return {**fc.to_dict(), "counts": [round(float(c), 4) for c in counts]}
 
 
+
+def inner_config(cfg: TrainConfig) -> InnerConfig:
+    """The inner-loop configuration ``train`` gives its model: ``cfg``'s settings, the model's defaults where unset
+    (also what a served checkpoint adapts with)."""
+    m = cfg.model
+    return InnerConfig(steps=cfg.steps, lr=cfg.inner_lr or DEFAULT_INNER_LR[m],
+                       lr_rating=DEFAULT_INNER_LR_RATING[m] if cfg.inner_lr_rating is None else cfg.inner_lr_rating,
+                       prox=DEFAULT_PROX[m] if cfg.prox is None else cfg.prox, metasgd=(cfg.meta == "metasgd"),
+                       rating_solver=cfg.rating_solver or DEFAULT_RATING_SOLVER[m],
+                       ridge_lambda=DEFAULT_RIDGE_LAMBDA[m] if cfg.ridge_lambda is None else cfg.ridge_lambda,
+                       ridge_mean=DEFAULT_RIDGE_MEAN[m] if cfg.ridge_mean is None else cfg.ridge_mean)
+
 def train(ds: Any, cfg: TrainConfig, on_step: Callable[[int, int, int, float], None] | None = None) -> Checkpoint:
     """Meta-train ``cfg.model`` with ``cfg.meta`` on ``ds`` (its first ``cfg.history`` fraction)."""
     if cfg.model not in MODEL_NAMES:
@@ -285,14 +297,7 @@ def train(ds: Any, cfg: TrainConfig, on_step: Callable[[int, int, int, float], N
     mcfg = {"rating_min": lo, "rating_max": hi, "global_mean": mean, **cfg.model_config}
     if not len(rated):
         mcfg.setdefault("rating_weight", 0.0)
-    lr_rating = cfg.inner_lr_rating if cfg.inner_lr_rating is not None else DEFAULT_INNER_LR_RATING[cfg.model]
-    inner = InnerConfig(steps=cfg.steps, lr=cfg.inner_lr or DEFAULT_INNER_LR[cfg.model], lr_rating=lr_rating,
-                        prox=DEFAULT_PROX[cfg.model] if cfg.prox is None else cfg.prox,
-                        metasgd=(cfg.meta == "metasgd"),
-                        rating_solver=cfg.rating_solver or DEFAULT_RATING_SOLVER[cfg.model],
-                        ridge_lambda=DEFAULT_RIDGE_LAMBDA[cfg.model] if cfg.ridge_lambda is None else cfg.ridge_lambda,
-                        ridge_mean=DEFAULT_RIDGE_MEAN[cfg.model] if cfg.ridge_mean is None else cfg.ridge_mean)
-    model = build_model(cfg.model, len(vocab.item_ids), vocab.tables, mcfg, inner)
+    model = build_model(cfg.model, len(vocab.item_ids), vocab.tables, mcfg, inner_config(cfg))
     if hasattr(model, "reseed"):
         model.reseed(cfg.seed)
     t0 = time.perf_counter()

@@ -44,14 +44,9 @@ def served_inner(name: str, steps: int) -> Any:
     """The :class:`~adapters.inner.InnerConfig` that ``metarec train`` gives a fresh ``name`` model with ``steps``
     inner steps and the default meta-learner (fomaml), from the trainer's own defaults: what a served model adapts
     with (mf: ridge rating solver, λ 8 on summed errors, proximal pull 0.2)."""
-    from adapters.inner import InnerConfig
-    from adapters.training import (DEFAULT_INNER_LR, DEFAULT_INNER_LR_RATING, DEFAULT_PROX, DEFAULT_RATING_SOLVER,
-                                   DEFAULT_RIDGE_LAMBDA, DEFAULT_RIDGE_MEAN, TrainConfig)
+    from adapters.training import TrainConfig, inner_config
 
-    metasgd = TrainConfig().meta == "metasgd"
-    return InnerConfig(steps=steps, lr=DEFAULT_INNER_LR[name], lr_rating=DEFAULT_INNER_LR_RATING[name],
-                       prox=DEFAULT_PROX[name], metasgd=metasgd, rating_solver=DEFAULT_RATING_SOLVER[name],
-                       ridge_lambda=DEFAULT_RIDGE_LAMBDA[name], ridge_mean=DEFAULT_RIDGE_MEAN[name])
+    return inner_config(TrainConfig(model=name, steps=steps))
 
 
 def _model(dataset: Any, name: str, steps: int) -> tuple[Any, Any, list]:
