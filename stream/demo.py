@@ -59,12 +59,14 @@ def data_root(cfg: DemoConfig) -> Path:
 def cached_checkpoint(cfg: DemoConfig, ds: Any, console: Any) -> tuple[Path, bool]:
     """The checkpoint directory for ``ds`` and the training config, trained only when not cached."""
     from adapters.checkpoint import Checkpoint
-    from adapters.training import TrainConfig, train
+    from adapters.training import TrainConfig, inner_config, train
 
     tcfg = TrainConfig(model=cfg.model, meta=cfg.meta, epochs=cfg.epochs, pretrain_epochs=cfg.pretrain_epochs,
                        history=cfg.history, seed=cfg.seed, dataset_spec=cfg.dataset)
-    key = hashlib.sha256(json.dumps({k: (sorted(v) if isinstance(v, frozenset) else v)
-                                     for k, v in asdict(tcfg).items()}, sort_keys=True).encode()).hexdigest()[:12]
+    # the resolved inner-loop settings too: a checkpoint trained under older model defaults is not reused
+    fields = {k: (sorted(v) if isinstance(v, frozenset) else v) for k, v in asdict(tcfg).items()}
+    fields["inner"] = asdict(inner_config(tcfg))
+    key = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
     directory = data_root(cfg) / "checkpoints" / f"demo-{ds.fingerprint[:16]}-{key}"
     if directory.is_dir() and not cfg.retrain:
         try:

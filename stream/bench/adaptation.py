@@ -75,7 +75,7 @@ def measure_adaptation(dataset: Any, model_name: str, *, steps: int = 3, support
     if not users:
         from adapters.errors import MetarecError
         raise MetarecError("the dataset has no users to adapt")
-    total = min(max_users, max(len(users), batch_users))
+    total = max(max_users, batch_users)  # users repeat when the dataset has fewer: speed depends on shapes only
     batches = []
     for s in range(0, total + batch_users, batch_users):  # +1 batch: the warm-up
         chunk = [users[(s + j) % len(users)] for j in range(batch_users)]

@@ -2,8 +2,8 @@
 
 The checkpoint is a quick ``mf``/``fomaml`` model trained by :func:`adapters.training.train` on the benchmarked
 events (the speed of the worker does not depend on how well it was trained, only on the model's shapes). It is
-cached under ``$METAREC_DATA_DIR/bench/`` keyed by the dataset fingerprint and the number of events, so a second
-run reuses it; a run on the first N events reuses the whole dataset's checkpoint when that one is cached.
+cached under ``$METAREC_DATA_DIR/bench/`` keyed by the dataset fingerprint, the number of events and the inner-loop
+configuration training gives today, so a second run reuses it; a run on the first N events reuses the whole dataset's checkpoint when that one is cached.
 
 Example
 -------
@@ -28,10 +28,31 @@ def cache_dir(data_dir: str | Path | None = None) -> Path:
     return base / "bench"
 
 
+def _train_config(dataset: Any) -> Any:
+    from adapters.training import TrainConfig
+
+    return TrainConfig(model=TRAIN_RECIPE["model"], meta=TRAIN_RECIPE["meta"], epochs=TRAIN_RECIPE["epochs"],
+                       pretrain_epochs=TRAIN_RECIPE["pretrain_epochs"], dataset_spec=dataset.name)
+
+
+def _inner_tag(dataset: Any) -> str:
+    """Short hash of the inner-loop configuration training gives the model today: a checkpoint cached under older
+    training defaults (e.g. before the closed-form rating block) is not reused, so the worker serves what
+    ``metarec train`` would produce now."""
+    import hashlib
+    import json
+    from dataclasses import asdict
+
+    from adapters.training import inner_config
+
+    text = json.dumps(asdict(inner_config(_train_config(dataset))), sort_keys=True)
+    return hashlib.blake2b(text.encode(), digest_size=4).hexdigest()
+
+
 def _checkpoint_dir(dataset: Any, data_dir: str | Path | None) -> Path:
     r = TRAIN_RECIPE
     name = (f"{dataset.name}-{dataset.fingerprint[:12]}-{len(dataset)}-{r['model']}-{r['meta']}"
-            f"-e{r['epochs']}p{r['pretrain_epochs']}")
+            f"-e{r['epochs']}p{r['pretrain_epochs']}-i{_inner_tag(dataset)}")
     return cache_dir(data_dir) / "checkpoints" / name
 
 
@@ -55,15 +76,13 @@ def cached_checkpoint(dataset: Any, data_dir: str | Path | None = None) -> Path 
 def bench_checkpoint(dataset: Any, data_dir: str | Path | None = None,
                      on_step: Callable[[int, int, int, float], None] | None = None) -> Path:
     """Directory of a worker checkpoint trained on ``dataset`` (trained now unless cached)."""
-    from adapters.training import TrainConfig, train
+    from adapters.training import train
 
     cached = cached_checkpoint(dataset, data_dir)
     if cached is not None:
         return cached
     directory = _checkpoint_dir(dataset, data_dir)
-    cfg = TrainConfig(model=TRAIN_RECIPE["model"], meta=TRAIN_RECIPE["meta"], epochs=TRAIN_RECIPE["epochs"],
-                      pretrain_epochs=TRAIN_RECIPE["pretrain_epochs"], dataset_spec=dataset.name)
-    ck = train(dataset, cfg, on_step=on_step)
+    ck = train(dataset, _train_config(dataset), on_step=on_step)
     ck.save(directory)
     return directory
 
