@@ -40,8 +40,8 @@ DEFAULT_INNER_LR = {"mf": 0.5, "melu": 0.05}
 DEFAULT_INNER_LR_RATING: dict[str, float | None] = {"mf": 0.02, "melu": None}
 #: how the rating block adapts (adapters.inner: "gd" = the gradient steps, "ridge" = its closed-form minimiser, in
 #: meta-training and serving alike), the ridge pull λ toward θ0 and its data term (sum or mean of squared errors).
-#: Validation split (bench/validate_mf.py): prequential protocol on the first 50 % of ML-100K (θ0 meta-trained, maml, on its first half,
-#: the second half scored): RMSE gd 0.9608 → ridge mean-λ 0.2 0.9475 (λ 0.05 0.978, 0.5 0.952, 1 0.955, 2 0.967) →
+#: Validation split (bench/validate_mf.py): prequential protocol on the first 50 % of ML-100K (θ0 meta-trained,
+#: maml, on its first half, the second half scored): RMSE gd 0.9608 → ridge mean-λ 0.2 0.9475 (λ 0.05 0.978, 0.5 0.952, 1 0.955, 2 0.967) →
 #: ridge sum-λ 8 0.9439 (λ 3 0.948); HR@10 unchanged (0.1694): the ranking block's steps are the same.
 DEFAULT_RATING_SOLVER = {"mf": "ridge", "melu": "gd"}
 DEFAULT_RIDGE_LAMBDA = {"mf": 8.0, "melu": 0.2}
@@ -262,7 +262,6 @@ def _freshness(cfg: TrainConfig, part: Any, vocab: Vocab) -> dict[str, Any]:
     return {**fc.to_dict(), "counts": [round(float(c), 4) for c in counts]}
 
 
-
 def inner_config(cfg: TrainConfig) -> InnerConfig:
     """The inner-loop configuration ``train`` gives its model: ``cfg``'s settings, the model's defaults where unset
     (also what a served checkpoint adapts with)."""
@@ -273,6 +272,7 @@ def inner_config(cfg: TrainConfig) -> InnerConfig:
                        rating_solver=cfg.rating_solver or DEFAULT_RATING_SOLVER[m],
                        ridge_lambda=DEFAULT_RIDGE_LAMBDA[m] if cfg.ridge_lambda is None else cfg.ridge_lambda,
                        ridge_mean=DEFAULT_RIDGE_MEAN[m] if cfg.ridge_mean is None else cfg.ridge_mean)
+
 
 def train(ds: Any, cfg: TrainConfig, on_step: Callable[[int, int, int, float], None] | None = None) -> Checkpoint:
     """Meta-train ``cfg.model`` with ``cfg.meta`` on ``ds`` (its first ``cfg.history`` fraction)."""

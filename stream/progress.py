@@ -10,8 +10,8 @@ writes are delivered before its offsets are acked, so a mark never claims more t
 
 At assignment a partition's contiguity check starts at the lower of the mark and the committed offset
 (:func:`stream.gapfill.fill_gaps`): when faust committed past events it never delivered, the first message after a
-restart reveals the range ``[mark, committed)``, which the worker fetches and processes. When no message comes at all (everything was
-committed), :func:`recover_unprocessed` notices the same range from a timer.
+restart reveals the range ``[mark, committed)``, which the worker fetches and processes. When no message comes at
+all (everything was committed), :func:`recover_unprocessed` notices the same range from a timer.
 
 The worker also *commits* from this progress (:func:`commit_processed`): faust commits only an unbroken run of
 acked offsets from its committed offset on, and around a restart (its fetcher delivers a partition before

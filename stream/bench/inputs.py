@@ -3,7 +3,8 @@
 The checkpoint is a quick ``mf``/``fomaml`` model trained by :func:`adapters.training.train` on the benchmarked
 events (the speed of the worker does not depend on how well it was trained, only on the model's shapes). It is
 cached under ``$METAREC_DATA_DIR/bench/`` keyed by the dataset fingerprint, the number of events and the inner-loop
-configuration training gives today, so a second run reuses it; a run on the first N events reuses the whole dataset's checkpoint when that one is cached.
+configuration training gives today, so a second run reuses it; a run on the first N events reuses the whole
+dataset's checkpoint when that one is cached.
 
 Example
 -------
