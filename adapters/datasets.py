@@ -54,6 +54,21 @@ class ItemFeatures:
     def __len__(self) -> int:
         return len(self.item_ids)
 
+    def genre_rows(self, ids: list[str]) -> np.ndarray:
+        """float32 ``[len(ids), G]`` multi-hot genres of ``ids`` (zeros for an id without features).
+
+        >>> f = ItemFeatures(["1", "2"], np.eye(2, dtype=np.float32), ["a", "b"], np.zeros(2, np.int64), ["x", "y"])
+        >>> f.genre_rows(["2", "9"]).tolist()
+        [[0.0, 1.0], [0.0, 0.0]]
+        """
+        row = {iid: r for r, iid in enumerate(self.item_ids)}
+        out = np.zeros((len(ids), self.genres.shape[1]), dtype=np.float32)
+        found = [(n, row[i]) for n, i in enumerate(ids) if i in row]
+        if found:
+            at, src = zip(*found)
+            out[list(at)] = self.genres[list(src)]
+        return out
+
 
 @dataclass
 class UserFeatures:

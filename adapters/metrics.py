@@ -10,6 +10,8 @@ Example
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -55,3 +57,22 @@ def rank_of(scores: np.ndarray, target: int, candidates: np.ndarray | None = Non
     higher = float((c > t).sum())
     ties = float((c == t).sum()) - (1.0 if candidates is None or target in set(np.asarray(candidates).tolist()) else 0.0)
     return higher + max(ties, 0.0) / 2.0
+
+
+def rolling_mean(values: np.ndarray, window: int) -> np.ndarray:
+    """Trailing mean over the last ``window`` values (shorter at the start).
+
+    >>> rolling_mean(np.array([1.0, 0.0, 1.0, 1.0]), 2).tolist()
+    [1.0, 0.5, 0.5, 1.0]
+    """
+    if window < 1:
+        raise ValueError("window must be ≥ 1")
+    c = np.concatenate([[0.0], np.cumsum(values, dtype=np.float64)])
+    idx = np.arange(1, len(values) + 1)
+    lo = np.maximum(idx - window, 0)
+    return (c[idx] - c[lo]) / (idx - lo)
+
+
+def ndcg_of_rank(rank: float) -> float:
+    """Gain of one hit at ``rank`` (0-based)."""
+    return 1.0 / math.log2(rank + 2.0)

@@ -16,8 +16,9 @@ This module is the protocol only: it knows nothing about any model. A model is a
 learns a range of events, and *steps* through a range of events, scoring each one before it learns from it.
 Micro-batched models (the :class:`~adapters.online.OnlineLearner`) score a whole batch with the states they
 had before the batch and then learn the batch, as the stream worker does; per-event models (popularity, River)
-score and learn event by event. Ranks are computed here, vectorized over the batch, with exact per-event
-candidate sets. The command-line driver is :mod:`adapters.prequential_run`.
+score and learn event by event. Ranks (:mod:`adapters.ranks`) and the top-k lists behind the beyond-accuracy
+figures (:mod:`adapters.listmetrics`) are computed here, vectorized over the batch, with exact per-event candidate
+sets. The command-line driver is :mod:`adapters.prequential_run`.
 
 Example
 -------
@@ -33,7 +34,6 @@ Example
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -42,6 +42,9 @@ from typing import Protocol
 import numpy as np
 
 from adapters.errors import MetarecError
+from adapters.listmetrics import beyond_accuracy, new_item_hit_rate, top_k_lists
+from adapters.progressbar import event_progress
+from adapters.ranks import candidate_mask, ranks_from_mask
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +117,7 @@ class EventStream:
     positive: np.ndarray  #: bool [E] rating ≥ threshold or implicit
     start: int  #: first scored event (= int(E * history))
     name: str = ""
+    item_genres: np.ndarray | None = None  #: float32 [n_cols, G] multi-hot genres, when the dataset has them
 
     @property
     def n_cols(self) -> int:
@@ -160,9 +164,12 @@ class EventStream:
     def from_dataset(cls, dataset: object, history: float = 0.5, positive_threshold: float = 4.0) -> EventStream:
         """Encode an :class:`adapters.datasets.Dataset` (already sorted by timestamp, stable)."""
         ds = dataset
-        return cls.from_arrays(ds.user_ids, ds.item_ids, ds.ratings, ds.timestamps,  # type: ignore[attr-defined]
-                               history=history, positive_threshold=positive_threshold,
-                               name=getattr(ds, "name", ""))
+        out = cls.from_arrays(ds.user_ids, ds.item_ids, ds.ratings, ds.timestamps,  # type: ignore[attr-defined]
+                              history=history, positive_threshold=positive_threshold, name=getattr(ds, "name", ""))
+        features = getattr(ds, "item_features", None)
+        if features is not None and features.genres.shape[1]:
+            out.item_genres = features.genre_rows(out.item_names)
+        return out
 
 
 @dataclass
@@ -246,45 +253,6 @@ class SeenTracker:
         return empty, empty, repeat
 
 
-def candidate_mask(positions: np.ndarray, first_pos: np.ndarray, excl_rows: np.ndarray,
-                   excl_cols: np.ndarray) -> np.ndarray:
-    """``[B, n_cols]`` bool: column c is a candidate of row b when first seen before ``positions[b]`` and not
-    among the row's excluded columns (``excl_cols`` where ``excl_rows == b``)."""
-    cand = first_pos[None, :] < positions[:, None]
-    if len(excl_rows):
-        cand[excl_rows, excl_cols] = False
-    return cand
-
-
-def ranks_from_mask(scores: np.ndarray, targets: np.ndarray, cand: np.ndarray, repeat: np.ndarray) -> np.ndarray:
-    """Contract rank of each row's target among the candidates ``cand``; ``inf`` for a miss by definition
-    (target not a candidate, a repeat, or a NaN score). NaN scores of other candidates count as higher."""
-    arange = np.arange(scores.shape[0])
-    valid = cand[arange, targets] & ~repeat
-    t = scores[arange, targets][:, None]
-    higher = (cand & ~(scores <= t)).sum(axis=1)
-    equal = (cand & (scores == t)).sum(axis=1) - 1
-    rank = higher + equal / 2.0
-    return np.where(valid & ~np.isnan(t[:, 0]), rank, np.inf)
-
-
-def ranks_of_targets(scores: np.ndarray, targets: np.ndarray, positions: np.ndarray, first_pos: np.ndarray,
-                     excl_rows: np.ndarray, excl_cols: np.ndarray, repeat: np.ndarray) -> np.ndarray:
-    """Contract rank of each row's target among its candidates; ``inf`` for a miss by definition.
-
-    ``scores`` ``[B, n_cols]``; ``targets`` ``[B]`` target columns; ``positions`` ``[B]`` stream positions;
-    candidates of row b = columns with ``first_pos < positions[b]`` minus ``excl_cols`` where
-    ``excl_rows == b``; ``repeat`` ``[B]`` marks targets the user interacted with before.
-
-    >>> s = np.array([[3.0, 1.0, 1.0, 1.0, 0.0]])
-    >>> r = ranks_of_targets(s, np.array([1]), np.array([9]), np.arange(5), np.zeros(0, int), np.zeros(0, int),
-    ...                      np.array([False]))
-    >>> float(r[0])   # one higher (col 0), two other ties (cols 2, 3) count half each
-    2.0
-    """
-    return ranks_from_mask(scores, targets, candidate_mask(positions, first_pos, excl_rows, excl_cols), repeat)
-
-
 @dataclass
 class ModelTrace:
     """Everything one model said along the stream (for figures, curves and the drift analysis)."""
@@ -293,6 +261,8 @@ class ModelTrace:
     predictions: list[np.ndarray] = field(default_factory=list)  #: per batch, [B] (NaN: no prediction)
     ranks: list[np.ndarray] = field(default_factory=list)  #: per batch, [#positives] (inf: miss)
     seconds: float = 0.0
+    lists: list[np.ndarray] = field(default_factory=list)  #: per ranked batch, [#positives, k] top-k (-1: none)
+    list_positions: list[np.ndarray] = field(default_factory=list)  #: per ranked batch, [#positives] positions
 
     def prediction_array(self) -> np.ndarray:
         return np.concatenate(self.predictions) if self.predictions else np.zeros(0, np.float64)
@@ -319,8 +289,10 @@ class PrequentialResult:
         return p[self.stream.positive[p]]
 
     def summary(self) -> dict[str, dict[str, float]]:
-        """``{name: {"rmse", "mae", "hr@10", "ndcg@10"}}``; rating keys only for models that predict ratings."""
-        k = self.config.k
+        """``{name: {"rmse", "mae", "hr@10", "ndcg@10", ...}}``: rating keys for models that predict ratings;
+        ``new_item_hr@10``, ``coverage@10``, ``novelty@10`` and ``diversity@10`` (genres only) for models whose
+        top-k lists were recorded (:mod:`adapters.listmetrics`)."""
+        k, s = self.config.k, self.stream
         y = self.stream.ratings[self.stream.start:].astype(np.float64)
         out: dict[str, dict[str, float]] = {}
         for name, tr in self.traces.items():
@@ -336,6 +308,13 @@ class PrequentialResult:
                 hits = ranks < k
                 fig[f"hr@{k}"] = float(hits.mean())
                 fig[f"ndcg@{k}"] = float(np.sum(1.0 / np.log2(ranks[hits] + 2.0)) / len(ranks))
+            if tr.lists and len(ranks) == len(self.positive_positions):
+                new_hr = new_item_hit_rate(ranks, s.first_pos[s.items[self.positive_positions]], s.start, k)
+                if new_hr is not None:  # no positive on a new item: no figure
+                    fig[f"new_item_hr@{k}"] = new_hr
+            if tr.lists:
+                fig.update(beyond_accuracy(np.concatenate(tr.lists), np.concatenate(tr.list_positions), s.items,
+                                           s.n_cols, s.item_genres, k))
             out[name] = fig
         return out
 
@@ -350,7 +329,7 @@ def run_protocol(stream: EventStream, models: Sequence[StreamModel], config: Pre
     n, start = len(stream), stream.start
     history = micro_batches(stream.timestamps, 0, start, config.batch_size, config.batch_seconds)
     scored = micro_batches(stream.timestamps, start, n, config.batch_size, config.batch_seconds)
-    bar = _progress(progress)
+    bar = event_progress(progress)
     with bar:
         task = bar.add_task("history", total=len(models) * start) if bar else None
         for m in models:
@@ -380,51 +359,15 @@ def run_protocol(stream: EventStream, models: Sequence[StreamModel], config: Pre
                 elif len(rows):
                     tr.ranks.append(np.full(len(rows), np.inf))
                 tr.seconds += time.perf_counter() - t0
+                if out.ranking is not None and len(rows):  # the lists shown (metrics only: not model time)
+                    tr.lists.append(top_k_lists(np.asarray(out.ranking), cand, config.k))
+                    tr.list_positions.append(lo + rows)
             tracker.advance(lo, hi)
             if bar:
                 bar.update(task, advance=hi - lo)
     for tr in traces.values():
         log.info("%s: %.1f s", tr.name, tr.seconds)
     return PrequentialResult(stream=stream, config=config, traces=traces)
-
-
-class _NoBar:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def __bool__(self) -> bool:
-        return False
-
-
-def _progress(enabled: bool):  # noqa: ANN202 - rich Progress or a no-op stand-in
-    if not enabled:
-        return _NoBar()
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("events"),
-                    TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
-
-
-def rolling_mean(values: np.ndarray, window: int) -> np.ndarray:
-    """Trailing mean over the last ``window`` values (shorter at the start).
-
-    >>> rolling_mean(np.array([1.0, 0.0, 1.0, 1.0]), 2).tolist()
-    [1.0, 0.5, 0.5, 1.0]
-    """
-    if window < 1:
-        raise ValueError("window must be ≥ 1")
-    c = np.concatenate([[0.0], np.cumsum(values, dtype=np.float64)])
-    idx = np.arange(1, len(values) + 1)
-    lo = np.maximum(idx - window, 0)
-    return (c[idx] - c[lo]) / (idx - lo)
-
-
-def ndcg_of_rank(rank: float) -> float:
-    """Gain of one hit at ``rank`` (0-based)."""
-    return 1.0 / math.log2(rank + 2.0)
 
 
 def run_prequential(args: object) -> dict:

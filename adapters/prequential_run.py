@@ -9,7 +9,7 @@ this module wires them for the command line:
    ``erm_finetune`` checkpoint is trained here the same way with ``meta="erm"`` (no inner loop in training);
 3. the models: ``metarec`` (θ0 + :class:`~adapters.online.OnlineLearner`), ``no_adaptation`` (same, ``steps=0``),
    ``erm_finetune`` (ERM checkpoint + the same learner config), ``popularity``, ``popularity_decayed``
-   (half-life 5,000 events), ``river_biasedmf``;
+   (half-life 5,000 events), ``river_biasedmf``, ``cooccurrence`` (:mod:`adapters.cooccurrence`);
 4. run the protocol, add the drift-recovery section when the dataset is a CSV with a ``.drift.json`` sidecar,
    write the report directory when asked.
 """
@@ -78,8 +78,9 @@ def load_matching_checkpoint(path: str, ds: Any, history: float) -> Any:
 
 
 def build_models(stream: Any, checkpoint: Any, erm_checkpoint: Any, online: Any) -> list[Any]:
-    """The six models of the contract, in report order."""
+    """The models of the contract, in report order."""
     from adapters.baselines import HALF_LIFE_EVENTS, LearnerModel, Popularity, RiverBiasedMF
+    from adapters.cooccurrence import Cooccurrence
     from adapters.online import OnlineLearner
 
     return [
@@ -89,6 +90,7 @@ def build_models(stream: Any, checkpoint: Any, erm_checkpoint: Any, online: Any)
         Popularity(stream),
         Popularity(stream, half_life=HALF_LIFE_EVENTS),
         RiverBiasedMF(stream),
+        Cooccurrence(stream),
     ]
 
 
@@ -145,7 +147,7 @@ def run_prequential(args: Any) -> dict[str, Any]:
     if truth is not None:
         report["drift"] = recovery_report(result, truth, models=["metarec", "no_adaptation", "erm_finetune",
                                                                   "popularity", "popularity_decayed",
-                                                                  "river_biasedmf"])
+                                                                  "river_biasedmf", "cooccurrence"])
     if getattr(args, "report", None):
         from adapters.report import write_report
         run_config = {k: v for k, v in report.items() if k not in ("models", "drift")}

@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 
 from adapters.errors import MetarecError
-from adapters.prequential import PrequentialResult, rolling_mean
+from adapters.metrics import rolling_mean
+from adapters.prequential import PrequentialResult
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,16 @@ NOTES = {
     "metarec": "meta-learned θ0 + per-user online adaptation (OnlineLearner, the worker's code)",
     "no_adaptation": "same checkpoint and OnlineLearner with steps=0: θ0 user part, never adapted",
     "erm_finetune": "θ0 trained by plain ERM (no meta-learning), same online adaptation",
+    "cooccurrence": "item-item co-occurrence over the user's last 10 items (decay 0.8, damping 0.5), learned "
+                    "event by event; the reference tool's model, no rating model",
 }
+LIST_METRICS_NOTE = (
+    "Beyond accuracy, over the top-10 list each ranking model shows for each scored positive event (its 10 best "
+    "candidates): new_item_hr@10 = HR@10 on positives whose item first appeared after the history; coverage@10 = "
+    "share of the catalog listed at least once; novelty@10 = mean −log2 of a listed item's share of the events "
+    "before the list's event; diversity@10 = mean pairwise 1 − cosine of the listed items' genres (datasets with "
+    "genres only).")
+ORDER = ["rmse", "mae", "hr@10", "ndcg@10", "new_item_hr@10", "coverage@10", "novelty@10", "diversity@10"]
 
 
 def _window(n: int) -> int:
@@ -193,9 +203,8 @@ def write_report(directory: str | Path, result: PrequentialResult, summary: dict
         files.append(_drift_plot(drift, out))
         images.append(("drift_recovery.png", "Hit rate of the drifting users aligned at their own drift event: "
                                              "the faster a curve climbs back after 0, the faster the model follows."))
-    order = ["rmse", "mae", "hr@10", "ndcg@10"]
     present = {m for fig in summary.values() for m in fig}
-    metrics = [m for m in order if m in present] + sorted(present - set(order))
+    metrics = [m for m in ORDER if m in present] + sorted(present - set(ORDER))
     rows = "".join(
         f"<tr><td><b>{html.escape(n)}</b></td>" + "".join(f"<td>{_fmt(fig.get(m))}</td>" for m in metrics)
         + f"<td>{result.traces[n].seconds:.1f}</td><td class=note>{html.escape(NOTES.get(n, ''))}</td></tr>"
@@ -226,6 +235,7 @@ every model, not scored); scored: {len(s) - s.start:,} events, {len(result.posit
 (ranked). Each event is scored before it is learned from; candidates = items seen before minus the user's own.</p>
 <h2>Final figures</h2><table><tr><th>model</th>{''.join(f'<th>{m}</th>' for m in metrics)}<th>seconds</th>
 <th>what it is</th></tr>{rows}</table>
+{f"<p>{html.escape(LIST_METRICS_NOTE)}</p>" if any(m.startswith("coverage@") for m in metrics) else ""}
 {''.join(f'<h2>{html.escape(Path(n).stem.replace("_", " "))}</h2><p>{html.escape(c)}</p><img src="{n}" alt="{n}">'
          for n, c in images)}
 {drift_html}

@@ -11,18 +11,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import adapters.metrics
 import adapters.prequential
+import adapters.progressbar
+import adapters.ranks
 from adapters.baselines import Popularity
 from adapters.errors import MetarecError
-from adapters.prequential import (EventStream, PrequentialConfig, Scores, SeenTracker, candidate_mask,
-                                  ranks_of_targets, rolling_mean, run_protocol)
+from adapters.metrics import rolling_mean
+from adapters.prequential import EventStream, PrequentialConfig, Scores, SeenTracker, run_protocol
+from adapters.ranks import candidate_mask, ranks_of_targets
 
 REFERENCE = Path("/work/shared/tools/prequential_reference.py")
 NONE = np.zeros(0, dtype=np.int64)
 
 
 def test_doctests() -> None:
-    assert doctest.testmod(adapters.prequential).failed == 0
+    for module in (adapters.prequential, adapters.ranks, adapters.metrics, adapters.progressbar):
+        assert doctest.testmod(module).failed == 0, module.__name__
 
 
 def rank1(scores: list[float], target: int, position: int = 10**6, first_pos: list[int] | None = None,

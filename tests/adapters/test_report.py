@@ -50,6 +50,7 @@ def test_report_files_and_content(tmp_path: Path) -> None:
     for name in summary:
         assert f"<b>{name}</b>" in page
     assert f"{summary['popularity']['hr@10']:.4f}" in page
+    assert f"{summary['popularity']['coverage@10']:.4f}" in page       # beyond-accuracy columns
     images = re.findall(r'<img src="([^"]+)"', page)
     assert sorted(images) == ["adaptation_gain.png", "hr_rolling.png", "rmse_rolling.png"]   # relative paths
     assert all((out / i).exists() for i in images)
@@ -99,12 +100,15 @@ def test_evaluate_prequential_end_to_end(synthetic_csv: Path, tmp_path: Path, mo
     assert data["protocol"] == "prequential" and data["dataset"] == str(synthetic_csv)
     assert data["events"] == 60 * 24
     assert set(data["models"]) == {"metarec", "no_adaptation", "popularity", "popularity_decayed", "river_biasedmf",
-                                   "erm_finetune"}
+                                   "erm_finetune", "cooccurrence"}
     for name, fig in data["models"].items():
-        assert set(fig) == {"rmse", "mae", "hr@10", "ndcg@10"}, name
+        ranking = {"hr@10", "ndcg@10", "coverage@10", "novelty@10"}   # a CSV has no genres: no diversity@10
+        expected = ranking if name == "cooccurrence" else ranking | {"rmse", "mae"}   # no rating model
+        assert expected <= set(fig) <= expected | {"new_item_hr@10"}, name
         assert all(np.isfinite(v) for v in fig.values())
-    assert set(data["drift"]["models"]) >= {"metarec", "no_adaptation", "popularity"}
+    assert set(data["drift"]["models"]) >= {"metarec", "no_adaptation", "popularity", "cooccurrence"}
     page = (rep / "index.html").read_text()
+    assert "<b>cooccurrence</b>" in page and "<th>coverage@10</th>" in page and "novelty@10 = mean" in page
     assert "drift_recovery.png" in page and (rep / "drift_recovery.png").exists()
     assert "--protocol prequential" in page
 
