@@ -57,12 +57,23 @@ def sidecar_path(csv_path: str | Path) -> Path:
     return p.with_name(stem + ".drift.json")
 
 
-def load_truth(path: str | Path) -> dict[str, Any]:
-    """Read a ground-truth sidecar; one-line :class:`MetarecError` when unreadable or malformed."""
+#: sidecar kinds that carry no per-user drift (``metarec synth --item-churn``): no drift-recovery section
+NO_DRIFT_KINDS = ("item_churn",)
+
+
+def load_truth(path: str | Path) -> dict[str, Any] | None:
+    """Read a ground-truth sidecar; one-line :class:`MetarecError` when unreadable or malformed.
+
+    A sidecar of a kind in :data:`NO_DRIFT_KINDS` (e.g. ``"item_churn"``) plants no per-user drift: None
+    (the evaluation then leaves the ``drift`` section out).
+    """
     try:
         truth = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
         raise MetarecError(f"cannot read drift ground truth {path}: {exc}") from None
+    if isinstance(truth, dict) and truth.get("kind") in NO_DRIFT_KINDS:
+        log.info("%s: ground truth of kind %r has no per-user drift; no drift-recovery section", path, truth["kind"])
+        return None
     if not isinstance(truth, dict) or not isinstance(truth.get("users"), dict):
         raise MetarecError(f"{path}: not a drift ground truth (no 'users' object)")
     return truth
