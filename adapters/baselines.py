@@ -175,8 +175,9 @@ def interactions(stream: EventStream) -> list[Any]:
 class LearnerModel:
     """An :class:`~adapters.online.OnlineLearner` under the protocol: score a micro-batch, then ``process`` it.
 
-    Item columns the checkpoint does not know (items first seen after its training data) score ``-inf``: the
-    worker never recommends them either (it masks the unknown-item row 0), so such a target is a miss.
+    An item column scores ``-inf`` while the learner has no row for it. The learner gives an item a row when it
+    first learns one of its events (items first seen after the checkpoint's training data included), up to its
+    ``max_items``; until then the worker could not recommend it either.
     """
 
     def __init__(self, stream: EventStream, learner: Any, name: str) -> None:
@@ -184,11 +185,19 @@ class LearnerModel:
         self.learner = learner
         self.name = name
         self.records: dict[str, Any] = {}
-        self.col_rows = np.array([learner.item_row(i) for i in stream.item_names], dtype=np.int64)
+        self._version = -1
+        self._refresh_columns()
         known = int((self.col_rows > 0).sum())
         log.info("%s: %d of %d stream items in the checkpoint vocabulary", name, known, stream.n_cols)
         self._events = interactions(stream)
         self.adapt_seconds = 0.0
+
+    def _refresh_columns(self) -> None:
+        """Stream column → learner item row (0 = none yet), recomputed when the learner's vocabulary changed."""
+        side = self.learner.items
+        if side.version != self._version:
+            self.col_rows = np.array([side.row(i) for i in self.stream.item_names], dtype=np.int64)
+            self._version = side.version
 
     def _process(self, events: list[Any]) -> None:
         result = self.learner.process(events, self.records, publish=False, measure_loss=False)
@@ -203,6 +212,7 @@ class LearnerModel:
         ratings = np.asarray(self.learner.predict_ratings(events, self.records), np.float64)
         ranking = None
         if len(rank_rows):
+            self._refresh_columns()
             scores = self.learner.ranking_scores([events[r] for r in rank_rows.tolist()], self.records)
             ranking = scores.numpy()[:, self.col_rows]
             ranking[:, self.col_rows == 0] = -np.inf

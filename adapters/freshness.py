@@ -119,6 +119,25 @@ class ItemFreshness:
                     lr = np.maximum(cfg.rating_lr, 1.0 / (self.rated_seen + cfg.rating_prior))
                 self.rating_delta += (lr * step).astype(np.float32)
 
+    def resize(self, n_items: int) -> None:
+        """Grow the per-item arrays to ``n_items`` rows (new rows start at zero)."""
+        extra = int(n_items) - self.n_items
+        if extra <= 0:
+            return
+        self.counts = np.concatenate([self.counts, np.zeros(extra)])
+        self.rating_delta = np.concatenate([self.rating_delta, np.zeros(extra, np.float32)])
+        self.rated_seen = np.concatenate([self.rated_seen, np.zeros(extra)])
+        self.n_items = int(n_items)
+        self._bonus = None
+
+    def clear(self, rows: list[int]) -> None:
+        """Forget the items of ``rows`` (evicted rows that another item will reuse)."""
+        if rows:
+            self.counts[rows] = 0.0
+            self.rating_delta[rows] = 0.0
+            self.rated_seen[rows] = 0.0
+            self._bonus = None
+
     def bonus(self) -> torch.Tensor:
         """``[n_items]`` float32 ranking bonus β·log(1 + n_i) (zeros when the weight is 0)."""
         if self._bonus is None:

@@ -196,6 +196,9 @@ def inner_loop(model: Any, states: torch.Tensor, support: SupportBatch, steps: i
         (support-only work done once for all steps, no autograd in the steps, the rating gradient skipped where the
         rate is 0); same result as ``fast=False`` (the per-step :func:`support_gradient`) to float rounding.
     """
+    prepare = getattr(model, "prepare_states", None)
+    if prepare is not None:  # derived entries of the state (seq: the window's context), set before any step
+        states = prepare(states, support)
     if steps <= 0:
         return states
     own = getattr(model, "inner", None) or InnerConfig()

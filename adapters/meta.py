@@ -63,5 +63,8 @@ def meta_objective(model: Any, meta: str, support: SupportBatch, query: SupportB
         pull = 0.5 * ((theta0 - adapted) ** 2).sum(1).mean()
         return model.batch_loss(adapted, both).mean() + pull
     if meta == "erm":
+        prepare = getattr(model, "prepare_states", None)
+        if prepare is not None:  # the window's context is an input of the model, not adaptation
+            return model.batch_loss(prepare(theta0, support), query).mean()
         return model.batch_loss(theta0, concat(support, query)).mean()
     raise ValueError(f"unknown meta-learner {meta!r}; choose from {ALL_META}")

@@ -32,7 +32,7 @@ import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -41,80 +41,13 @@ import torch
 from adapters.base import SupportBatch
 from adapters.errors import MetarecError
 from adapters.freshness import FreshnessConfig, ItemFreshness
+from adapters.itemside import ItemSide, ItemSideConfig, can_grow
+from adapters.online_config import BatchResult, Interaction, OnlineConfig, Recommendation
 from adapters.records import UserRecord, vocab_hash
 
+__all__ = ["BatchResult", "Interaction", "OnlineConfig", "OnlineLearner", "Recommendation"]
+
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class OnlineConfig:
-    """Settings of the online path (the worker's and the prequential evaluation's)."""
-
-    window: int = 32  #: events per user kept as the support set
-    max_age_s: float | None = None  #: drop window events older than this before the user's newest event
-    steps: int = 3  #: inner-loop steps per micro-batch (0 = no adaptation)
-    prox: float | None = None  #: proximal pull toward θ0 (None = the checkpoint's default)
-    top_k: int = 10  #: list length
-    max_catalog: int = 50_000  #: rank the full catalog up to this many items ...
-    retrieval_m: int = 2_000  #: ... above it, re-rank only the top-M items by θ0 score
-    freshness: float | None = None  #: weight of the item-popularity bonus (None = the checkpoint's; 0 = off)
-    freshness_half_life: float | None = None  #: half-life of the item counts in events (None = the checkpoint's)
-    item_rating_lr: float | None = None  #: online item rating-bias learning rate (None = the checkpoint's; 0 = off)
-
-    def __post_init__(self) -> None:
-        if self.window < 1:
-            raise MetarecError(f"window must be ≥ 1, got {self.window}")
-        if self.steps < 0:
-            raise MetarecError(f"steps must be ≥ 0, got {self.steps}")
-        if self.top_k < 1:
-            raise MetarecError(f"top-k must be ≥ 1, got {self.top_k}")
-        if self.max_age_s is not None and not self.max_age_s > 0:
-            raise MetarecError(f"max-age must be > 0 seconds, got {self.max_age_s}")
-        if self.prox is not None and not self.prox >= 0:
-            raise MetarecError(f"prox must be ≥ 0, got {self.prox}")
-        for name in ("freshness", "item_rating_lr"):
-            value = getattr(self, name)
-            if value is not None and not value >= 0:
-                raise MetarecError(f"{name.replace('_', '-')} must be ≥ 0, got {value}")
-        if self.freshness_half_life is not None and not self.freshness_half_life > 0:
-            raise MetarecError(f"freshness half-life must be > 0 events, got {self.freshness_half_life}")
-        if self.retrieval_m < self.top_k:
-            raise MetarecError(f"retrieval-m ({self.retrieval_m}) must be ≥ top-k ({self.top_k})")
-
-
-@dataclass(frozen=True)
-class Interaction:
-    """One validated input event with its position in the input (offset -1 = no position: never deduplicated)."""
-
-    user_id: str
-    item_id: str
-    rating: float | None
-    timestamp: float
-    partition: int = 0
-    offset: int = -1
-
-
-@dataclass(frozen=True)
-class Recommendation:
-    """A refreshed top-K list; ``partition``/``offset`` name the newest input event it has taken into account."""
-
-    user_id: str
-    items: list[str]
-    scores: list[float]
-    partition: int
-    offset: int
-    event_timestamp: float
-
-
-@dataclass
-class BatchResult:
-    records: dict[str, UserRecord]  #: the new record of every user with at least one new event
-    recommendations: list[Recommendation]
-    support_loss: float  #: mean pre-update loss of the current states on the incoming events (NaN if none)
-    duplicates: int  #: redelivered events skipped
-    unknown_items: int  #: events whose item is not in the model's vocabulary
-    adapt_seconds: float  #: time in the batched adaptation call
-    timings: dict[str, float] = field(default_factory=dict)
 
 
 class OnlineLearner:
@@ -132,22 +65,41 @@ class OnlineLearner:
 
         Records written by another version keep their window and seen items (remapped to the new item rows when
         the vocabulary differs) but not their adapted state: at their next event they are re-adapted from the new
-        θ0 on their window.
+        θ0 on their window. The item side (:class:`~adapters.itemside.ItemSide`) starts again from the new
+        checkpoint's items; items first seen online get rows again as they reappear.
         """
+        if len(checkpoint.item_ids) != checkpoint.adapter.n_items:
+            raise MetarecError(f"checkpoint vocabulary has {len(checkpoint.item_ids)} items but the model "
+                               f"{checkpoint.adapter.n_items}")
         self.checkpoint = checkpoint
-        self.adapter = checkpoint.adapter
         self.model_version: str = checkpoint.version
-        self.item_ids: list[str] = list(checkpoint.item_ids)
-        self.item_index: dict[str, int] = dict(checkpoint.item_index)
         self.user_index: dict[str, int] = dict(checkpoint.user_index)
-        self.n_items = len(self.item_ids)
-        if self.n_items != self.adapter.n_items:
-            raise MetarecError(f"checkpoint vocabulary has {self.n_items} items but the model {self.adapter.n_items}")
         old_vocab = getattr(self, "vocab", None)
-        self.vocab = vocab_hash(self.item_ids)
+        self.vocab = vocab_hash(list(checkpoint.item_ids))
+        self._switch_items(checkpoint)
         self._vocabs[self.vocab] = self.item_ids
         self._candidates = self._retrieval_candidates()
         self._switch_freshness(checkpoint, old_vocab)
+
+    def _switch_items(self, checkpoint: Any) -> None:
+        """A private copy of the model (its item rows learn online) and a fresh item side over its vocabulary."""
+        import copy
+        stored = ItemSideConfig.from_dict(checkpoint.config.get("itemside"))
+        over = self.config
+        cfg = replace(stored, **{k: v for k, v in (("max_items", over.max_items), ("cooc_weight", over.item_prior),
+                                                   ("embed_lr", over.item_lr), ("rating_lr", over.item_factor_lr))
+                                 if v is not None})
+        learns = cfg.embed_lr > 0 or cfg.rating_lr > 0 or cfg.max_items > checkpoint.adapter.n_items
+        self.adapter = copy.deepcopy(checkpoint.adapter) if learns else checkpoint.adapter
+        self.items = ItemSide(list(checkpoint.item_ids), cfg, self.adapter if learns else None,
+                              growable=learns and can_grow(self.adapter))
+        self.item_ids = self.items.ids  # grows online (the same list object)
+        self.item_index = self.items.index
+
+    @property
+    def n_items(self) -> int:
+        """Rows of the item table (row 0, the checkpoint's items, items added online, free rows)."""
+        return self.items.capacity
 
     def _switch_freshness(self, checkpoint: Any, old_vocab: int | None) -> None:
         """The item side of ``checkpoint``; live counts and corrections carry over a version switch."""
@@ -171,6 +123,8 @@ class OnlineLearner:
                 counts = None
             fresh = ItemFreshness(self.n_items, **cfg.to_dict(), counts=None if counts is None else np.asarray(counts))
         self.freshness = fresh
+        self.freshness.resize(self.n_items)
+        self.items.warm(fresh.counts)
 
     def _retrieval_candidates(self) -> torch.Tensor | None:
         """Rows to re-rank when the catalog is larger than ``max_catalog`` (top-M by θ0 score), else None."""
@@ -184,13 +138,16 @@ class OnlineLearner:
 
     # -- lookups ---------------------------------------------------------------------------------------
     def item_row(self, item_id: str) -> int:
-        return self.item_index.get(item_id, 0)
+        """The item's row (0: not known yet)."""
+        return self.items.row(item_id)
 
     def user_row(self, user_id: str) -> int:
         return self.user_index.get(user_id, 0)
 
     def _current(self, record: UserRecord | None) -> UserRecord:
-        """``record`` in this model's vocabulary (a fresh record for None)."""
+        """``record`` in this model's vocabulary and item-table size (a fresh record for None)."""
+        if record is not None and record.vocab == self.vocab and record.n_items != self.n_items:
+            record = record.resized(self.n_items)
         if record is None:
             return UserRecord.empty(self.n_items, self.vocab)
         if record.vocab != self.vocab:
@@ -237,14 +194,25 @@ class OnlineLearner:
     def ranking_scores(self, events: Sequence[Interaction], records: Mapping[str, UserRecord | None]) -> torch.Tensor:
         """``[n, n_items]`` ranking scores of each event's user's current state (column 0: unknown item)."""
         states, users = self._event_states(events, records)
-        return self._scores(states, users)
+        return self._scores(states, users, windows=[self._window(records.get(e.user_id)) for e in events])
 
-    def _scores(self, states: torch.Tensor, users: torch.Tensor, candidates: torch.Tensor | None = None
-                ) -> torch.Tensor:
+    def _window(self, record: UserRecord | None) -> np.ndarray:
+        """The rows of ``record``'s window in this learner's item table (empty when they are another's)."""
+        if record is None or record.vocab != self.vocab:
+            return np.zeros(0, np.int64)
+        rows = record.items
+        return rows[rows < self.n_items]
+
+    def _scores(self, states: torch.Tensor, users: torch.Tensor, candidates: torch.Tensor | None = None,
+                windows: Sequence[np.ndarray] | None = None) -> torch.Tensor:
+        """Ranking scores: the model's, the item-popularity bonus, the co-occurrence prior of each user's window."""
         scores = self.adapter.score(states, users, candidates)
         if self.freshness is not None and self.freshness.active:
             bonus = self.freshness.bonus()
             scores = scores + (bonus if candidates is None else bonus[candidates])
+        if windows is not None and self.items.config.cooc_weight > 0:
+            prior = torch.from_numpy(self.items.prior(windows))
+            scores = scores + (prior if candidates is None else torch.gather(prior, 1, candidates))
         return scores
 
     def _predict(self, states: torch.Tensor, users: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -272,28 +240,32 @@ class OnlineLearner:
         """
         t0 = time.perf_counter()
         cfg = self.config
+        known = [self.items.row(ev.item_id) > 0 for ev in events]
+        rows_of = [self.items.add(ev.item_id) for ev in events]  # new items get rows first: records sized once
+        self._sync_item_tables()
         touched: dict[str, UserRecord] = {}
         fresh: dict[str, list[int]] = {}  # user → indices (into its window) of this batch's new events
         newest: dict[str, Interaction] = {}
         new_rows: list[int] = []  # item rows of the new events, in order (the item side learns them)
         new_users: list[str] = []
         new_ratings: list[float] = []
+        new_windows: list[list[int]] = []  # each new event's user's last items before it (co-occurrence)
         duplicates = unknown = 0
         grow: dict[str, tuple[list, list, list, list]] = {}  # user → this batch's window rows (appended at once)
-        for ev in events:
+        for ev, row, was_known in zip(events, rows_of, known):
             rec = touched.get(ev.user_id)
             if rec is None:
                 rec = touched[ev.user_id] = self._current(records.get(ev.user_id))
             if rec.is_duplicate(ev.partition, ev.offset):
                 duplicates += 1
                 continue
-            row = self.item_index.get(ev.item_id, 0)
-            unknown += row == 0
+            unknown += not was_known
             rating = math.nan if ev.rating is None else float(ev.rating)
             g = grow.get(ev.user_id)
             if g is None:
                 g = grow[ev.user_id] = ([], [], [], [])
             fresh.setdefault(ev.user_id, []).append(len(rec.items) + len(g[0]))
+            new_windows.append(rec.items[-self.items.config.cooc_window:].tolist() + g[0])
             new_rows.append(row)
             new_users.append(ev.user_id)
             new_ratings.append(rating)
@@ -324,7 +296,7 @@ class OnlineLearner:
                                    ratings=recs[n].ratings[fresh[user_ids[n]]]) for n in adapted] if measure_loss else []
             support_loss = (float(self.adapter.loss(states[sub], self._support(incoming, users[sub])).mean())
                             if adapted and measure_loss else math.nan)
-            self._learn_items(user_ids, states, users, new_users, new_rows, new_ratings)
+            self._learn_items(user_ids, states, users, new_users, new_rows, new_ratings, new_windows)
         for n in adapted:
             recs[n].trim(cfg.window, cfg.max_age_s)
         t2 = time.perf_counter()
@@ -346,36 +318,53 @@ class OnlineLearner:
         return BatchResult(out, recommendations, support_loss, duplicates, int(unknown), t3 - t2,
                            {"apply": t1 - t0, "loss": t2 - t1, "adapt": t3 - t2, "rank": t4 - t3})
 
+    def _sync_item_tables(self) -> None:
+        """Per-row arrays of the learner follow the item table's growth and evictions."""
+        if self.freshness is not None:
+            self.freshness.resize(self.n_items)
+            self.freshness.clear(self.items.take_cleared())
+
     def _learn_items(self, user_ids: list[str], states: torch.Tensor, users: torch.Tensor, new_users: list[str],
-                     new_rows: list[int], new_ratings: list[float]) -> None:
-        """Item side: counts and rating-bias corrections from the new events (errors of the pre-update states)."""
+                     new_rows: list[int], new_ratings: list[float], new_windows: list[list[int]]) -> None:
+        """Item side, from the new events and the users' pre-update states (one batched call each): counts and
+        rating-bias corrections (:class:`ItemFreshness`), co-occurrences, item rows (:class:`ItemSide`)."""
         f = self.freshness
-        if f is None or not new_rows:
+        if not new_rows:
             return
         rows = np.asarray(new_rows, dtype=np.int64)
         errors = None
         ratings = np.asarray(new_ratings, dtype=np.float64)
-        if f.config.rating_lr > 0 and np.isfinite(ratings).any():
-            pos = {u: n for n, u in enumerate(user_ids)}
-            idx = torch.tensor([pos[u] for u in new_users], dtype=torch.long)
+        pos = {u: n for n, u in enumerate(user_ids)}
+        idx = torch.tensor([pos[u] for u in new_users], dtype=torch.long)
+        if np.isfinite(ratings).any():
             pred = self._predict(states[idx], users[idx], torch.from_numpy(rows)).numpy().astype(np.float64)
             errors = pred - ratings
-        f.observe(rows, errors)
+        if f is not None:
+            f.observe(rows, errors if f.config.rating_lr > 0 else None)
+        side = self.items
+        side.observe(new_windows, rows, half_life=f.config.half_life if f is not None else 5_000.0)
+        if side.adapter is not None:
+            ad = self.adapter
+            vec = ad.effective(states[idx]) if hasattr(ad, "effective") else states[idx][:, :ad.config.dim]
+            d, r = ad.config.dim, ad.config.rating_dim
+            side.learn_rows(vec, rows, states[idx][:, d:d + r], errors)
+            side.init_new_rows(rows)
 
     @torch.no_grad()
     def _rank(self, user_ids: list[str], recs: list[UserRecord], users: torch.Tensor, states: torch.Tensor,
               newest: dict[str, Interaction]) -> list[Recommendation]:
         k = self.config.top_k
+        windows = [self._window(r) for r in recs]
         if self._candidates is None:
-            scores = self._scores(states, users)
+            scores = self._scores(states, users, windows=windows)
             seen = torch.from_numpy(np.stack([r.seen for r in recs]))
             scores = scores.masked_fill(seen, -math.inf)
-            scores[:, 0] = -math.inf
+            scores[:, torch.from_numpy(~self.items.active())] = -math.inf  # row 0 and free rows
             rows = None
         else:
             rows = self._candidates
             cand = rows.unsqueeze(0).expand(len(user_ids), -1)
-            scores = self._scores(states, users, cand)
+            scores = self._scores(states, users, cand, windows=windows)
             seen = torch.from_numpy(np.stack([r.seen[rows.numpy()] for r in recs]))
             scores = scores.masked_fill(seen, -math.inf)
         top = torch.topk(scores, min(k, scores.shape[1]), dim=1)

@@ -39,7 +39,7 @@ def command_line() -> str:
 def _train(ds: Any, args: Any, meta: str, history: float, progress: bool) -> Any:
     from adapters.training import TrainConfig, train
 
-    cfg = TrainConfig(model=args.model or "mf", meta=meta, history=history, seed=args.seed,
+    cfg = TrainConfig(model=args.model or "seq", meta=meta, history=history, seed=args.seed,
                       dataset_spec=args.dataset)
     if getattr(args, "epochs", None) is not None:
         cfg.epochs = args.epochs
@@ -127,7 +127,8 @@ def run_prequential(args: Any) -> dict[str, Any]:
     erm_args = replace_ns(args, model=args.model or checkpoint.model)
     erm = _train(ds, erm_args, "erm", config.history, progress)
     train_seconds = time.perf_counter() - t0
-    online = OnlineConfig() if getattr(args, "steps", None) is None else OnlineConfig(steps=args.steps)
+    online = OnlineConfig(steps=3 if getattr(args, "steps", None) is None else args.steps,
+                          max_items=getattr(args, "max_items", None))
     models = build_models(stream, checkpoint, erm, online)
     result = run_protocol(stream, models, config, progress=progress)
     summary = result.summary()

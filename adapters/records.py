@@ -24,7 +24,7 @@ import hashlib
 import struct
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -123,6 +123,16 @@ class UserRecord:
                           items=table[np.clip(self.items, 0, len(table) - 1)], ratings=self.ratings.copy(),
                           timestamps=self.timestamps.copy(), offsets=self.offsets.copy(), seen=seen,
                           partition=self.partition, last_offset=self.last_offset, last_timestamp=self.last_timestamp)
+
+    def resized(self, n_items: int) -> UserRecord:
+        """The same record for an item table of ``n_items`` rows (grown online, or smaller after a restart: rows
+        beyond it become the unknown row 0)."""
+        seen = np.zeros(n_items, dtype=bool)
+        keep = min(n_items, self.n_items)
+        seen[:keep] = self.seen[:keep]
+        items = np.where(self.items < n_items, self.items, 0).astype(np.int32)
+        return replace(self, n_items=n_items, items=items, seen=seen, ratings=self.ratings.copy(),
+                       timestamps=self.timestamps.copy(), offsets=self.offsets.copy())
 
     # -- bytes -----------------------------------------------------------------------------------------
     def to_bytes(self) -> bytes:

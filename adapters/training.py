@@ -34,35 +34,46 @@ from adapters.models import MODEL_NAMES, FeatureTables, build_model
 
 log = logging.getLogger(__name__)
 
-DEFAULT_INNER_LR = {"mf": 0.5, "melu": 0.05}
+DEFAULT_INNER_LR = {"seq": 0.5, "mf": 0.5, "melu": 0.05}
 #: mf's rating block [v | b_u] has an MSE gradient 2·err per unit: its own, smaller rate (validation on ML-100K's
 #: history: 0.5 shared → RMSE 1.098, 0.05 → 0.973, 0.02 → 0.966)
-DEFAULT_INNER_LR_RATING: dict[str, float | None] = {"mf": 0.02, "melu": None}
+DEFAULT_INNER_LR_RATING: dict[str, float | None] = {"seq": 0.02, "mf": 0.02, "melu": None}
 #: how the rating block adapts (adapters.inner: "gd" = the gradient steps, "ridge" = its closed-form minimiser, in
 #: meta-training and serving alike), the ridge pull λ toward θ0 and its data term (sum or mean of squared errors).
 #: Validation split (bench/validate_mf.py): prequential protocol on the first 50 % of ML-100K (θ0 meta-trained,
 #: maml, on its first half, the second half scored): RMSE gd 0.9608 → ridge mean-λ 0.2 0.9475 (λ 0.05 0.978, 0.5 0.952, 1 0.955, 2 0.967) →
 #: ridge sum-λ 8 0.9439 (λ 3 0.948); HR@10 unchanged (0.1694): the ranking block's steps are the same.
-DEFAULT_RATING_SOLVER = {"mf": "ridge", "melu": "gd"}
-DEFAULT_RIDGE_LAMBDA = {"mf": 8.0, "melu": 0.2}
-DEFAULT_RIDGE_MEAN = {"mf": False, "melu": True}
+DEFAULT_RATING_SOLVER = {"seq": "ridge", "mf": "ridge", "melu": "gd"}
+DEFAULT_RIDGE_LAMBDA = {"seq": 8.0, "mf": 8.0, "melu": 0.2}
+DEFAULT_RIDGE_MEAN = {"seq": False, "mf": False, "melu": True}
 #: proximal pull toward θ0 during meta-training and serving: warm-started states are re-adapted at every
 #: micro-batch, the pull keeps them from drifting away from what θ0 knows (validation HR@10 0.140 → 0.171)
-DEFAULT_PROX = {"mf": 0.2, "melu": 0.0}
+DEFAULT_PROX = {"seq": 0.2, "mf": 0.2, "melu": 0.0}
 #: item side of the online path (adapters.freshness), chosen on a validation split of ML-100K's history (train on
 #: its first 80 %, score the last 20 % prequentially): HR@10 0.171 → 0.176 with weight 1 (0.5: 0.174), half-life
 #: 5,000 events (1,000 worse, 20,000 alike), item rating-bias lr 0.01 (RMSE −0.001; 0.03 worse)
 #: (melu's scores live on another scale: off until fitted for it)
 #: rating_prior (ridge θ0, validation split as for DEFAULT_RATING_SOLVER): RMSE 0.9475 → 0.9454 with 5 (20: 0.9459,
 #: 80: 0.9474)
-DEFAULT_FRESHNESS = {"mf": {"weight": 1.0, "half_life": 5_000.0, "rating_lr": 0.01, "rating_reg": 0.0,
+DEFAULT_FRESHNESS = {"seq": {"weight": 1.0, "half_life": 5_000.0, "rating_lr": 0.01, "rating_reg": 0.0,
+                             "rating_prior": 5.0},
+                     "mf": {"weight": 1.0, "half_life": 5_000.0, "rating_lr": 0.01, "rating_reg": 0.0,
                             "rating_prior": 5.0},
                      "melu": {"weight": 0.0, "half_life": 5_000.0, "rating_lr": 0.0, "rating_reg": 0.0}}
 
 
+#: the online item side (adapters.itemside) a trained checkpoint is served with. Chosen on the validation split of
+#: ML-100K's history (bench/validate_seq.py: θ0 trained on the first 25 %, the next 25 % scored in 1 s micro-batches)
+DEFAULT_ITEMSIDE: dict[str, dict[str, float]] = {
+    "seq": {"cooc_weight": 4.0, "embed_lr": 0.05, "rating_lr": 0.005},
+    "mf": {"cooc_weight": 0.0, "embed_lr": 0.0, "rating_lr": 0.0},
+    "melu": {"cooc_weight": 0.0, "embed_lr": 0.0, "rating_lr": 0.0},
+}
+
+
 @dataclass
 class TrainConfig:
-    model: str = "mf"
+    model: str = "seq"
     meta: str = "fomaml"
     epochs: int = 5
     seed: int = 0
@@ -225,20 +236,22 @@ def pretrain_mf(model: Any, users: list[UserEvents], epochs: int, seed: int, bat
             b = perm[s:s + batch]
             one = SupportBatch(it[b, None], rt[b, None], torch.ones(len(b), 1, dtype=torch.bool), rated[b, None],
                                torch.zeros(len(b), dtype=torch.long))
-            loss = model.batch_loss(free[u_idx[b]], one).mean() + 1e-4 * (free[u_idx[b]] ** 2).sum(1).mean()
+            rows = torch.nn.functional.embedding(u_idx[b], free)  # (advanced indexing's backward is not reproducible)
+            loss = getattr(model, "pretrain_loss", model.batch_loss)(rows, one).mean() + 1e-4 * (rows ** 2).sum(1).mean()
             opt.zero_grad()
             loss.backward()
             opt.step()
             total, count = total + loss.item() * len(b), count + len(b)
         losses.append(total / max(count, 1))
     with torch.no_grad():
-        model.user0.copy_(free.mean(0))
+        # numpy's mean (pairwise, one thread): torch's threaded reduction over dim 0 does not add in a fixed order
+        model.user0.copy_(torch.from_numpy(free.detach().numpy().astype(np.float64).mean(0).astype(np.float32)))
     return losses
 
 
 def _reset_item_rows(model: Any, users: list[UserEvents]) -> None:
     """Row 0 and items never seen in training ← the mean learned item (a generic new item)."""
-    if model.name != "mf":
+    if model.name not in ("mf", "seq"):
         return
     seen = np.zeros(model.n_items, dtype=bool)
     for ue in users:
@@ -248,7 +261,8 @@ def _reset_item_rows(model: Any, users: list[UserEvents]) -> None:
         return
     unseen = torch.from_numpy(~seen)
     with torch.no_grad():
-        for p in (model.item_emb, model.item_bias, model.item_rate, model.item_rate_bias):
+        for p in (model.item_emb, model.item_bias, model.item_rate, model.item_rate_bias,
+                  *([model.ctx_emb] if hasattr(model, "ctx_emb") else [])):
             p[unseen] = p[torch.from_numpy(seen)].mean(0)
 
 
@@ -301,7 +315,10 @@ def train(ds: Any, cfg: TrainConfig, on_step: Callable[[int, int, int, float], N
     if hasattr(model, "reseed"):
         model.reseed(cfg.seed)
     t0 = time.perf_counter()
-    pre = pretrain_mf(model, users, cfg.pretrain_epochs, cfg.seed) if cfg.model == "mf" else []
+    pre = pretrain_mf(model, users, cfg.pretrain_epochs, cfg.seed) if cfg.model in ("mf", "seq") else []
+    if hasattr(model, "ctx_emb"):  # seq: the context space starts as the pre-trained item space
+        with torch.no_grad():
+            model.ctx_emb.copy_(model.item_emb)
     pre_s = time.perf_counter() - t0
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.outer_lr)
     epochs: list[dict[str, float]] = []
@@ -335,7 +352,7 @@ def train(ds: Any, cfg: TrainConfig, on_step: Callable[[int, int, int, float], N
                "train_events": int(len(part)), "train_users": len(users)}
     train_cfg = {k: (sorted(v) if isinstance(v, frozenset) else v) for k, v in asdict(cfg).items()
                  if k != "exclude_users"}
-    config = {"freshness": _freshness(cfg, part, vocab),
+    config = {"freshness": _freshness(cfg, part, vocab), "itemside": dict(DEFAULT_ITEMSIDE[cfg.model]),
               "history": cfg.history, "dataset": cfg.dataset_spec or ds.name, "dataset_name": ds.name,
               "dataset_fingerprint": ds.fingerprint, "part": cfg.part, "training": train_cfg}
     return Checkpoint.from_adapter(model, vocab.item_ids, cfg.meta, user_ids=vocab.user_ids,

@@ -36,7 +36,7 @@ class DemoConfig:
     dataset: str = "ml-100k"
     data_dir: Path | None = None
     report_dir: Path = Path("reports/demo")
-    model: str = "mf"
+    model: str = "seq"
     meta: str = "maml"
     epochs: int = 2
     pretrain_epochs: int = 2

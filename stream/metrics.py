@@ -15,7 +15,7 @@ metric                                     type       meaning
 ``metarec_adaptation_loss``                gauge      mean pre-update loss on the incoming events of the last batch
 ``metarec_model_info{version,model,meta}`` gauge      1 for the model being served
 ``metarec_online_hit_rate``                gauge      rolling share of events whose item was in the user's last list
-``metarec_unknown_items_total``            counter    events whose item is not in the model's vocabulary
+``metarec_unknown_items_total``            counter    events whose item had no row yet (a new item: it gets one)
 ``metarec_batches_total``                  counter    micro-batches processed
 ``metarec_model_switches_total``           counter    model versions switched to without restart
 =========================================  =========  ==============================================================

@@ -53,6 +53,7 @@ class WorkerConfig:
     batch_size: int = 500
     batch_ms: float = 30.0
     max_catalog: int = 50_000
+    max_items: int | None = None  #: item rows, online items included (None = the checkpoint's)
     retrieval_m: int = 2_000
     partitions: int = 4  #: partitions of topics created by the worker (existing topics are left as they are)
     replication_factor: int = 1
@@ -194,7 +195,7 @@ def build_runtime(cfg: WorkerConfig, partitions: int, metrics: Any = None, healt
     watcher = CheckpointWatcher(cfg.checkpoint, Checkpoint.load)
     ckpt = watcher.load_initial()
     online = OnlineConfig(window=cfg.window, max_age_s=cfg.max_age, steps=cfg.steps, prox=cfg.prox, top_k=cfg.top_k,
-                          max_catalog=cfg.max_catalog, retrieval_m=cfg.retrieval_m)
+                          max_catalog=cfg.max_catalog, retrieval_m=cfg.retrieval_m, max_items=cfg.max_items)
     learner = OnlineLearner(ckpt, online)
     core = BatchCore(learner, metrics, cfg.input, cfg.output, max_event_bytes=cfg.max_event_bytes)
     rt = WorkerRuntime(config=cfg, learner=learner, core=core, metrics=metrics, health=health, watcher=watcher,

@@ -174,10 +174,13 @@ def build_model(name: str, n_items: int, tables: FeatureTables, config: dict[str
     if name == "mf":
         from adapters.models.mf import MFAdapter, MFConfig
         return MFAdapter(MFConfig(**(config or {})), n_items, tables, inner_cfg)
+    if name == "seq":
+        from adapters.models.seq import SeqAdapter, SeqConfig
+        return SeqAdapter(SeqConfig(**(config or {})), n_items, tables, inner_cfg)
     if name == "melu":
         from adapters.models.melu import MeLUAdapter, MeLUConfig
         return MeLUAdapter(MeLUConfig(**(config or {})), n_items, tables, inner_cfg)
-    raise MetarecError(f"unknown model {name!r} (choose mf or melu)")
+    raise MetarecError(f"unknown model {name!r} (choose {', '.join(MODEL_NAMES)})")
 
 
-MODEL_NAMES = ("mf", "melu")
+MODEL_NAMES = ("seq", "mf", "melu")

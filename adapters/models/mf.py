@@ -67,7 +67,7 @@ class MFAdapter(AdapterModule):
         self.config = config
         self.rating_min, self.rating_max = float(config.rating_min), float(config.rating_max)
         d, r = config.dim, config.rating_dim
-        self.state_dim = d + r + 1
+        self.state_dim = self._state_dim()
         self.rating_block = slice(d, d + r + 1)
         gen = torch.Generator().manual_seed(0)
         self.item_emb = nn.Parameter(torch.randn(n_items, d, generator=gen) * 0.1)
@@ -86,6 +86,10 @@ class MFAdapter(AdapterModule):
         for e in (self.age_emb, self.gender_emb, self.occ_emb):
             nn.init.zeros_(e.weight)
         self._init_inner_lr()
+
+    def _state_dim(self) -> int:
+        """Length of a user state (subclasses append entries after ``[u | v | b_u]``)."""
+        return self.config.dim + self.config.rating_dim + 1
 
     def reseed(self, seed: int) -> None:
         """Re-draw the random item factors from ``seed``."""

@@ -29,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", default=None, help="dataset and checkpoint cache (default $METAREC_DATA_DIR "
                                                          "or ~/.cache/metarec)")
     parser.add_argument("--report-dir", default="reports/demo", help="where to write demo.json and demo.md")
-    parser.add_argument("--model", choices=("mf", "melu"), default="mf", help="model (default mf)")
+    parser.add_argument("--model", choices=("seq", "mf", "melu"), default="seq",
+                        help="model (default seq: attention over the user's window on top of mf)")
     parser.add_argument("--meta", choices=("maml", "fomaml", "reptile", "metasgd"), default="maml",
                         help="meta-learner (default maml)")
     parser.add_argument("--epochs", type=_positive_int, default=2, help="meta-training epochs (default 2: quick)")

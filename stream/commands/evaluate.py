@@ -28,8 +28,8 @@ log = logging.getLogger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, help="ml-100k, ml-1m or a CSV/TSV path")
     parser.add_argument("--protocol", choices=("coldstart", "prequential"), required=True, help="evaluation protocol")
-    parser.add_argument("--model", choices=("mf", "melu"), default=None,
-                        help="model (default: melu for coldstart, mf for prequential)")
+    parser.add_argument("--model", choices=("seq", "mf", "melu"), default=None,
+                        help="model (default: melu for coldstart, seq for prequential)")
     parser.add_argument("--meta", choices=("maml", "fomaml", "reptile", "metasgd"), default=None,
                         help="meta-learner (default maml)")
     parser.add_argument("--history", type=float, default=0.5, help="prequential: history fraction (default 0.5)")
@@ -38,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report", default=None, help="also write a report directory")
     parser.add_argument("--epochs", type=int, default=None, help="training epochs when θ0 is trained here")
     parser.add_argument("--steps", type=int, default=None, help="inner-loop steps (default: the model's)")
+    parser.add_argument("--max-items", type=int, default=None,
+                        help="prequential: item rows the learner keeps, items first seen online included; the coldest "
+                             "are evicted beyond it (default: the checkpoint's, 20,000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the splits and of training (default 0)")
     parser.add_argument("--batch-size", type=int, default=256,
                         help="prequential: max events per micro-batch (default 256, the worker's order of size)")

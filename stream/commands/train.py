@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, help="ml-100k, ml-1m or a CSV/TSV path (user_id,item_id,rating,timestamp)")
-    parser.add_argument("--model", choices=("mf", "melu"), default="mf", help="model (default mf)")
+    parser.add_argument("--model", choices=("seq", "mf", "melu"), default="seq",
+                        help="model (default seq: attention over the user's window on top of mf)")
     parser.add_argument("--meta", choices=("maml", "fomaml", "reptile", "metasgd"), default="maml",
                         help="meta-learner (default maml: second order, cheap for mf thanks to its closed-form "
                              "gradient; beat fomaml on a validation split of ML-100K's history, HR@10 0.176 vs 0.165)")

@@ -75,6 +75,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     m.add_argument("--steps", type=int, default=3, help="inner-loop gradient steps per micro-batch (default 3)")
     m.add_argument("--prox", type=float, default=None, help="pull toward θ0 (default: the checkpoint's)")
     m.add_argument("--top-k", type=int, default=10, help="list length (default 10)")
+    m.add_argument("--max-items", type=int, default=None,
+                   help="item rows kept: the model's items plus those first seen online, which get their own row at "
+                        "their first event; beyond it the coldest rows are evicted (default: the checkpoint's, 20,000)")
     m.add_argument("--max-catalog", type=int, default=50_000,
                    help="rank the whole catalog up to this many items (default 50000) ...")
     m.add_argument("--retrieval-m", type=int, default=2_000,
@@ -126,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
         metrics_host=args.metrics_host, metrics_port=args.metrics_port, store=args.store, data_dir=args.data_dir,
         window=args.window, max_age=args.max_age, steps=args.steps, prox=args.prox, top_k=args.top_k,
         batch_size=args.batch_size, batch_ms=args.batch_ms, max_catalog=args.max_catalog,
+        max_items=args.max_items,
         retrieval_m=args.retrieval_m, partitions=args.partitions, replication_factor=args.replication_factor,
         session_timeout=args.session_timeout, commit_interval=args.commit_interval, model_poll=args.model_poll,
         kafka_options=kafka_overrides(args), loglevel=loglevel, torch_threads=args.torch_threads,

@@ -15,7 +15,7 @@ from adapters.models import MODEL_NAMES
 from adapters.training import TrainConfig, train
 
 PAIRS = list(itertools.product(MODEL_NAMES, META_NAMES))
-SMALL = {"mf": {"dim": 16, "rating_dim": 8}, "melu": {"emb_dim": 8, "hidden": 16, "n_negatives": 16}}
+SMALL = {"seq": {"dim": 16, "rating_dim": 8}, "mf": {"dim": 16, "rating_dim": 8}, "melu": {"emb_dim": 8, "hidden": 16, "n_negatives": 16}}
 
 
 def _config(model: str, meta: str, seed: int = 0) -> TrainConfig:

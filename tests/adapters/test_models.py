@@ -18,7 +18,7 @@ def _tables(n_items: int = 25, n_users: int = 6) -> FeatureTables:
 
 
 def _model(name: str):
-    cfg = {"dim": 8, "rating_dim": 4} if name == "mf" else {"emb_dim": 4, "hidden": 8, "n_negatives": 6}
+    cfg = {"dim": 8, "rating_dim": 4} if name in ("mf", "seq") else {"emb_dim": 4, "hidden": 8, "n_negatives": 6}
     return build_model(name, 25, _tables(), cfg)
 
 
@@ -26,7 +26,8 @@ SB = SupportBatch.from_lists([[1, 2, 3, 0], [4, 5], [], [7]], [[5, 3, float("nan
                              users=[1, 2, 0, 5])
 
 
-@pytest.mark.parametrize("name,methods", [("mf", ["analytic", "autograd", "func"]), ("melu", ["autograd", "func"])])
+@pytest.mark.parametrize("name,methods", [("mf", ["analytic", "autograd", "func"]), ("seq", ["analytic", "autograd", "func"]),
+                                          ("melu", ["autograd", "func"])])
 def test_gradient_paths_agree(name, methods):
     m = _model(name)
     s = m.init_states(SB.users).detach() + 0.2 * torch.randn(4, m.state_dim, generator=torch.Generator().manual_seed(1))
@@ -37,13 +38,13 @@ def test_gradient_paths_agree(name, methods):
     assert grads[0][0].abs().sum() > 0
 
 
-@pytest.mark.parametrize("name", ["mf", "melu"])
+@pytest.mark.parametrize("name", ["mf", "seq", "melu"])
 def test_inner_loop_paths_agree_over_steps(name):
     m = _model(name)
     s0 = m.init_states(SB.users).detach()
     ref = inner_loop(m, s0, SB, 3, m.inner_lr().detach(), prox=0.5, theta0=s0, method="autograd")
     other = inner_loop(m, s0, SB, 3, m.inner_lr().detach(), prox=0.5, theta0=s0,
-                       method="analytic" if name == "mf" else "func")
+                       method="analytic" if name in ("mf", "seq") else "func")
     torch.testing.assert_close(other.detach(), ref.detach(), atol=1e-5, rtol=1e-4)
 
 

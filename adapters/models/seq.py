@@ -1,0 +1,206 @@
+"""``seq``: attention over the user's window on top of ``mf`` — an order-aware adapter.
+
+Users meet related items one after another; a window seen as a bag (``mf``) loses that. ``seq`` keeps every part
+of :class:`~adapters.models.mf.MFAdapter` (item embeddings ``Q``, ranking biases ``c``, the rating head and its
+closed-form block) and adds a *context*: an attention-weighted sum of the window's items in a second, learned item
+space ``K`` (context embeddings, initialised from ``Q``):
+
+    ctx = Σ_l a_l K_{j_l},    a = softmax_l(−ρ · age_l)          (age 0 = the newest event of the window)
+    s(i) = (u + g · ctx) · Q_i + c_i
+
+``ρ = softplus(rho)`` (recency sharpness) and ``K`` are meta-learned with θ0; the per-user gain ``g`` (how much
+this user follows their own sequence rather than their long-term taste) and the user vector ``u`` are adapted by
+the inner loop. The support loss weights the window's events by recency too (``ω_l ∝ support_decay^age_l``): the
+newest events say most about what comes next.
+
+User state (``2·dim + rating_dim + 2`` float32, 644 bytes at the defaults): ``[u | v | b_u | g | ctx]``. ``ctx`` is
+*derived*: :meth:`SeqAdapter.prepare_states` sets it from the support set (the window) before the inner steps,
+whose learning rate on it is 0, so that ranking needs nothing but the state (and a stored state scores exactly as
+it did when it was adapted).
+
+Item-to-item affinity of window item ``j`` and candidate ``i`` is ``g · a_j · K_j·Q_i``: the learned part. The
+online co-occurrence prior (:mod:`adapters.itemside`) adds the counted part in the learner.
+
+Example
+-------
+>>> import torch
+>>> from adapters.models import FeatureTables
+>>> from adapters.inner import InnerConfig
+>>> from adapters.base import SupportBatch
+>>> m = SeqAdapter(SeqConfig(dim=4, rating_dim=2), n_items=8, tables=FeatureTables.empty(8), inner=InnerConfig())
+>>> sb = SupportBatch.from_lists([[1, 2, 3], []], [[5.0, 4.0, 3.0], []])
+>>> s = m.prepare_states(m.init_states(sb.users), sb)
+>>> bool(s[0, m.ctx_block].abs().sum() > 0), bool(s[1, m.ctx_block].abs().sum() == 0)   # no window: no context
+(True, True)
+>>> m.score(s, sb.users).shape
+torch.Size([2, 8])
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from adapters.base import SupportBatch
+from adapters.inner import InnerConfig
+from adapters.models import FeatureTables
+from adapters.models.mf import MFAdapter, MFConfig
+
+
+@dataclass
+class SeqConfig(MFConfig):
+    rho: float = 0.3  #: initial recency sharpness of the context attention (meta-learned)
+    gain: float = 1.0  #: θ0's context gain g (meta-learned, adapted per user)
+    support_decay: float = 0.8  #: recency weight of the support loss, per event of age
+
+
+class SeqAdapter(MFAdapter):
+    name = "seq"
+
+    def __init__(self, config: SeqConfig, n_items: int, tables: FeatureTables, inner: InnerConfig) -> None:
+        d, r = config.dim, config.rating_dim
+        self._base_dim = d + r + 1
+        super().__init__(config, n_items, tables, inner)
+        self.gain_index = d + r + 1
+        self.ctx_block = slice(d + r + 2, d + r + 2 + d)
+        self.ctx_emb = nn.Parameter(self.item_emb.detach().clone())
+        self.rho = nn.Parameter(torch.tensor(math.log(math.expm1(config.rho))))
+        with torch.no_grad():
+            self.user0[self.gain_index] = config.gain
+        mask = torch.ones(self.state_dim)
+        mask[self.ctx_block] = 0.0
+        self.register_buffer("lr_mask", mask, persistent=False)
+
+    def _state_dim(self) -> int:
+        return 2 * self.config.dim + self.config.rating_dim + 2
+
+    def reseed(self, seed: int) -> None:
+        super().reseed(seed)
+        with torch.no_grad():
+            self.ctx_emb.copy_(self.item_emb)
+
+    def config_dict(self) -> dict[str, Any]:
+        return asdict(self.config)
+
+    def inner_lr(self) -> torch.Tensor:
+        """Per-parameter inner rates; 0 on the derived context block."""
+        return self.log_lr.exp() * self.lr_mask
+
+    # ---- the context ------------------------------------------------------------------------------
+    def attention(self, support: SupportBatch) -> torch.Tensor:
+        """``[B, L]`` attention weights over the window (softmax of −ρ·age over the known items; rows of an empty
+        window are 0)."""
+        valid = support.mask & (support.items > 0)
+        age = _ages(support.mask)
+        logits = (-nn.functional.softplus(self.rho) * age).masked_fill(~valid, -math.inf)
+        a = torch.softmax(logits, dim=1)
+        return torch.nan_to_num(a, nan=0.0)
+
+    def context(self, support: SupportBatch) -> torch.Tensor:
+        """``[B, dim]`` attention-weighted context of each window."""
+        # a gather and a weighted sum, not embedding_bag: its backward is not deterministic across threads
+        return (self.attention(support)[..., None] * self.ctx_emb[support.items]).sum(1)
+
+    def prepare_states(self, states: torch.Tensor, support: SupportBatch) -> torch.Tensor:
+        """``states`` with the context block set from ``support`` (differentiable w.r.t. ``ctx_emb`` and ``rho``);
+        a user with an empty support keeps their state."""
+        blk = self.ctx_block
+        has = (support.mask & (support.items > 0)).any(1, keepdim=True)
+        ctx = torch.where(has, self.context(support), states[:, blk])
+        return torch.cat([states[:, :blk.start], ctx, states[:, blk.stop:]], dim=1)
+
+    def init_states(self, users: torch.Tensor) -> torch.Tensor:
+        """θ0's user part; the derived context block is 0 (no window yet)."""
+        s = super().init_states(users)
+        blk = self.ctx_block
+        return torch.cat([s[:, :blk.start], torch.zeros_like(s[:, blk]), s[:, blk.stop:]], dim=1)
+
+    def effective(self, states: torch.Tensor) -> torch.Tensor:
+        """``u + g·ctx`` ``[B, dim]``: the vector that ranks the catalog."""
+        d = self.config.dim
+        return states[:, :d] + states[:, self.gain_index:self.gain_index + 1] * states[:, self.ctx_block]
+
+    def positive_weights(self, support: SupportBatch) -> torch.Tensor:
+        """``[B, L]`` recency weights of the support loss's positives, summing to 1 per non-empty row."""
+        valid = (support.mask & (support.items > 0)).to(self.item_emb.dtype)
+        w = torch.pow(torch.tensor(self.config.support_decay, dtype=valid.dtype), _ages(support.mask)) * valid
+        return w / w.sum(1, keepdim=True).clamp(min=1e-12)
+
+    # ---- scores -----------------------------------------------------------------------------------
+    def _score(self, states: torch.Tensor, users: torch.Tensor, candidates: torch.Tensor | None) -> torch.Tensor:
+        u = self.effective(states)
+        if candidates is None:
+            return torch.addmm(self.item_bias, u, self.item_emb.t())
+        return (u[:, None, :] * self.item_emb[candidates]).sum(-1) + self.item_bias[candidates]
+
+    # ---- support loss and its gradient ------------------------------------------------------------
+    def pretrain_loss(self, states: torch.Tensor, support: SupportBatch) -> torch.Tensor:
+        """The item-side pre-training loss: ``mf``'s, on the ``[u | v | b_u]`` part of the states (no window)."""
+        return MFAdapter.batch_loss(self, states, support)
+
+    def batch_loss(self, states: torch.Tensor, support: SupportBatch) -> torch.Tensor:
+        u = self.effective(states)
+        items = support.items
+        w = self.positive_weights(support)
+        logits = torch.addmm(self.item_bias[1:], u, self.item_emb[1:].t())
+        lse = torch.logsumexp(logits, dim=1)
+        z_pos = (u[:, None, :] * self.item_emb[items]).sum(-1) + self.item_bias[items]
+        ce = ((lse[:, None] - z_pos) * w).sum(1)
+        rated = (support.mask & support.rated).to(states.dtype)
+        err = (self._predict(states, support.users, items) - support.ratings) * rated
+        mse = (err ** 2).sum(1) / rated.sum(1).clamp(min=1)
+        return self.config.rank_weight * ce + self.config.rating_weight * mse
+
+    def analytic_grad(self, states: torch.Tensor, support: SupportBatch) -> torch.Tensor:
+        """Closed-form per-user gradient of :meth:`batch_loss` w.r.t. the states (the context block's too, although
+        its inner rate is 0)."""
+        return self.analytic_grad_fn(support)(states)
+
+    def analytic_grad_fn(self, support: SupportBatch, rating: bool = True) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Gradient function for many states on one support batch, no autograd (first-order steps).
+
+        ``∂L/∂u = Qᵀp − Σ_l ω_l Q_{j_l}`` (``p`` = softmax of the effective vector's logits), ``∂L/∂g = ∂L/∂u · ctx``,
+        ``∂L/∂ctx = g · ∂L/∂u`` (its inner rate is 0: the block is derived), the rating terms as ``mf``'s.
+        """
+        cfg = self.config
+        d, r = cfg.dim, cfg.rating_dim
+        with torch.no_grad():
+            items = support.items
+            q_all = self.item_emb.detach()
+            q, bias = q_all[1:], self.item_bias.detach()[1:]
+            w = self.positive_weights(support).detach()
+            has_rank = (w.sum(1, keepdim=True) > 0).to(q.dtype)
+            mean_pos = nn.functional.embedding_bag(items, q_all, mode="sum", per_sample_weights=w)
+            rated = (support.mask & support.rated).to(q.dtype)
+            r_items = self.item_rate.detach()[items]
+            offset = (self.global_mean.detach() + self.item_rate_bias.detach()[items] - support.ratings) * rated
+            scale = 2.0 * cfg.rating_weight / rated.sum(1, keepdim=True).clamp(min=1)
+
+        def grad(states: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                u = self.effective(states)
+                p = torch.softmax(torch.addmm(bias, u, q.t()), dim=1)
+                gu = torch.mm(p, q).mul_(has_rank).sub_(mean_pos).mul_(cfg.rank_weight)
+                gg = (gu * states[:, self.ctx_block]).sum(1, keepdim=True)
+                if rating:
+                    v, b = states[:, d:d + r], states[:, d + r:d + r + 1]
+                    err = (torch.bmm(r_items, v[:, :, None])[..., 0] + b + offset) * rated
+                    gv = torch.bmm(err[:, None, :], r_items)[:, 0] * scale
+                    gb = err.sum(1, keepdim=True) * scale
+                else:
+                    gv, gb = gu.new_zeros(gu.shape[0], r), gu.new_zeros(gu.shape[0], 1)
+                gain = states[:, self.gain_index:self.gain_index + 1]
+                return torch.cat([gu, gv, gb, gg, gu * gain], dim=1)
+
+        return grad
+
+
+def _ages(mask: torch.Tensor) -> torch.Tensor:
+    """``[B, L]`` float age of each window position (0 = newest present event; padding sits at the end)."""
+    n = mask.sum(1, keepdim=True)
+    pos = torch.arange(mask.shape[1], device=mask.device)[None, :]
+    return (n - 1 - pos).clamp(min=0).to(torch.float32)
