@@ -55,6 +55,9 @@ class Checkpoint:
     user_ids: list[str] = field(default_factory=lambda: [UNK])
     item_titles: dict[str, str] = field(default_factory=dict)
     genre_names: list[str] = field(default_factory=list)
+    #: item id → feature codes (genre indices, then ``len(genre_names)`` + decade) for every item the dataset
+    #: describes, also those absent from training: a new item's row starts from them (adapters.itemside)
+    item_features: dict[str, list[int]] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     fingerprint: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -72,6 +75,7 @@ class Checkpoint:
     @staticmethod
     def from_adapter(adapter: Any, item_ids: list[str], meta: str, user_ids: list[str] | None = None,
                      item_titles: dict[str, str] | None = None, genre_names: list[str] | None = None,
+                     item_features: dict[str, list[int]] | None = None,
                      config: dict[str, Any] | None = None, fingerprint: str = "",
                      metrics: dict[str, Any] | None = None) -> Checkpoint:
         """Wrap an in-memory adapter (tests, training) into a checkpoint."""
@@ -81,7 +85,8 @@ class Checkpoint:
         cfg.setdefault("rating_range", [adapter.rating_min, adapter.rating_max])
         return Checkpoint(adapter=adapter, model=adapter.name, meta=meta, item_ids=list(item_ids),
                           user_ids=list(user_ids) if user_ids else [UNK], item_titles=dict(item_titles or {}),
-                          genre_names=list(genre_names or []), config=cfg, fingerprint=fingerprint,
+                          genre_names=list(genre_names or []), item_features=dict(item_features or {}),
+                          config=cfg, fingerprint=fingerprint,
                           metrics=dict(metrics or {}))
 
     def _weights(self) -> dict[str, torch.Tensor]:
@@ -105,6 +110,7 @@ class Checkpoint:
                   "fingerprint": self.fingerprint, "state_dim": self.adapter.state_dim, **self.config,
                   "shapes": {**(tables() if tables else {}), **cardinalities}}
         vocab = {"items": self.item_ids, "titles": self.item_titles, "genres": self.genre_names,
+                 "features": self.item_features,
                  "users": self.user_ids}
         self._write(d / "weights.safetensors", lambda p: save_file(self._weights(), str(p),
                                                                    metadata={"version": self.version}))
@@ -162,7 +168,9 @@ class Checkpoint:
         try:
             ck = Checkpoint(adapter=adapter, model=config["model"], meta=config["meta"], item_ids=list(vocab["items"]),
                             user_ids=list(vocab["users"]), item_titles=dict(vocab.get("titles", {})),
-                            genre_names=list(vocab.get("genres", [])), config=extra,
+                            genre_names=list(vocab.get("genres", [])),
+                            item_features={str(k): [int(c) for c in v] for k, v in vocab.get("features", {}).items()},
+                            config=extra,
                             fingerprint=config.get("fingerprint", ""), metrics=metrics, version=config["version"])
         except (KeyError, TypeError) as exc:
             raise MetarecError(f"checkpoint {d}: malformed vocabulary ({exc})") from None

@@ -90,7 +90,7 @@ class ItemSide:
     """Vocabulary, co-occurrence statistics and online item rows of one learner (see the module docstring)."""
 
     def __init__(self, item_ids: Sequence[str], config: ItemSideConfig | None = None, adapter: Any = None,
-                 growable: bool | None = None) -> None:
+                 growable: bool | None = None, features: dict[str, list[int]] | None = None) -> None:
         self.config = config or ItemSideConfig()
         self.ids: list[str] = list(item_ids)
         self.index: dict[str, int] = {i: r for r, i in enumerate(self.ids) if r > 0}
@@ -104,6 +104,8 @@ class ItemSide:
         self.heat = np.zeros(cap, np.float64)  #: decayed events per row (eviction order; see :meth:`warm`)
         self.online = np.zeros(cap, bool)  #: rows created online
         self.version = 0  #: bumped at every vocabulary change
+        self.features = features or {}  #: item id → feature codes (genres, decade), where the dataset has them
+        self._base_features: torch.Tensor | None = None
         self.evicted = 0  #: rows evicted so far
         self._free: list[int] = []
         self._cleared: list[int] = []
@@ -136,8 +138,39 @@ class ItemSide:
         self.index[item_id] = free
         self.online[free] = True
         self.heat[free] = 1.0  # not the coldest row while its first batch is learned
+        reset_rows(self.adapter, torch.tensor([free]))
+        self._init_from_features(free, item_id)
         self.version += 1
         return free
+
+    def _init_from_features(self, row: int, item_id: str) -> None:
+        """A new row starts as the similarity-weighted mean of the rows of the checkpoint's items that share the
+        most features (genres, decade) with it, where the dataset describes the item."""
+        codes = self.features.get(item_id)
+        if self.adapter is None or not codes:
+            return
+        if self._base_features is None:
+            width = 1 + max((c for cs in self.features.values() for c in cs), default=0)
+            base = torch.zeros(self.n_base, width)
+            for r, i in enumerate(self.ids[:self.n_base]):
+                for c in self.features.get(i, []) if r > 0 else []:
+                    base[r, c] = 1.0
+            self._base_features = base / base.norm(dim=1, keepdim=True).clamp(min=1e-12)
+        base = self._base_features
+        f = torch.zeros(base.shape[1])
+        f[[c for c in codes if c < base.shape[1]]] = 1.0
+        sim = base @ (f / f.norm().clamp(min=1e-12))
+        top = torch.topk(sim, min(20, len(sim)))
+        keep = top.values > 0
+        if not keep.any():
+            return
+        w = top.values[keep] / top.values[keep].sum()
+        idx = top.indices[keep]
+        with torch.no_grad():
+            for name in GROWABLE:
+                t = getattr(self.adapter, name, None)
+                if t is not None:
+                    t[row] = (w.to(t.dtype)[:, None] * t[idx].reshape(len(idx), -1)).sum(0).reshape(t.shape[1:])
 
     def _free_row(self) -> int:
         if not self._free:

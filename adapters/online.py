@@ -74,12 +74,12 @@ class OnlineLearner:
         self.checkpoint = checkpoint
         self.model_version: str = checkpoint.version
         self.user_index: dict[str, int] = dict(checkpoint.user_index)
-        old_vocab = getattr(self, "vocab", None)
+        old_ids: list[str] | None = getattr(self, "item_ids", None)
         self.vocab = vocab_hash(list(checkpoint.item_ids))
         self._switch_items(checkpoint)
         self._vocabs[self.vocab] = self.item_ids
         self._candidates = self._retrieval_candidates()
-        self._switch_freshness(checkpoint, old_vocab)
+        self._switch_freshness(checkpoint, old_ids)
 
     def _switch_items(self, checkpoint: Any) -> None:
         """A private copy of the model (its item rows learn online) and a fresh item side over its vocabulary."""
@@ -92,7 +92,8 @@ class OnlineLearner:
         learns = cfg.embed_lr > 0 or cfg.rating_lr > 0 or cfg.max_items > checkpoint.adapter.n_items
         self.adapter = copy.deepcopy(checkpoint.adapter) if learns else checkpoint.adapter
         self.items = ItemSide(list(checkpoint.item_ids), cfg, self.adapter if learns else None,
-                              growable=learns and can_grow(self.adapter))
+                              growable=learns and can_grow(self.adapter),
+                              features=getattr(checkpoint, "item_features", None))
         self.item_ids = self.items.ids  # grows online (the same list object)
         self.item_index = self.items.index
 
@@ -101,8 +102,9 @@ class OnlineLearner:
         """Rows of the item table (row 0, the checkpoint's items, items added online, free rows)."""
         return self.items.capacity
 
-    def _switch_freshness(self, checkpoint: Any, old_vocab: int | None) -> None:
-        """The item side of ``checkpoint``; live counts and corrections carry over a version switch."""
+    def _switch_freshness(self, checkpoint: Any, old_ids: list[str] | None) -> None:
+        """The item counts of ``checkpoint``; live counts and corrections carry over a version switch (by item id,
+        from the previous item table ``old_ids``)."""
         stored = dict(checkpoint.config.get("freshness") or {})
         cfg = FreshnessConfig.from_dict(stored)
         over = self.config
@@ -111,9 +113,8 @@ class OnlineLearner:
                               rating_lr=cfg.rating_lr if over.item_rating_lr is None else over.item_rating_lr,
                               rating_reg=cfg.rating_reg, rating_prior=cfg.rating_prior)
         live = self.freshness
-        if live is not None and old_vocab is not None:
-            fresh = live if old_vocab == self.vocab else live.remapped(self._vocabs[old_vocab], self.item_index,
-                                                                       self.n_items)
+        if live is not None and old_ids is not None:
+            fresh = live.remapped(old_ids, self.item_index, self.n_items)
             fresh.config = cfg
             fresh._bonus = None
         else:

@@ -276,6 +276,22 @@ def _freshness(cfg: TrainConfig, part: Any, vocab: Vocab) -> dict[str, Any]:
     return {**fc.to_dict(), "counts": [round(float(c), 4) for c in counts]}
 
 
+def feature_codes(features: Any) -> dict[str, list[int]]:
+    """Item id → feature codes (its genre indices, then ``n_genres`` + its decade since 1900) for every item the
+    dataset describes; empty without item features."""
+    if features is None:
+        return {}
+    n_genres = features.genres.shape[1]
+    out: dict[str, list[int]] = {}
+    for n, item in enumerate(features.item_ids):
+        codes = np.flatnonzero(features.genres[n] > 0).tolist()
+        year = int(features.year[n])
+        if year > 0:
+            codes.append(n_genres + min(max(year // 10 - 190, 0), 15))
+        out[str(item)] = codes
+    return out
+
+
 def inner_config(cfg: TrainConfig) -> InnerConfig:
     """The inner-loop configuration ``train`` gives its model: ``cfg``'s settings, the model's defaults where unset
     (also what a served checkpoint adapts with)."""
@@ -356,6 +372,7 @@ def train(ds: Any, cfg: TrainConfig, on_step: Callable[[int, int, int, float], N
               "history": cfg.history, "dataset": cfg.dataset_spec or ds.name, "dataset_name": ds.name,
               "dataset_fingerprint": ds.fingerprint, "part": cfg.part, "training": train_cfg}
     return Checkpoint.from_adapter(model, vocab.item_ids, cfg.meta, user_ids=vocab.user_ids,
-                                   item_titles=vocab.item_titles, genre_names=vocab.genre_names, config=config,
+                                   item_titles=vocab.item_titles, genre_names=vocab.genre_names,
+                                   item_features=feature_codes(ds.item_features), config=config,
                                    fingerprint=training_fingerprint(ds.fingerprint, cfg.history, cfg.part),
                                    metrics=metrics)

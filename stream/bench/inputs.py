@@ -21,7 +21,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 #: the quick training recipe of the benchmark's worker checkpoint
-TRAIN_RECIPE = {"model": "mf", "meta": "fomaml", "epochs": 1, "pretrain_epochs": 1}
+TRAIN_RECIPE = {"model": "seq", "meta": "fomaml", "epochs": 1, "pretrain_epochs": 1}  # the default model
 
 
 def cache_dir(data_dir: str | Path | None = None) -> Path:

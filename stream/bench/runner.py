@@ -157,7 +157,7 @@ def run_bench(cfg: BenchConfig, stage: Stage = _null_stage) -> dict[str, Any]:
             details["two_workers"] = two.summary()
 
     adapt = {}
-    for model in ("mf", "melu"):
+    for model in ("seq", "mf", "melu"):
         a, details[f"adaptation_{model}"] = best_of_threads(lambda m=model: measure_adaptation(
             ds, m, max_seconds=5.0 if cfg.quick else 20.0, max_users=4_096 if cfg.quick else 20_000,
             progress=stage(f"adaptation {m}", None)), "users_per_s")

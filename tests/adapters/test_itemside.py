@@ -100,3 +100,24 @@ def test_prior_matches_the_reference_formula():
     counts = np.array([0.0, 1.0, 1.0, 1.0])
     raw = 0.5 * side.cooc[1] + 1.0 * side.cooc[2]
     np.testing.assert_allclose(prior, np.log1p(raw / np.sqrt(counts + 1.0)), rtol=1e-6)
+
+
+def test_a_new_item_with_features_starts_from_the_items_that_share_them():
+    ds = synthetic_dataset(n_users=30, n_items=40, seed=3)
+    keep = ds.item_ids != "i5"  # i5 is described by the dataset's item features but never in training
+    from dataclasses import replace as dc_replace
+    part = dc_replace(ds, user_ids=ds.user_ids[keep], item_ids=ds.item_ids[keep], ratings=ds.ratings[keep],
+                      timestamps=ds.timestamps[keep])
+    ck = train(part, TrainConfig(model="seq", meta="fomaml", epochs=1, pretrain_epochs=1, seed=0,
+                                 model_config={"dim": 8, "rating_dim": 4}))
+    assert "i5" not in ck.item_index and ck.item_features["i5"]
+    learner = OnlineLearner(ck, OnlineConfig())
+    row = learner.items.add("i5")
+    emb = learner.adapter.item_emb
+    itf = ds.item_features
+    genre = itf.genres[itf.item_ids.index("i5")].argmax()
+    same = [ck.item_index[i] for n, i in enumerate(itf.item_ids) if i in ck.item_index and itf.genres[n, genre] > 0]
+    assert not np.allclose(emb[row].numpy(), emb[0].numpy())
+    # a mean of rows of its own genre: within their span, closer to their mean than the unknown row is
+    centre = emb[same].mean(0)
+    assert float((emb[row] - centre).norm()) < float((emb[0] - centre).norm())

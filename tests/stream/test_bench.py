@@ -42,7 +42,7 @@ def test_quick_bench_writes_the_contract_json(broker: str, tmp_path: Path, capsy
     for key in ("events_per_s", "latency_p50_s", "latency_p99_s"):
         assert _positive(e2e[key]), key
     assert e2e["latency_p50_s"] <= e2e["latency_p99_s"]
-    for model in ("mf", "melu"):
+    for model in ("seq", "mf", "melu"):
         assert _positive(r["adaptation"][model]["users_per_s"]), model
     for section in ("scale_out", "references"):
         for key in CONTRACT[section]:

@@ -9,6 +9,7 @@ import json
 import time
 import uuid
 
+import numpy as np
 import pytest
 from worker_support import (event_bytes, input_positions, latest_lists, make_checkpoint, ml100k, produce,
                             read_topic, start_worker)
@@ -148,7 +149,10 @@ def test_a_user_whose_state_breaks_the_learner_is_dead_lettered_alone(tmp_path):
            for n, (u, i) in enumerate([("good", "1"), ("bad", "2"), ("good", "3"), ("other", "4")])]
     good, dead = core.parse(raw)
     assert not dead and len(good) == 4
-    broken = UserRecord.empty(n_items=7, vocab=learner.vocab)  # wrong catalogue size: a corrupt record
+    # a corrupt record: its seen-items bitmap does not match its item-table size (a record from a smaller item
+    # table is not corrupt: tables grow online and such records are resized)
+    broken = UserRecord.empty(n_items=learner.n_items, vocab=learner.vocab)
+    broken.seen = np.zeros(7, dtype=bool)
     out = core.run(good, {"good": None, "bad": broken, "other": None})
     assert {r.user_id for r in out.result.recommendations} == {"good", "other"}
     assert set(out.records) == {"good", "other"}
