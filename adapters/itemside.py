@@ -55,7 +55,9 @@ GROWABLE = ("item_emb", "item_bias", "item_rate", "item_rate_bias", "ctx_emb")
 class ItemSideConfig:
     """How the item side learns online (stored in checkpoints under ``"itemside"``)."""
 
-    max_items: int = 20_000  #: rows of the item table at most (row 0 included); the coldest are evicted beyond it
+    #: rows of the item table at most (row 0 included); the coldest are evicted beyond it. The co-occurrence counts
+    #: are a dense float32 matrix: 4·max_items² bytes at most (256 MiB at the default)
+    max_items: int = 8_192
     cooc_window: int = 10  #: a user's last items that an event co-occurs with
     cooc_decay: float = 0.8  #: weight of a window item per step of age in :meth:`ItemSide.prior`
     cooc_alpha: float = 0.5  #: popularity damping of the prior, ``(n_i + 1)^alpha``

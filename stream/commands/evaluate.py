@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=None, help="inner-loop steps (default: the model's)")
     parser.add_argument("--max-items", type=int, default=None,
                         help="prequential: item rows the learner keeps, items first seen online included; the coldest "
-                             "are evicted beyond it (default: the checkpoint's, 20,000)")
+                             "are evicted beyond it (default 8,192)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the splits and of training (default 0)")
     parser.add_argument("--batch-size", type=int, default=256,
                         help="prequential: max events per micro-batch (default 256, the worker's order of size)")

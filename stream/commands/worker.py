@@ -77,7 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     m.add_argument("--top-k", type=int, default=10, help="list length (default 10)")
     m.add_argument("--max-items", type=int, default=None,
                    help="item rows kept: the model's items plus those first seen online, which get their own row at "
-                        "their first event; beyond it the coldest rows are evicted (default: the checkpoint's, 20,000)")
+                        "their first event; beyond it the coldest rows are evicted (default 8,192)")
     m.add_argument("--max-catalog", type=int, default=50_000,
                    help="rank the whole catalog up to this many items (default 50000) ...")
     m.add_argument("--retrieval-m", type=int, default=2_000,
