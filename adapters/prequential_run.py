@@ -105,6 +105,8 @@ def run_prequential(args: Any) -> dict[str, Any]:
 
     progress = not getattr(args, "no_progress", False)
     seconds = getattr(args, "batch_seconds", 1.0)
+    online = OnlineConfig(steps=3 if getattr(args, "steps", None) is None else args.steps,
+                          max_items=getattr(args, "max_items", None))  # checked before any work
     config = PrequentialConfig(history=float(args.history), batch_size=int(getattr(args, "batch_size", 256)),
                                batch_seconds=float(seconds) if seconds else None)
     if getattr(args, "report", None):
@@ -127,8 +129,6 @@ def run_prequential(args: Any) -> dict[str, Any]:
     erm_args = replace_ns(args, model=args.model or checkpoint.model)
     erm = _train(ds, erm_args, "erm", config.history, progress)
     train_seconds = time.perf_counter() - t0
-    online = OnlineConfig(steps=3 if getattr(args, "steps", None) is None else args.steps,
-                          max_items=getattr(args, "max_items", None))
     models = build_models(stream, checkpoint, erm, online)
     result = run_protocol(stream, models, config, progress=progress)
     summary = result.summary()
