@@ -111,6 +111,7 @@ class ItemSide:
         self.evicted = 0  #: rows evicted so far
         self._free: list[int] = []
         self._cleared: list[int] = []
+        self._pending: list[int] = []  # rows added since the last observe: never evicted before their batch is learned
         self._active: tuple[int, np.ndarray] | None = None
 
     def warm(self, counts: np.ndarray) -> None:
@@ -139,7 +140,8 @@ class ItemSide:
         self.ids[free] = item_id
         self.index[item_id] = free
         self.online[free] = True
-        self.heat[free] = 1.0  # not the coldest row while its first batch is learned
+        self.heat[free] = 1.0
+        self._pending.append(free)
         reset_rows(self.adapter, torch.tensor([free]))
         self._init_from_features(free, item_id)
         self.version += 1
@@ -201,6 +203,10 @@ class ItemSide:
         """Free the ``k`` coldest rows (row 0 never): statistics cleared, tables reset to the unknown row."""
         heat = self.heat.copy()
         heat[0] = np.inf
+        heat[self._pending] = np.inf
+        k = min(k, int(np.isfinite(heat).sum()))
+        if k <= 0:
+            raise MetarecError(f"more new items in one micro-batch than max-items ({self.config.max_items}) can hold")
         rows = np.argpartition(heat, k)[:k]
         for r in rows.tolist():
             self.index.pop(self.ids[r], None)
@@ -234,6 +240,7 @@ class ItemSide:
         """Learn a micro-batch: event ``n`` met item ``rows[n]`` right after the items ``windows[n]`` (oldest first;
         only the last ``cooc_window`` count). Row 0 (unknown) is ignored."""
         rows = np.asarray(rows, np.int64)
+        self._pending = []
         if not len(rows):
             return
         w = self.config.cooc_window

@@ -121,3 +121,13 @@ def test_a_new_item_with_features_starts_from_the_items_that_share_them():
     # a mean of rows of its own genre: within their span, closer to their mean than the unknown row is
     centre = emb[same].mean(0)
     assert float((emb[row] - centre).norm()) < float((emb[0] - centre).norm())
+
+
+def test_new_items_of_one_batch_never_evict_each_other(checkpoint):
+    base = len(checkpoint.item_ids)
+    learner = OnlineLearner(checkpoint, OnlineConfig(max_items=base + 3))
+    batch = [Interaction(f"u{n}", f"burst{n}", 4.0, 1e6 + n, 0, n) for n in range(8)]
+    learner.process(batch, {})
+    rows = [learner.item_row(f"burst{n}") for n in range(8)]
+    assert min(rows) > 0 and len(set(rows)) == 8  # trained items were evicted instead
+    assert learner.n_items == base + 3
