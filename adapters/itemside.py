@@ -337,7 +337,8 @@ class ItemSide:
 
 def can_grow(adapter: Any) -> bool:
     """True when there is no adapter or its item tables can grow (``mf``, ``seq``; not ``melu``)."""
-    return adapter is None or all(hasattr(adapter, t) for t in GROWABLE[:4])
+    return adapter is None or (all(hasattr(adapter, t) for t in GROWABLE[:4]) and hasattr(adapter, "config")
+                               and hasattr(adapter.config, "dim"))
 
 
 def grow_tables(adapter: Any, cap: int) -> None:

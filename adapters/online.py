@@ -89,10 +89,11 @@ class OnlineLearner:
         cfg = replace(stored, **{k: v for k, v in (("max_items", over.max_items), ("cooc_weight", over.item_prior),
                                                    ("embed_lr", over.item_lr), ("rating_lr", over.item_factor_lr))
                                  if v is not None})
-        learns = cfg.embed_lr > 0 or cfg.rating_lr > 0 or cfg.max_items > checkpoint.adapter.n_items
+        learns = can_grow(checkpoint.adapter) and (cfg.embed_lr > 0 or cfg.rating_lr > 0
+                                                    or cfg.max_items > checkpoint.adapter.n_items)
         self.adapter = copy.deepcopy(checkpoint.adapter) if learns else checkpoint.adapter
-        self.items = ItemSide(list(checkpoint.item_ids), cfg, self.adapter if learns else None,
-                              growable=learns and can_grow(self.adapter),
+        # melu's item tables cannot grow: its item side keeps counts and co-occurrences only
+        self.items = ItemSide(list(checkpoint.item_ids), cfg, self.adapter if learns else None, growable=learns,
                               features=getattr(checkpoint, "item_features", None))
         self.item_ids = self.items.ids  # grows online (the same list object)
         self.item_index = self.items.index

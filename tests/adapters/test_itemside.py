@@ -131,3 +131,13 @@ def test_new_items_of_one_batch_never_evict_each_other(checkpoint):
     rows = [learner.item_row(f"burst{n}") for n in range(8)]
     assert min(rows) > 0 and len(set(rows)) == 8  # trained items were evicted instead
     assert learner.n_items == base + 3
+
+
+def test_melu_serves_new_items_as_unknown():
+    """melu's item tables cannot grow: a new item stays the unknown row, and lists are still served."""
+    ck = train(synthetic_dataset(n_users=20, n_items=40), TrainConfig(
+        model="melu", meta="fomaml", epochs=1, model_config={"emb_dim": 4, "hidden": 8, "n_negatives": 6}))
+    learner = OnlineLearner(ck, OnlineConfig(top_k=3))
+    out = learner.process([Interaction("a", "i1", 4.0, 1.0, 0, 0), Interaction("a", "zzz-new", 5.0, 2.0, 0, 1)], {})
+    assert out.unknown_items == 1 and learner.item_row("zzz-new") == 0 and learner.n_items == ck.adapter.n_items
+    assert len(out.recommendations[0].items) == 3
