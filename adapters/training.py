@@ -64,7 +64,7 @@ DEFAULT_FRESHNESS = {"seq": {"weight": 1.0, "half_life": 5_000.0, "rating_lr": 0
 
 #: the online item side (adapters.itemside) a trained checkpoint is served with. Chosen on the validation split of
 #: ML-100K's history (bench/validate_seq.py: θ0 trained on the first 25 %, the next 25 % scored in 1 s micro-batches;
-#: runs in docs/results/validation-seq.jsonl; there the reference co-occurrence tool scores HR@10 0.1795, mf 0.1694):
+#: runs in docs/results/validation-seq.jsonl; there the reference co-occurrence tool scores HR@10 0.1795, mf 0.1690):
 #: seq without prior and item-row learning 0.1830; co-occurrence prior weight 4 → 0.1987 (2: 0.1970, 8: 0.1952);
 #: item-row SGD rate 0.05 with it → 0.2032 (0.02: 0.2028, 0.2: 0.1962); item rating-factor rate 0.005: RMSE
 #: 0.9446 → 0.9445 (0.05: 0.9505). Checked on ML-1M's validation split: weight 4 0.2433, 2 0.2403 (reference 0.2126).
