@@ -230,6 +230,15 @@ class ItemSide:
             self._active = (self.version, out)
         return self._active[1]
 
+    def _inactive_bias(self) -> torch.Tensor:
+        """``[capacity]`` float32: 0 on active rows, -inf on row 0 and free rows (cached per vocabulary version)."""
+        cached = getattr(self, "_bias_cache", None)
+        if cached is None or cached[0] != self.version:
+            bias = torch.zeros(self.capacity)
+            bias[torch.from_numpy(~self.active())] = -torch.inf
+            self._bias_cache = cached = (self.version, bias)
+        return cached[1]
+
     def take_cleared(self) -> list[int]:
         """Rows evicted since the last call (the learner clears its own per-row arrays there)."""
         out, self._cleared = self._cleared, []
@@ -319,9 +328,8 @@ class ItemSide:
                 u = vectors[torch.from_numpy(ok)]
                 r = torch.from_numpy(rows[ok])
                 q, c = ad.item_emb, ad.item_bias
-                logits = torch.addmm(c, u, q.t())
-                logits[:, torch.from_numpy(~self.active())] = -torch.inf
-                p = torch.softmax(logits, dim=1)
+                logits = torch.addmm(c + self._inactive_bias(), u, q.t())  # free rows and row 0: -inf
+                p = torch.softmax(logits, dim=1, out=logits)
                 p[torch.arange(len(r)), r] -= 1.0  # ∂CE/∂logits
                 scale = cfg.embed_lr / len(r)
                 q.sub_(p.t() @ u, alpha=scale)
