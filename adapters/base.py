@@ -95,11 +95,12 @@ class SupportBatch:
 class Adapter(Protocol):
     """A model whose per-user part adapts in a few gradient steps from a meta-learned θ0.
 
-    Implementations: :class:`adapters.models.mf.MFAdapter`, :class:`adapters.models.melu.MeLUAdapter`.
+    Implementations: :class:`adapters.models.seq.SeqAdapter` (the default), :class:`adapters.models.mf.MFAdapter`,
+    :class:`adapters.models.melu.MeLUAdapter`.
     All methods are batched over users and pure with respect to user states (they never mutate their inputs).
     """
 
-    name: str  #: model name, ``"mf"`` or ``"melu"``
+    name: str  #: model name, ``"seq"``, ``"mf"`` or ``"melu"``
     n_items: int  #: rows of the item table, including row 0 (unknown item)
     state_dim: int  #: length of one user state vector
 

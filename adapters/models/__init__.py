@@ -1,4 +1,4 @@
-"""Models that implement :class:`adapters.base.Adapter`: ``mf`` and ``melu``.
+"""Models that implement :class:`adapters.base.Adapter`: ``seq`` (the default), ``mf`` and ``melu``.
 
 Shared here: :class:`FeatureTables` (side information aligned with item/user rows), the common base
 class :class:`AdapterModule` (state (de)serialization, the batched ``adapt`` entry point, learned
@@ -169,7 +169,7 @@ class AdapterModule(nn.Module):
 
 def build_model(name: str, n_items: int, tables: FeatureTables, config: dict[str, Any] | None = None,
                 inner: InnerConfig | dict[str, Any] | None = None) -> AdapterModule:
-    """Construct the adapter called ``name`` (``"mf"`` or ``"melu"``) from plain configuration."""
+    """Construct the adapter called ``name`` (one of ``MODEL_NAMES``) from plain configuration."""
     inner_cfg = inner if isinstance(inner, InnerConfig) else InnerConfig(**(inner or {}))
     if name == "mf":
         from adapters.models.mf import MFAdapter, MFConfig
