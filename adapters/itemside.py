@@ -47,8 +47,6 @@ from adapters.errors import MetarecError
 
 log = logging.getLogger(__name__)
 
-#: item tables of an adapter that grow with the vocabulary (those it has)
-GROWABLE = ("item_emb", "item_bias", "item_rate", "item_rate_bias", "ctx_emb")
 
 
 @dataclass(frozen=True)
@@ -112,7 +110,8 @@ class ItemSide:
         self._free: list[int] = []
         self._cleared: list[int] = []
         self._pending: list[int] = []  # rows added since the last observe: never evicted before their batch is learned
-        self._active: tuple[int, np.ndarray] | None = None
+        self._active = np.array([bool(i) for i in self.ids])  # rows holding an item (kept by add, grow, evict)
+        self._active[0] = False
 
     def warm(self, counts: np.ndarray) -> None:
         """Start the eviction order from decayed counts of the training data (the checkpoint's freshness counts),
@@ -140,6 +139,7 @@ class ItemSide:
         self.ids[free] = item_id
         self.index[item_id] = free
         self.online[free] = True
+        self._active[free] = True
         self.heat[free] = 1.0
         self._pending.append(free)
         reset_rows(self.adapter, torch.tensor([free]))
@@ -171,10 +171,8 @@ class ItemSide:
         w = top.values[keep] / top.values[keep].sum()
         idx = top.indices[keep]
         with torch.no_grad():
-            for name in GROWABLE:
-                t = getattr(self.adapter, name, None)
-                if t is not None:
-                    t[row] = (w.to(t.dtype)[:, None] * t[idx].reshape(len(idx), -1)).sum(0).reshape(t.shape[1:])
+            for t in self.adapter.item_tables():
+                t[row] = (w.to(t.dtype)[:, None] * t[idx].reshape(len(idx), -1)).sum(0).reshape(t.shape[1:])
 
     def _free_row(self) -> int:
         if not self._free:
@@ -194,6 +192,7 @@ class ItemSide:
         self.total = np.concatenate([self.total, np.zeros(extra, np.float32)])
         self.heat = np.concatenate([self.heat, np.zeros(extra)])
         self.online = np.concatenate([self.online, np.zeros(extra, bool)])
+        self._active = np.concatenate([self._active, np.zeros(extra, bool)])
         if self.adapter is not None:
             grow_tables(self.adapter, cap)
         self._free.extend(range(old, cap))
@@ -216,6 +215,7 @@ class ItemSide:
         self.total[rows] = 0.0
         self.heat[rows] = 0.0
         self.online[rows] = True
+        self._active[rows] = False
         reset_rows(self.adapter, torch.from_numpy(rows.astype(np.int64)))
         self._free.extend(sorted(rows.tolist()))
         self._cleared.extend(rows.tolist())
@@ -224,11 +224,7 @@ class ItemSide:
 
     def active(self) -> np.ndarray:
         """``[capacity]`` bool: rows that hold an item (row 0 and free rows are False)."""
-        if self._active is None or self._active[0] != self.version:
-            out = np.array([bool(i) for i in self.ids])
-            out[0] = False
-            self._active = (self.version, out)
-        return self._active[1]
+        return self._active
 
     def _inactive_bias(self) -> torch.Tensor:
         """``[capacity]`` float32: 0 on active rows, -inf on row 0 and free rows (cached per vocabulary version)."""
@@ -305,10 +301,8 @@ class ItemSide:
         wt = torch.from_numpy(weights[has] / norm[has])
         idx = torch.from_numpy(rows[has])
         with torch.no_grad():
-            for name in GROWABLE:
-                t = getattr(self.adapter, name, None)
-                if t is not None:
-                    t[idx] = (wt @ t.reshape(t.shape[0], -1)).reshape(len(idx), *t.shape[1:]).to(t.dtype)
+            for t in self.adapter.item_tables():
+                t[idx] = (wt @ t.reshape(t.shape[0], -1)).reshape(len(idx), *t.shape[1:]).to(t.dtype)
 
     def learn_rows(self, vectors: torch.Tensor, rows: np.ndarray, rating_vectors: torch.Tensor | None = None,
                    rating_errors: np.ndarray | None = None) -> None:
@@ -344,9 +338,8 @@ class ItemSide:
 
 
 def can_grow(adapter: Any) -> bool:
-    """True when there is no adapter or its item tables can grow (``mf``, ``seq``; not ``melu``)."""
-    return adapter is None or (all(hasattr(adapter, t) for t in GROWABLE[:4]) and hasattr(adapter, "config")
-                               and hasattr(adapter.config, "dim"))
+    """True when there is no adapter or its item tables can grow (those with ``item_tables``: mf, seq; not melu)."""
+    return adapter is None or hasattr(adapter, "item_tables")
 
 
 def grow_tables(adapter: Any, cap: int) -> None:
@@ -354,10 +347,7 @@ def grow_tables(adapter: Any, cap: int) -> None:
     old = adapter.n_items
     if cap <= old:
         return
-    for name in GROWABLE:
-        t = getattr(adapter, name, None)
-        if t is None:
-            continue
+    for name, t in zip(adapter.ITEM_TABLES, adapter.item_tables()):
         fill = t.detach()[:1].expand(cap - old, *t.shape[1:])
         new = torch.cat([t.detach(), fill.clone()], dim=0)
         setattr(adapter, name, torch.nn.Parameter(new, requires_grad=False))
@@ -371,7 +361,5 @@ def reset_rows(adapter: Any, rows: torch.Tensor) -> None:
     if adapter is None or not len(rows):
         return
     with torch.no_grad():
-        for name in GROWABLE:
-            t = getattr(adapter, name, None)
-            if t is not None:
-                t[rows] = t[0].clone()
+        for t in adapter.item_tables():
+            t[rows] = t[0].clone()

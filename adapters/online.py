@@ -347,9 +347,8 @@ class OnlineLearner:
         side.observe(new_windows, rows, half_life=f.config.half_life if f is not None else 5_000.0)
         if side.adapter is not None:
             ad = self.adapter
-            vec = ad.effective(states[idx]) if hasattr(ad, "effective") else states[idx][:, :ad.config.dim]
-            d, r = ad.config.dim, ad.config.rating_dim
-            side.learn_rows(vec, rows, states[idx][:, d:d + r], errors)
+            mine = states[idx]
+            side.learn_rows(ad.effective(mine), rows, ad._split(mine)[1], errors)
             side.init_new_rows(rows)
 
     @torch.no_grad()

@@ -34,32 +34,35 @@ from adapters.models import MODEL_NAMES, FeatureTables, build_model
 
 log = logging.getLogger(__name__)
 
-DEFAULT_INNER_LR = {"seq": 0.5, "mf": 0.5, "melu": 0.05}
+DEFAULT_INNER_LR = {"mf": 0.5, "melu": 0.05}
 #: mf's rating block [v | b_u] has an MSE gradient 2·err per unit: its own, smaller rate (validation on ML-100K's
 #: history: 0.5 shared → RMSE 1.098, 0.05 → 0.973, 0.02 → 0.966)
-DEFAULT_INNER_LR_RATING: dict[str, float | None] = {"seq": 0.02, "mf": 0.02, "melu": None}
+DEFAULT_INNER_LR_RATING: dict[str, float | None] = {"mf": 0.02, "melu": None}
 #: how the rating block adapts (adapters.inner: "gd" = the gradient steps, "ridge" = its closed-form minimiser, in
 #: meta-training and serving alike), the ridge pull λ toward θ0 and its data term (sum or mean of squared errors).
 #: Validation split (bench/validate_mf.py): prequential protocol on the first 50 % of ML-100K (θ0 meta-trained,
 #: maml, on its first half, the second half scored): RMSE gd 0.9608 → ridge mean-λ 0.2 0.9475 (λ 0.05 0.978, 0.5 0.952, 1 0.955, 2 0.967) →
 #: ridge sum-λ 8 0.9439 (λ 3 0.948); HR@10 unchanged (0.1694): the ranking block's steps are the same.
-DEFAULT_RATING_SOLVER = {"seq": "ridge", "mf": "ridge", "melu": "gd"}
-DEFAULT_RIDGE_LAMBDA = {"seq": 8.0, "mf": 8.0, "melu": 0.2}
-DEFAULT_RIDGE_MEAN = {"seq": False, "mf": False, "melu": True}
+DEFAULT_RATING_SOLVER = {"mf": "ridge", "melu": "gd"}
+DEFAULT_RIDGE_LAMBDA = {"mf": 8.0, "melu": 0.2}
+DEFAULT_RIDGE_MEAN = {"mf": False, "melu": True}
 #: proximal pull toward θ0 during meta-training and serving: warm-started states are re-adapted at every
 #: micro-batch, the pull keeps them from drifting away from what θ0 knows (validation HR@10 0.140 → 0.171)
-DEFAULT_PROX = {"seq": 0.2, "mf": 0.2, "melu": 0.0}
+DEFAULT_PROX = {"mf": 0.2, "melu": 0.0}
 #: item side of the online path (adapters.freshness), chosen on a validation split of ML-100K's history (train on
 #: its first 80 %, score the last 20 % prequentially): HR@10 0.171 → 0.176 with weight 1 (0.5: 0.174), half-life
 #: 5,000 events (1,000 worse, 20,000 alike), item rating-bias lr 0.01 (RMSE −0.001; 0.03 worse)
 #: (melu's scores live on another scale: off until fitted for it)
 #: rating_prior (ridge θ0, validation split as for DEFAULT_RATING_SOLVER): RMSE 0.9475 → 0.9454 with 5 (20: 0.9459,
 #: 80: 0.9474)
-DEFAULT_FRESHNESS = {"seq": {"weight": 1.0, "half_life": 5_000.0, "rating_lr": 0.01, "rating_reg": 0.0,
-                             "rating_prior": 5.0},
-                     "mf": {"weight": 1.0, "half_life": 5_000.0, "rating_lr": 0.01, "rating_reg": 0.0,
+DEFAULT_FRESHNESS = {"mf": {"weight": 1.0, "half_life": 5_000.0, "rating_lr": 0.01, "rating_reg": 0.0,
                             "rating_prior": 5.0},
                      "melu": {"weight": 0.0, "half_life": 5_000.0, "rating_lr": 0.0, "rating_reg": 0.0}}
+
+#: seq is mf plus the window's context: it adapts, solves its rating block and counts items with mf's settings
+for _table in (DEFAULT_INNER_LR, DEFAULT_INNER_LR_RATING, DEFAULT_RATING_SOLVER, DEFAULT_RIDGE_LAMBDA,
+               DEFAULT_RIDGE_MEAN, DEFAULT_PROX, DEFAULT_FRESHNESS):
+    _table["seq"] = _table["mf"]
 
 
 #: the online item side (adapters.itemside) a trained checkpoint is served with. Chosen on the validation split of
@@ -255,7 +258,7 @@ def pretrain_mf(model: Any, users: list[UserEvents], epochs: int, seed: int, bat
 
 def _reset_item_rows(model: Any, users: list[UserEvents]) -> None:
     """Row 0 and items never seen in training ← the mean learned item (a generic new item)."""
-    if model.name not in ("mf", "seq"):
+    if not hasattr(model, "item_tables"):
         return
     seen = np.zeros(model.n_items, dtype=bool)
     for ue in users:
@@ -265,8 +268,7 @@ def _reset_item_rows(model: Any, users: list[UserEvents]) -> None:
         return
     unseen = torch.from_numpy(~seen)
     with torch.no_grad():
-        for p in (model.item_emb, model.item_bias, model.item_rate, model.item_rate_bias,
-                  *([model.ctx_emb] if hasattr(model, "ctx_emb") else [])):
+        for p in model.item_tables():
             p[unseen] = p[torch.from_numpy(seen)].mean(0)
 
 
@@ -335,7 +337,7 @@ def train(ds: Any, cfg: TrainConfig, on_step: Callable[[int, int, int, float], N
     if hasattr(model, "reseed"):
         model.reseed(cfg.seed)
     t0 = time.perf_counter()
-    pre = pretrain_mf(model, users, cfg.pretrain_epochs, cfg.seed) if cfg.model in ("mf", "seq") else []
+    pre = pretrain_mf(model, users, cfg.pretrain_epochs, cfg.seed) if hasattr(model, "item_tables") else []
     if hasattr(model, "ctx_emb"):  # seq: the context space starts as the pre-trained item space
         with torch.no_grad():
             model.ctx_emb.copy_(model.item_emb)

@@ -87,6 +87,17 @@ class MFAdapter(AdapterModule):
             nn.init.zeros_(e.weight)
         self._init_inner_lr()
 
+    #: the per-item tables (one row per item row): what grows with an online vocabulary and what a new row resets
+    ITEM_TABLES: tuple[str, ...] = ("item_emb", "item_bias", "item_rate", "item_rate_bias")
+
+    def item_tables(self) -> list[torch.Tensor]:
+        """The per-item parameter tensors, in :attr:`ITEM_TABLES` order."""
+        return [getattr(self, name) for name in self.ITEM_TABLES]
+
+    def effective(self, states: torch.Tensor) -> torch.Tensor:
+        """``[B, dim]``: the vector that ranks the catalog (mf: the user vector ``u``)."""
+        return states[:, :self.config.dim]
+
     def _state_dim(self) -> int:
         """Length of a user state (subclasses append entries after ``[u | v | b_u]``)."""
         return self.config.dim + self.config.rating_dim + 1
@@ -116,7 +127,7 @@ class MFAdapter(AdapterModule):
 
     # ---- scores -----------------------------------------------------------------------------------
     def _score(self, states: torch.Tensor, users: torch.Tensor, candidates: torch.Tensor | None) -> torch.Tensor:
-        u = states[:, :self.config.dim]
+        u = self.effective(states)
         if candidates is None:
             return torch.addmm(self.item_bias, u, self.item_emb.t())
         return (u[:, None, :] * self.item_emb[candidates]).sum(-1) + self.item_bias[candidates]

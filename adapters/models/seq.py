@@ -60,6 +60,7 @@ class SeqConfig(MFConfig):
 
 class SeqAdapter(MFAdapter):
     name = "seq"
+    ITEM_TABLES = MFAdapter.ITEM_TABLES + ("ctx_emb",)
 
     def __init__(self, config: SeqConfig, n_items: int, tables: FeatureTables, inner: InnerConfig) -> None:
         d, r = config.dim, config.rating_dim
@@ -129,13 +130,6 @@ class SeqAdapter(MFAdapter):
         valid = (support.mask & (support.items > 0)).to(self.item_emb.dtype)
         w = torch.pow(torch.tensor(self.config.support_decay, dtype=valid.dtype), _ages(support.mask)) * valid
         return w / w.sum(1, keepdim=True).clamp(min=1e-12)
-
-    # ---- scores -----------------------------------------------------------------------------------
-    def _score(self, states: torch.Tensor, users: torch.Tensor, candidates: torch.Tensor | None) -> torch.Tensor:
-        u = self.effective(states)
-        if candidates is None:
-            return torch.addmm(self.item_bias, u, self.item_emb.t())
-        return (u[:, None, :] * self.item_emb[candidates]).sum(-1) + self.item_bias[candidates]
 
     # ---- support loss and its gradient ------------------------------------------------------------
     def pretrain_loss(self, states: torch.Tensor, support: SupportBatch) -> torch.Tensor:
