@@ -9,7 +9,7 @@ embeddings, the initialization θ0, learned inner learning rates) lives in the a
 Indices, not ids: items are rows of the model's item table, where row 0 is the *unknown item* (an id never
 seen in training, or padding) and rows ``1 .. n_items-1`` are the catalog. Users are rows of the user-feature
 table, where row 0 is the *unknown user* (no features). Mapping string ids to rows is the job of the
-:class:`~adapters.checkpoint.Checkpoint` vocabularies.
+:class:`~adapters.meta.checkpoint.Checkpoint` vocabularies.
 
 Example
 -------

@@ -1,7 +1,7 @@
 """Shared pytest fixtures.
 
 * ``broker`` (session): bootstrap string ``"127.0.0.1:PORT"`` of one embedded Tansu broker (memory storage),
-  started with :class:`stream.broker.EmbeddedBroker` and stopped at the end of the session.
+  started with :class:`stream.kafka.broker.EmbeddedBroker` and stopped at the end of the session.
 * ``topic_name`` (function): a topic name unique to the test, e.g. ``"t-test-replay-orders-3f9a1c2b"``.
 
 Tests marked ``@pytest.mark.broker`` get the broker started even if they do not ask for the fixture, and
@@ -19,7 +19,7 @@ import pytest
 @pytest.fixture(scope="session")
 def broker() -> Iterator[str]:
     """Bootstrap address of the session's embedded Kafka-protocol broker."""
-    from stream.broker import EmbeddedBroker
+    from stream.kafka.broker import EmbeddedBroker
 
     with EmbeddedBroker(host="127.0.0.1") as embedded:
         yield embedded.bootstrap

@@ -23,7 +23,7 @@ from torch import nn
 
 from adapters.base import SupportBatch
 from adapters.errors import MetarecError
-from adapters.inner import InnerConfig, inner_loop
+from adapters.meta.inner import InnerConfig, inner_loop
 
 
 @dataclass
@@ -110,7 +110,7 @@ class AdapterModule(nn.Module):
     def support_grad(self, states: torch.Tensor, support: SupportBatch, create_graph: bool = False,
                      method: str = "auto") -> torch.Tensor:
         """Gradient of each user's support loss w.r.t. that user's state ``[B, state_dim]``."""
-        from adapters.inner import support_gradient
+        from adapters.meta.inner import support_gradient
         return support_gradient(self, states, support, method=method, create_graph=create_graph)
 
     def adapt(self, states: torch.Tensor, support: SupportBatch, steps: int | None = None,

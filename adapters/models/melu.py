@@ -18,7 +18,7 @@ Example
 -------
 >>> import torch
 >>> from adapters.models import FeatureTables
->>> from adapters.inner import InnerConfig
+>>> from adapters.meta.inner import InnerConfig
 >>> m = MeLUAdapter(MeLUConfig(emb_dim=4, hidden=8), n_items=10, tables=FeatureTables.empty(10), inner=InnerConfig())
 >>> m.score(m.init_states(torch.tensor([0])), torch.tensor([0])).shape
 torch.Size([1, 10])
@@ -34,7 +34,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from adapters.base import SupportBatch
-from adapters.inner import InnerConfig
+from adapters.meta.inner import InnerConfig
 from adapters.models import AdapterModule, FeatureTables
 
 

@@ -14,7 +14,7 @@ User state (``dim + rating_dim + 1`` float32, 388 bytes at the defaults): ``[u (
 
 The rating prediction is linear in the rating block ``[v | b_u]`` (design row ``[R_i | 1]``, target
 ``r − μ − d_i``: :meth:`MFAdapter.rating_design`), so with ``InnerConfig(rating_solver="ridge")`` the inner loop
-sets that block to the exact minimiser of the rating loss + the pull toward θ0 (:func:`adapters.inner.ridge_block`)
+sets that block to the exact minimiser of the rating loss + the pull toward θ0 (:func:`adapters.meta.inner.ridge_block`)
 instead of taking gradient steps on it.
 
 The per-user gradient has a closed form (``analytic_grad``): ``∂CE/∂u = Qᵀp − mean_j Q_{i_j}`` with ``p`` the
@@ -27,7 +27,7 @@ Example
 -------
 >>> import torch
 >>> from adapters.models import FeatureTables
->>> from adapters.inner import InnerConfig
+>>> from adapters.meta.inner import InnerConfig
 >>> m = MFAdapter(MFConfig(dim=8, rating_dim=4), n_items=20, tables=FeatureTables.empty(20), inner=InnerConfig())
 >>> s = m.init_states(torch.tensor([0, 0]))
 >>> m.score(s, torch.tensor([0, 0])).shape
@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from adapters.base import SupportBatch
-from adapters.inner import InnerConfig
+from adapters.meta.inner import InnerConfig
 from adapters.models import AdapterModule, FeatureTables
 
 

@@ -19,13 +19,13 @@ whose learning rate on it is 0, so that ranking needs nothing but the state (and
 it did when it was adapted).
 
 Item-to-item affinity of window item ``j`` and candidate ``i`` is ``g · a_j · K_j·Q_i``: the learned part. The
-online co-occurrence prior (:mod:`adapters.itemside`) adds the counted part in the learner.
+online co-occurrence prior (:mod:`adapters.online.itemside`) adds the counted part in the learner.
 
 Example
 -------
 >>> import torch
 >>> from adapters.models import FeatureTables
->>> from adapters.inner import InnerConfig
+>>> from adapters.meta.inner import InnerConfig
 >>> from adapters.base import SupportBatch
 >>> m = SeqAdapter(SeqConfig(dim=4, rating_dim=2), n_items=8, tables=FeatureTables.empty(8), inner=InnerConfig())
 >>> sb = SupportBatch.from_lists([[1, 2, 3], []], [[5.0, 4.0, 3.0], []])
@@ -46,7 +46,7 @@ import torch
 from torch import nn
 
 from adapters.base import SupportBatch
-from adapters.inner import InnerConfig
+from adapters.meta.inner import InnerConfig
 from adapters.models import FeatureTables
 from adapters.models.mf import MFAdapter, MFConfig
 

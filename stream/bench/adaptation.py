@@ -41,17 +41,17 @@ class AdaptationResult:
 
 
 def served_inner(name: str, steps: int) -> Any:
-    """The :class:`~adapters.inner.InnerConfig` that ``metarec train`` gives a fresh ``name`` model with ``steps``
+    """The :class:`~adapters.meta.inner.InnerConfig` that ``metarec train`` gives a fresh ``name`` model with ``steps``
     inner steps and the default meta-learner (fomaml), from the trainer's own defaults: what a served model adapts
     with (mf: ridge rating solver, λ 8 on summed errors, proximal pull 0.2)."""
-    from adapters.training import TrainConfig, inner_config
+    from adapters.meta.training import TrainConfig, inner_config
 
     return inner_config(TrainConfig(model=name, steps=steps))
 
 
 def _model(dataset: Any, name: str, steps: int) -> tuple[Any, Any, list]:
     from adapters.models import build_model
-    from adapters.training import build_vocab, encode_users
+    from adapters.meta.training import build_vocab, encode_users
 
     vocab = build_vocab(dataset, items_from_features=(name == "melu"))
     rated = dataset.ratings[~np.isnan(dataset.ratings)]

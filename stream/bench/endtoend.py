@@ -164,7 +164,7 @@ class _ListReader(threading.Thread):
         super().__init__(daemon=True, name="bench-list-reader")
         from confluent_kafka import Consumer
 
-        from stream.kafka import consumer_config
+        from stream.kafka.client import consumer_config
 
         self.consumer = Consumer(consumer_config(bootstrap, fetch_wait_max_ms=5, fetch_min_bytes=1))
         self.topic = topic
@@ -206,7 +206,7 @@ def measure_latency(bootstrap: str, settings: WorkerSettings, dataset: Any, rate
     """Event → list latency at an offered rate of ``rate`` events/s for ``seconds`` (see the module docstring)."""
     from confluent_kafka import Producer
 
-    from stream.kafka import ensure_topics, producer_config
+    from stream.kafka.client import ensure_topics, producer_config
 
     if not rate > 0:
         raise MetarecError(f"offered rate must be > 0, got {rate}")

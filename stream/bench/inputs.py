@@ -1,6 +1,6 @@
 """What the benchmark runs on: the dataset slice, the worker's checkpoint (trained once, cached), the input topic.
 
-The checkpoint is a quick ``mf``/``fomaml`` model trained by :func:`adapters.training.train` on the benchmarked
+The checkpoint is a quick ``mf``/``fomaml`` model trained by :func:`adapters.meta.training.train` on the benchmarked
 events (the speed of the worker does not depend on how well it was trained, only on the model's shapes). It is
 cached under ``$METAREC_DATA_DIR/bench/`` keyed by the dataset fingerprint, the number of events and the inner-loop
 configuration training gives today, so a second run reuses it; a run on the first N events reuses the whole
@@ -30,7 +30,7 @@ def cache_dir(data_dir: str | Path | None = None) -> Path:
 
 
 def _train_config(dataset: Any) -> Any:
-    from adapters.training import TrainConfig
+    from adapters.meta.training import TrainConfig
 
     return TrainConfig(model=TRAIN_RECIPE["model"], meta=TRAIN_RECIPE["meta"], epochs=TRAIN_RECIPE["epochs"],
                        pretrain_epochs=TRAIN_RECIPE["pretrain_epochs"], dataset_spec=dataset.name)
@@ -44,7 +44,7 @@ def _inner_tag(dataset: Any) -> str:
     import json
     from dataclasses import asdict
 
-    from adapters.training import inner_config
+    from adapters.meta.training import inner_config
 
     text = json.dumps(asdict(inner_config(_train_config(dataset))), sort_keys=True)
     return hashlib.blake2b(text.encode(), digest_size=4).hexdigest()
@@ -59,7 +59,7 @@ def _checkpoint_dir(dataset: Any, data_dir: str | Path | None) -> Path:
 
 def cached_checkpoint(dataset: Any, data_dir: str | Path | None = None) -> Path | None:
     """The cached benchmark checkpoint of exactly ``dataset``, if there is a usable one."""
-    from adapters.checkpoint import Checkpoint
+    from adapters.meta.checkpoint import Checkpoint
     from adapters.errors import MetarecError
 
     directory = _checkpoint_dir(dataset, data_dir)
@@ -77,7 +77,7 @@ def cached_checkpoint(dataset: Any, data_dir: str | Path | None = None) -> Path 
 def bench_checkpoint(dataset: Any, data_dir: str | Path | None = None,
                      on_step: Callable[[int, int, int, float], None] | None = None) -> Path:
     """Directory of a worker checkpoint trained on ``dataset`` (trained now unless cached)."""
-    from adapters.training import train
+    from adapters.meta.training import train
 
     cached = cached_checkpoint(dataset, data_dir)
     if cached is not None:
@@ -91,7 +91,7 @@ def bench_checkpoint(dataset: Any, data_dir: str | Path | None = None,
 def preload(dataset: Any, bootstrap: str, topic: str, partitions: int,
             progress: Callable[[int], None] | None = None) -> int:
     """Write every event of ``dataset`` to ``topic`` (murmur2 partitioner, keyed by user); the count sent."""
-    from stream.replay import replay_dataset
+    from stream.kafka.replay import replay_dataset
 
     stats = replay_dataset(dataset, bootstrap, topic, partitions=partitions, progress=progress)
     log.info("pre-loaded %s", stats.summary())

@@ -1,6 +1,6 @@
 """The faust pass-through reference: a bare agent with the worker's settings that only reads and acks.
 
-It is the ceiling of the stream machinery on this machine: the same faust app settings as :func:`stream.app.build_app`
+It is the ceiling of the stream machinery on this machine: the same faust app settings as :func:`stream.runtime.faust.app.build_app`
 (raw serializers, ``producer_linger=0``, ``stream_wait_empty``, session timeout, commit interval, same input topic
 and partitions, the same ``stream.take_events(batch_size, batch_ms)`` micro-batches), but no parsing, no state table,
 no learner and no output: each micro-batch is counted and acked (``take_events`` acks a batch when the next one is

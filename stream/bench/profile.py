@@ -29,10 +29,10 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 RULES = (  # (category, substrings of a frame "function (file:line)"); the first rule that matches a frame wins
-    ("json", ("json/decoder.py", "json/encoder.py", "json/__init__.py", "stream/schema.py")),
+    ("json", ("json/decoder.py", "json/encoder.py", "json/__init__.py", "stream/kafka/schema.py")),
     ("metrics", ("prometheus_client/",)),
     ("table", ("faust/tables/", "faust/stores/", "rocksdict")),
-    ("produce", ("aiokafka/producer/", "faust/transport/producer.py", "stream/app.py:_publish", "_publish (")),
+    ("produce", ("aiokafka/producer/", "faust/transport/producer.py", "stream/runtime/faust/app.py:_publish", "_publish (")),
     ("learner", ("adapters/", "torch/", "numpy/")),
     ("faust", ("faust/", "mode/", "aiokafka/", "asyncio/", "selectors.py", "venusian", "kafka/")),
     ("worker", ("stream/",)),
@@ -80,11 +80,11 @@ def summarize(raw: str) -> dict[str, object]:
 
 
 def main(argv: list[str] | None = None) -> int:  # pragma: no cover - a developer tool, run by hand
-    from adapters.datasets import load_dataset
+    from adapters.data.datasets import load_dataset
     from stream.bench.endtoend import _PUBLISHED_EVENTS
     from stream.bench.inputs import bench_checkpoint, cached_checkpoint, preload
     from stream.bench.workers import WorkerProcess, WorkerSettings
-    from stream.broker import EmbeddedBroker
+    from stream.kafka.broker import EmbeddedBroker
 
     p = argparse.ArgumentParser(prog="python -m stream.bench.profile", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -3,8 +3,8 @@
 * :func:`river_full_ranking` — River ``reco.BiasedMF`` (10 factors, the settings of the prequential reference tool)
   producing, for every event, a full-catalog top-``k`` list of the event's user with ``predict_one`` over every
   catalog item (items the user interacted with excluded), then ``learn_one`` on the event. Lists per second.
-* :func:`naive_loop` — the project's own :class:`~adapters.online.OnlineLearner` with ONE event per
-  :meth:`~adapters.online.OnlineLearner.process` call (no micro-batching), records kept in a dict. Events per second.
+* :func:`naive_loop` — the project's own :class:`~adapters.online.learner.OnlineLearner` with ONE event per
+  :meth:`~adapters.online.learner.OnlineLearner.process` call (no micro-batching), records kept in a dict. Events per second.
 * :func:`batched_learner` — the same learner fed micro-batches of ``batch_size`` events (what the worker does
   minus Kafka, faust, JSON and the state table): the ceiling of the learning side for the worker's settings.
 
@@ -71,7 +71,7 @@ def river_full_ranking(dataset: Any, n: int = 2_000, top_k: int = 10, warm: int 
 
 
 def _interactions(dataset: Any, n: int) -> list[Any]:
-    from adapters.online import Interaction
+    from adapters.online.learner import Interaction
 
     out = []
     for i in range(min(n, len(dataset))):
@@ -82,8 +82,8 @@ def _interactions(dataset: Any, n: int) -> list[Any]:
 
 
 def _learner(checkpoint_dir: Any, **config: Any) -> Any:
-    from adapters.checkpoint import Checkpoint
-    from adapters.online import OnlineConfig, OnlineLearner
+    from adapters.meta.checkpoint import Checkpoint
+    from adapters.online.learner import OnlineConfig, OnlineLearner
 
     return OnlineLearner(Checkpoint.load(checkpoint_dir), OnlineConfig(**config))
 
@@ -100,7 +100,7 @@ def batched_learner(dataset: Any, checkpoint_dir: Any, n: int = 20_000, batch_si
 
 
 def _run(dataset: Any, checkpoint_dir: Any, n: int, batch_size: int, progress: Progress | None) -> RateResult:
-    from adapters.records import UserRecord
+    from adapters.online.records import UserRecord
 
     learner = _learner(checkpoint_dir)
     events = _interactions(dataset, n)

@@ -86,7 +86,7 @@ def run_bench(cfg: BenchConfig, stage: Stage = _null_stage) -> dict[str, Any]:
     """
     import torch
 
-    from adapters.datasets import load_dataset
+    from adapters.data.datasets import load_dataset
     from stream.bench.adaptation import measure_adaptation
     from stream.bench.endtoend import measure_latency, measure_throughput
     from stream.bench.inputs import bench_checkpoint, cached_checkpoint, preload
@@ -122,7 +122,7 @@ def run_bench(cfg: BenchConfig, stage: Stage = _null_stage) -> dict[str, Any]:
     with ExitStack() as stack:
         bootstrap = cfg.bootstrap
         if bootstrap is None:
-            from stream.broker import EmbeddedBroker
+            from stream.kafka.broker import EmbeddedBroker
 
             bootstrap = stack.enter_context(EmbeddedBroker(host="127.0.0.1")).bootstrap
         topic = f"bench-input-{uuid.uuid4().hex[:8]}"

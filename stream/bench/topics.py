@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from adapters.errors import MetarecError
-from stream.kafka import client_config, consumer_config
-from stream.progress import is_internal_key
+from stream.kafka.client import client_config, consumer_config
+from stream.runtime.faust.progress import is_internal_key
 
 log = logging.getLogger(__name__)
 

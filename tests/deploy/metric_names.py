@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[2]
 DASHBOARD = REPO / "deploy" / "grafana" / "dashboards" / "metarec.json"
 ALERTS = REPO / "deploy" / "prometheus" / "alerts.yml"
 
-#: Metric names as declared in stream/metrics.py (TEAM.md "Prometheus metric names"), with their type.
+#: Metric names as declared in stream/worker/metrics.py (TEAM.md "Prometheus metric names"), with their type.
 WORKER_METRICS: dict[str, str] = {
     "metarec_events_consumed_total": "counter",
     "metarec_events_invalid_total": "counter",

@@ -133,8 +133,8 @@ def test_every_metarec_variable_is_a_flag_of_the_command(config: dict, service: 
     """A misspelt METAREC_* variable would be ignored silently by the CLI: each must name a real flag."""
     import argparse
 
-    cli = pytest.importorskip("stream.cli")
-    module = pytest.importorskip(f"stream.commands.{service}")
+    cli = pytest.importorskip("stream.cli.main")
+    module = pytest.importorskip(f"stream.cli.commands.{service}")
     parser = argparse.ArgumentParser()
     module.add_arguments(parser)
     flags = {cli.env_var_for(action) for action in parser._actions} - {None}

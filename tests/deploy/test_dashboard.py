@@ -135,13 +135,13 @@ def test_dashboard_provider_points_at_the_mounted_dashboards() -> None:
 
 
 def test_worker_metrics_module_exports_the_expected_names() -> None:
-    """stream/metrics.py renders every name the dashboard and alerts use (labelled series given one label set).
+    """stream/worker/metrics.py renders every name the dashboard and alerts use (labelled series given one label set).
 
     The live test that scrapes a running worker's /metrics checks the same sets end to end.
     """
     from metric_names import referenced_worker_series, series_names_in_exposition
 
-    metrics_module = pytest.importorskip("stream.metrics")
+    metrics_module = pytest.importorskip("stream.worker.metrics")
     m = metrics_module.WorkerMetrics()
     m.events_invalid.labels("invalid_json").inc()
     m.set_lag({("interactions", 0): 5})

@@ -6,12 +6,7 @@ section at the end of every pytest run that ran these tests (no ``-s`` needed).
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "stream"))  # worker_support
 
 _FIGURES: list[tuple[str, dict]] = []
 

@@ -26,7 +26,7 @@ STALL_AFTER_S = 3.0
 
 
 def test_worker_rides_out_a_15s_broker_freeze(tmp_path, figures):
-    from stream.broker import EmbeddedBroker
+    from stream.kafka.broker import EmbeddedBroker
 
 
     n = N_BEFORE + N_DURING + N_AFTER

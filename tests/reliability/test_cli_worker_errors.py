@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from worker_support import make_checkpoint
 
-from stream.broker import free_port
+from stream.kafka.broker import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -21,8 +21,8 @@ def run_worker_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.
 
 
 def in_process(capsys: pytest.CaptureFixture, *args: str) -> subprocess.CompletedProcess:
-    """``metarec worker ARGS`` through `stream.cli.main` (the console script's entry point), in this process."""
-    from stream.cli import main
+    """``metarec worker ARGS`` through `stream.cli.main.main` (the console script's entry point), in this process."""
+    from stream.cli.main import main
 
     try:
         code = main(["worker", *args])

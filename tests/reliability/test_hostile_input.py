@@ -2,7 +2,7 @@
 
 Every bad message reaches the DLQ with the schema reason in its ``error`` header and its original bytes, every
 good one is processed (its user's newest list is as of it or later), and the worker never restarts.
-Each generator knows the reason its message must be rejected for (independently of :mod:`stream.schema`).
+Each generator knows the reason its message must be rejected for (independently of :mod:`stream.kafka.schema`).
 """
 from __future__ import annotations
 

@@ -30,10 +30,10 @@ def _non_loopback_ipv4() -> str | None:
 
 
 def test_http_binds_loopback_unless_configured(figures):
-    from stream.commands.worker import add_arguments
-    from stream.http import HealthServer, WorkerHealth
-    from stream.metrics import WorkerMetrics
-    from stream.worker import WorkerConfig
+    from stream.cli.commands.worker import add_arguments
+    from stream.worker.http import HealthServer, WorkerHealth
+    from stream.worker.metrics import WorkerMetrics
+    from stream.worker.config import WorkerConfig
 
     import argparse
 
@@ -104,12 +104,12 @@ def test_security_settings_reach_every_confluent_client(broker, spy_clients, tmp
     SASL credentials are inert on the embedded broker; on a SASL listener they authenticate)."""
     import numpy as np
 
-    from adapters.datasets import Dataset
-    from stream.gapfill import fetch_range
-    from stream.http import WorkerHealth
-    from stream.probe import BrokerProbe
-    from stream.replay import replay_dataset, replay_topic
-    from stream.worker import WorkerConfig, prepare_topics
+    from adapters.data.datasets import Dataset
+    from stream.runtime.faust.gapfill import fetch_range
+    from stream.worker.http import WorkerHealth
+    from stream.worker.probe import BrokerProbe
+    from stream.kafka.replay import replay_dataset, replay_topic
+    from stream.worker.config import WorkerConfig, prepare_topics
 
     ds = Dataset(name="t", fingerprint="x", user_ids=np.array(["u1", "u2"], dtype=object),
                  item_ids=np.array(["i1", "i2"], dtype=object), ratings=np.array([4.0, 5.0], np.float32),
@@ -146,8 +146,8 @@ def test_security_settings_reach_the_faust_worker(tmp_path, monkeypatch):
     import faust
     from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
-    from stream.app import build_app
-    from stream.worker import WorkerConfig, build_runtime, worker_credentials
+    from stream.runtime.faust.app import build_app
+    from stream.worker.config import WorkerConfig, build_runtime, worker_credentials
 
     make_checkpoint(tmp_path / "ck", ["a", "b", "c"], seed=1)
     env = {"METAREC_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "METAREC_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
@@ -194,8 +194,8 @@ def _evil_torch_file(marker: Path, path: Path) -> None:
 @pytest.mark.parametrize("where", ["weights-as-pickle", "weights-as-torch-save", "config-as-pickle",
                                    "vocab-as-pickle", "pt-file-as-checkpoint", "pt-file-beside-weights"])
 def test_checkpoint_loading_never_unpickles(tmp_path, where, figures):
-    from adapters.checkpoint import Checkpoint
-    from stream.versions import resolve_checkpoint
+    from adapters.meta.checkpoint import Checkpoint
+    from stream.worker.versions import resolve_checkpoint
 
     marker = tmp_path / "PWNED"
     ck = tmp_path / "ck"
@@ -236,8 +236,8 @@ def test_crafted_pickle_would_run_code_if_unpickled(tmp_path):
 # --- bounded input size ---------------------------------------------------------------------------
 
 def test_input_size_is_bounded():
-    from stream.batch import BatchCore, RawMessage
-    from stream.metrics import WorkerMetrics
+    from stream.worker.core import BatchCore, RawMessage
+    from stream.worker.metrics import WorkerMetrics
 
     core = BatchCore(None, WorkerMetrics(), "in", max_event_bytes=1000)
     small = b'{"user_id":"u","item_id":"i","pad":"' + b"x" * 900 + b'"}'

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from adapters.records import UserRecord
-from stream.expiry import StateExpiry, record_position
-from stream.gapfill import OffsetTracker
-from stream.http import WorkerHealth
+from adapters.online.records import UserRecord
+from stream.worker.expiry import StateExpiry, record_position
+from stream.runtime.faust.gapfill import OffsetTracker
+from stream.worker.http import WorkerHealth
 
 
 def _record(partition: int, ts: float) -> bytes:
@@ -75,7 +75,7 @@ def test_processed_offset_stops_at_an_unfetched_hole():
 
 
 def test_processed_marks_are_internal_keys_that_no_user_id_can_take():
-    from stream.progress import END_MARKER, decode_mark, encode_mark, is_internal_key, mark_key
+    from stream.runtime.faust.progress import END_MARKER, decode_mark, encode_mark, is_internal_key, mark_key
 
     assert is_internal_key(mark_key(0)) and is_internal_key(END_MARKER)
     for user in ("u1", "\x00metarec-batch-end", "ÿmetarec/processed/0", "\uffff"):
@@ -85,7 +85,7 @@ def test_processed_marks_are_internal_keys_that_no_user_id_can_take():
 
 
 def test_local_state_cache_is_kept_after_a_clean_stop_and_discarded_after_a_crash(tmp_path):
-    from stream.worker import CLEAN_STOP, claim_local_state, release_local_state
+    from stream.worker.config import CLEAN_STOP, claim_local_state, release_local_state
 
     tables = tmp_path / "v1" / "tables" / "users-0.db"
     tables.mkdir(parents=True)

@@ -1,0 +1,1 @@
+"""Datasets: fetching and caching MovieLens, contract CSV files, synthetic drifting and item-churn streams."""

@@ -1,0 +1,1 @@
+"""Evaluation: the prequential and cold-start protocols, baselines, ranking and list metrics, the HTML report."""

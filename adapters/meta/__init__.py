@@ -1,0 +1,1 @@
+"""Meta-learning: the inner loop, the meta-learners (MAML, FOMAML, Reptile, Meta-SGD), offline training and checkpoints."""

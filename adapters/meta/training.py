@@ -1,0 +1,384 @@
+"""Meta-training: vocabularies from a dataset, task sampling, item-side pre-training, the outer loop.
+
+A *task* is one user at one moment: ``split="time"`` cuts each user's event sequence at several points
+(support = up to ``window`` events before the cut, query = the next ``query_size`` events — what the stream
+worker faces); ``split="random"`` shuffles a user's events (query = ``query_size`` random events, support =
+the rest — the MeLU protocol). ``mf`` first pre-trains its item side with a full-softmax MF over the training
+events (free per-user vectors), then meta-trains everything, θ0 included.
+
+Example
+-------
+>>> from adapters.meta.training import TrainConfig, train            # doctest: +SKIP
+>>> ck = train(load_dataset("ml-100k"), TrainConfig(model="mf", meta="fomaml", epochs=3))  # doctest: +SKIP
+>>> ck.save("checkpoints/mf")                                   # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from adapters.base import SupportBatch
+from adapters.meta.checkpoint import UNK, Checkpoint, training_fingerprint
+from adapters.errors import MetarecError
+from adapters.online.freshness import FreshnessConfig, decayed_counts
+from adapters.meta.inner import InnerConfig
+from adapters.meta.learners import ALL_META, meta_objective
+from adapters.models import MODEL_NAMES, FeatureTables, build_model
+
+log = logging.getLogger(__name__)
+
+DEFAULT_INNER_LR = {"mf": 0.5, "melu": 0.05}
+#: mf's rating block [v | b_u] has an MSE gradient 2·err per unit: its own, smaller rate (validation on ML-100K's
+#: history: 0.5 shared → RMSE 1.098, 0.05 → 0.973, 0.02 → 0.966)
+DEFAULT_INNER_LR_RATING: dict[str, float | None] = {"mf": 0.02, "melu": None}
+#: how the rating block adapts (adapters.meta.inner: "gd" = the gradient steps, "ridge" = its closed-form minimiser, in
+#: meta-training and serving alike), the ridge pull λ toward θ0 and its data term (sum or mean of squared errors).
+#: Validation split (stream/bench/tools/validate_mf.py): prequential protocol on the first 50 % of ML-100K (θ0 meta-trained,
+#: maml, on its first half, the second half scored): RMSE gd 0.9608 → ridge mean-λ 0.2 0.9475 (λ 0.05 0.978, 0.5 0.952, 1 0.955, 2 0.967) →
+#: ridge sum-λ 8 0.9439 (λ 3 0.948); HR@10 unchanged (0.1694): the ranking block's steps are the same.
+DEFAULT_RATING_SOLVER = {"mf": "ridge", "melu": "gd"}
+DEFAULT_RIDGE_LAMBDA = {"mf": 8.0, "melu": 0.2}
+DEFAULT_RIDGE_MEAN = {"mf": False, "melu": True}
+#: proximal pull toward θ0 during meta-training and serving: warm-started states are re-adapted at every
+#: micro-batch, the pull keeps them from drifting away from what θ0 knows (validation HR@10 0.140 → 0.171)
+DEFAULT_PROX = {"mf": 0.2, "melu": 0.0}
+#: item side of the online path (adapters.online.freshness), chosen on a validation split of ML-100K's history (train on
+#: its first 80 %, score the last 20 % prequentially): HR@10 0.171 → 0.176 with weight 1 (0.5: 0.174), half-life
+#: 5,000 events (1,000 worse, 20,000 alike), item rating-bias lr 0.01 (RMSE −0.001; 0.03 worse)
+#: (melu's scores live on another scale: off until fitted for it)
+#: rating_prior (ridge θ0, validation split as for DEFAULT_RATING_SOLVER): RMSE 0.9475 → 0.9454 with 5 (20: 0.9459,
+#: 80: 0.9474)
+DEFAULT_FRESHNESS = {"mf": {"weight": 1.0, "half_life": 5_000.0, "rating_lr": 0.01, "rating_reg": 0.0,
+                            "rating_prior": 5.0},
+                     "melu": {"weight": 0.0, "half_life": 5_000.0, "rating_lr": 0.0, "rating_reg": 0.0}}
+
+#: seq is mf plus the window's context: it adapts, solves its rating block and counts items with mf's settings
+for _table in (DEFAULT_INNER_LR, DEFAULT_INNER_LR_RATING, DEFAULT_RATING_SOLVER, DEFAULT_RIDGE_LAMBDA,
+               DEFAULT_RIDGE_MEAN, DEFAULT_PROX, DEFAULT_FRESHNESS):
+    _table["seq"] = _table["mf"]
+
+
+#: the online item side (adapters.online.itemside) a trained checkpoint is served with. Chosen on the validation split of
+#: ML-100K's history (stream/bench/tools/validate_seq.py: θ0 trained on the first 25 %, the next 25 % scored in 1 s micro-batches;
+#: runs in docs/results/validation-seq.jsonl; there the reference co-occurrence tool scores HR@10 0.1795, mf 0.1690):
+#: seq without prior and item-row learning 0.1830; co-occurrence prior weight 4 → 0.1987 (2: 0.1970, 8: 0.1952);
+#: item-row SGD rate 0.05 with it → 0.2032 (0.02: 0.2028, 0.2: 0.1962); item rating-factor rate 0.005: RMSE
+#: 0.9446 → 0.9445 (0.05: 0.9505). Checked on ML-1M's validation split: weight 4 0.2433, 2 0.2403 (reference 0.2126).
+DEFAULT_ITEMSIDE: dict[str, dict[str, float]] = {
+    "seq": {"cooc_weight": 4.0, "embed_lr": 0.05, "rating_lr": 0.005},
+    "mf": {"cooc_weight": 0.0, "embed_lr": 0.0, "rating_lr": 0.0},
+    "melu": {"cooc_weight": 0.0, "embed_lr": 0.0, "rating_lr": 0.0},
+}
+
+
+@dataclass
+class TrainConfig:
+    model: str = "seq"
+    meta: str = "fomaml"
+    epochs: int = 5
+    seed: int = 0
+    history: float = 1.0  #: train on the first fraction of events in time order
+    steps: int = 3
+    inner_lr: float | None = None  #: None = the model's default
+    inner_lr_rating: float | None = None  #: inner lr of the rating block (mf); None = the model's default
+    prox: float | None = None  #: None = the model's default (DEFAULT_PROX)
+    rating_solver: str | None = None  #: "gd" or "ridge"; None = the model's default (DEFAULT_RATING_SOLVER)
+    ridge_lambda: float | None = None  #: None = the model's default (DEFAULT_RIDGE_LAMBDA)
+    ridge_mean: bool | None = None  #: ridge data term mean (True) or sum (False); None = DEFAULT_RIDGE_MEAN
+    batch_users: int = 64
+    split: str = "time"  #: "time" or "random"
+    window: int = 32  #: max support events per task (time split)
+    query_size: int = 8
+    outer_lr: float = 3e-3
+    pretrain_epochs: int = 4  #: item-side pre-training epochs (mf)
+    model_config: dict[str, Any] = field(default_factory=dict)  #: e.g. {"dim": 64}
+    exclude_users: frozenset[str] = frozenset()  #: users held out (cold-start protocol)
+    part: str = "all"  #: label of the trained part, part of the fingerprint
+    dataset_spec: str = ""
+    freshness: float | None = None  #: weight of the online item-popularity bonus; None = DEFAULT_FRESHNESS
+    freshness_half_life: float | None = None  #: its half-life in events; None = DEFAULT_FRESHNESS
+    item_rating_lr: float | None = None  #: online item rating-bias learning rate; None = DEFAULT_FRESHNESS
+
+
+@dataclass
+class Vocab:
+    item_ids: list[str]
+    user_ids: list[str]
+    item_titles: dict[str, str]
+    genre_names: list[str]
+    tables: FeatureTables
+
+
+def _dense(values: np.ndarray) -> np.ndarray:
+    """Codes with 0 = unknown kept, other values mapped to 1..k in sorted order."""
+    out = np.zeros(len(values), dtype=np.int64)
+    nz = values > 0
+    if nz.any():
+        out[nz] = np.unique(values[nz], return_inverse=True)[1] + 1
+    return out
+
+
+def build_vocab(ds: Any, items_from_features: bool) -> Vocab:
+    """Item rows (row 0 = ``<unk>``) and user rows (row 0 = unknown user) with their side features."""
+    event_items = set(ds.item_ids.tolist())
+    itf, usf = ds.item_features, ds.user_features
+    if itf is not None:
+        ordered = [i for i in itf.item_ids if items_from_features or i in event_items]
+        known = set(itf.item_ids)
+        ordered += sorted(i for i in event_items if i not in known)
+    else:
+        ordered = sorted(event_items, key=lambda s: (len(s), s))
+    item_ids = [UNK] + ordered
+    n_genres = itf.genres.shape[1] if itf is not None else 0
+    genres = np.zeros((len(item_ids), n_genres), dtype=np.float32)
+    year = np.zeros(len(item_ids), dtype=np.int64)
+    titles: dict[str, str] = {}
+    if itf is not None:
+        pos = {i: r for r, i in enumerate(itf.item_ids)}
+        rows = [(r, pos[i]) for r, i in enumerate(item_ids) if i in pos]
+        if rows:
+            dst, src = map(np.array, zip(*rows))
+            genres[dst] = itf.genres[src]
+            year[dst] = np.asarray(itf.year)[src]
+        titles = {i: itf.titles[pos[i]] for i in item_ids if i in pos}
+    if usf is not None:
+        user_ids = [UNK] + list(usf.user_ids)
+        age = np.concatenate([[0], usf.age]).astype(np.int64)
+        gender = np.concatenate([[0], usf.gender]).astype(np.int64)
+        occ = np.concatenate([[0], usf.occupation]).astype(np.int64)
+    else:
+        user_ids = [UNK]
+        age = gender = occ = np.zeros(1, dtype=np.int64)
+    tables = FeatureTables(torch.from_numpy(genres), torch.from_numpy(_dense(year)), torch.from_numpy(age),
+                           torch.from_numpy(gender), torch.from_numpy(occ))
+    return Vocab(item_ids, user_ids, titles, list(itf.genre_names) if itf is not None else [], tables)
+
+
+@dataclass
+class UserEvents:
+    user_row: int
+    items: np.ndarray  #: int64 item rows, time order
+    ratings: np.ndarray  #: float32, NaN = implicit
+
+
+def encode_users(ds: Any, vocab: Vocab, exclude: frozenset[str] = frozenset()) -> list[UserEvents]:
+    """Group the events by user (time order kept); users sorted by id for determinism."""
+    item_index = {i: r for r, i in enumerate(vocab.item_ids)}
+    user_index = {u: r for r, u in enumerate(vocab.user_ids) if r > 0}
+    items = np.array([item_index.get(i, 0) for i in ds.item_ids.tolist()], dtype=np.int64)
+    uniq, inverse = np.unique(ds.user_ids.astype(str), return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.searchsorted(inverse[order], np.arange(len(uniq) + 1))
+    out = []
+    for k, uid in enumerate(uniq.tolist()):
+        if uid in exclude:
+            continue
+        idx = order[bounds[k]:bounds[k + 1]]
+        out.append(UserEvents(user_index.get(uid, 0), items[idx], ds.ratings[idx].astype(np.float32)))
+    return out
+
+
+Task = tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # user row, s items, s ratings, q items, q ratings
+
+
+def sample_tasks(users: list[UserEvents], split: str, rng: np.random.Generator, window: int = 32,
+                 query_size: int = 8) -> list[Task]:
+    """One epoch of tasks (see the module docstring), shuffled."""
+    tasks: list[Task] = []
+    for ue in users:
+        n = len(ue.items)
+        if n < 2:
+            continue
+        if split == "time":
+            start = int(rng.integers(1, query_size + 1))
+            for c in range(min(start, n - 1), n, query_size):
+                lo, hi = max(0, c - window), min(n, c + query_size)
+                tasks.append((ue.user_row, ue.items[lo:c], ue.ratings[lo:c], ue.items[c:hi], ue.ratings[c:hi]))
+        elif split == "random":
+            perm = rng.permutation(n)
+            q = min(query_size, n // 2) if n <= 2 * query_size else query_size
+            qi, si = perm[:q], perm[q:]
+            tasks.append((ue.user_row, ue.items[si], ue.ratings[si], ue.items[qi], ue.ratings[qi]))
+        else:
+            raise MetarecError(f"unknown split {split!r} (choose time or random)")
+    order = rng.permutation(len(tasks))
+    return [tasks[i] for i in order]
+
+
+def to_batches(tasks: list[Task]) -> tuple[SupportBatch, SupportBatch]:
+    users = [t[0] for t in tasks]
+    support = SupportBatch.from_lists([t[1] for t in tasks], [t[2] for t in tasks], users)
+    query = SupportBatch.from_lists([t[3] for t in tasks], [t[4] for t in tasks], users)
+    return support, query
+
+
+def pretrain_mf(model: Any, users: list[UserEvents], epochs: int, seed: int, batch: int = 2048,
+                lr: float = 0.01) -> list[float]:
+    """Full-softmax MF with free per-user vectors: fits the item side and a starting θ0 (mean user)."""
+    if epochs <= 0 or not users:
+        return []
+    gen = torch.Generator().manual_seed(seed)
+    n = len(users)
+    free = torch.nn.Parameter(model.init_states(torch.zeros(n, dtype=torch.long)).detach().clone()
+                              + 0.01 * torch.randn(n, model.state_dim, generator=gen))
+    u_idx = torch.from_numpy(np.concatenate([np.full(len(ue.items), k) for k, ue in enumerate(users)]))
+    it = torch.from_numpy(np.concatenate([ue.items for ue in users]))
+    rt = torch.from_numpy(np.concatenate([ue.ratings for ue in users]))
+    rated = ~torch.isnan(rt)
+    rt = torch.nan_to_num(rt)
+    params = [free, model.item_emb, model.item_bias, model.item_rate, model.item_rate_bias, model.global_mean]
+    opt = torch.optim.Adam(params, lr=lr)
+    losses = []
+    for _ in range(epochs):
+        perm = torch.randperm(len(it), generator=gen)
+        total, count = 0.0, 0
+        for s in range(0, len(perm), batch):
+            b = perm[s:s + batch]
+            one = SupportBatch(it[b, None], rt[b, None], torch.ones(len(b), 1, dtype=torch.bool), rated[b, None],
+                               torch.zeros(len(b), dtype=torch.long))
+            rows = torch.nn.functional.embedding(u_idx[b], free)  # (advanced indexing's backward is not reproducible)
+            loss = getattr(model, "pretrain_loss", model.batch_loss)(rows, one).mean() + 1e-4 * (rows ** 2).sum(1).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total, count = total + loss.item() * len(b), count + len(b)
+        losses.append(total / max(count, 1))
+    with torch.no_grad():
+        # numpy's mean (pairwise, one thread): torch's threaded reduction over dim 0 does not add in a fixed order
+        model.user0.copy_(torch.from_numpy(free.detach().numpy().astype(np.float64).mean(0).astype(np.float32)))
+    return losses
+
+
+def _reset_item_rows(model: Any, users: list[UserEvents]) -> None:
+    """Row 0 and items never seen in training ← the mean learned item (a generic new item)."""
+    if not hasattr(model, "item_tables"):
+        return
+    seen = np.zeros(model.n_items, dtype=bool)
+    for ue in users:
+        seen[ue.items] = True
+    seen[0] = False
+    if not seen.any():
+        return
+    unseen = torch.from_numpy(~seen)
+    with torch.no_grad():
+        for p in model.item_tables():
+            p[unseen] = p[torch.from_numpy(seen)].mean(0)
+
+
+def _freshness(cfg: TrainConfig, part: Any, vocab: Vocab) -> dict[str, Any]:
+    """The online item side's settings and its starting point: item counts decayed to the end of the training data."""
+    over = {"weight": cfg.freshness, "half_life": cfg.freshness_half_life, "rating_lr": cfg.item_rating_lr}
+    fc = FreshnessConfig.from_dict({**DEFAULT_FRESHNESS[cfg.model], **{k: v for k, v in over.items() if v is not None}})
+    index = {i: r for r, i in enumerate(vocab.item_ids)}
+    rows = np.array([index.get(i, 0) for i in part.item_ids.tolist()], dtype=np.int64)
+    counts = decayed_counts(rows, len(vocab.item_ids), fc.half_life)
+    return {**fc.to_dict(), "counts": [round(float(c), 4) for c in counts]}
+
+
+def feature_codes(features: Any) -> dict[str, list[int]]:
+    """Item id → feature codes (its genre indices, then ``n_genres`` + its decade since 1900) for every item the
+    dataset describes; empty without item features."""
+    if features is None:
+        return {}
+    n_genres = features.genres.shape[1]
+    out: dict[str, list[int]] = {}
+    for n, item in enumerate(features.item_ids):
+        codes = np.flatnonzero(features.genres[n] > 0).tolist()
+        year = int(features.year[n])
+        if year > 0:
+            codes.append(n_genres + min(max(year // 10 - 190, 0), 15))
+        out[str(item)] = codes
+    return out
+
+
+def inner_config(cfg: TrainConfig) -> InnerConfig:
+    """The inner-loop configuration ``train`` gives its model: ``cfg``'s settings, the model's defaults where unset
+    (also what a served checkpoint adapts with)."""
+    m = cfg.model
+    return InnerConfig(steps=cfg.steps, lr=cfg.inner_lr or DEFAULT_INNER_LR[m],
+                       lr_rating=DEFAULT_INNER_LR_RATING[m] if cfg.inner_lr_rating is None else cfg.inner_lr_rating,
+                       prox=DEFAULT_PROX[m] if cfg.prox is None else cfg.prox, metasgd=(cfg.meta == "metasgd"),
+                       rating_solver=cfg.rating_solver or DEFAULT_RATING_SOLVER[m],
+                       ridge_lambda=DEFAULT_RIDGE_LAMBDA[m] if cfg.ridge_lambda is None else cfg.ridge_lambda,
+                       ridge_mean=DEFAULT_RIDGE_MEAN[m] if cfg.ridge_mean is None else cfg.ridge_mean)
+
+
+def train(ds: Any, cfg: TrainConfig, on_step: Callable[[int, int, int, float], None] | None = None) -> Checkpoint:
+    """Meta-train ``cfg.model`` with ``cfg.meta`` on ``ds`` (its first ``cfg.history`` fraction)."""
+    if cfg.model not in MODEL_NAMES:
+        raise MetarecError(f"unknown model {cfg.model!r} (choose {', '.join(MODEL_NAMES)})")
+    if cfg.meta not in ALL_META:
+        raise MetarecError(f"unknown meta-learner {cfg.meta!r} (choose {', '.join(ALL_META)})")
+    if not 0 < cfg.history <= 1:
+        raise MetarecError(f"--history must be in (0, 1], got {cfg.history}")
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    part = ds.slice(0, int(math.floor(len(ds) * cfg.history))) if cfg.history < 1 else ds
+    if len(part) < 2:
+        raise MetarecError("not enough training events")
+    vocab = build_vocab(part, items_from_features=(cfg.model == "melu"))
+    users = encode_users(part, vocab, cfg.exclude_users)
+    rated = part.ratings[~np.isnan(part.ratings)]
+    if len(rated):
+        lo, hi, mean = float(rated.min()), float(rated.max()), float(rated.mean())
+    else:
+        lo, hi, mean = 0.0, 1.0, 1.0
+    mcfg = {"rating_min": lo, "rating_max": hi, "global_mean": mean, **cfg.model_config}
+    if not len(rated):
+        mcfg.setdefault("rating_weight", 0.0)
+    model = build_model(cfg.model, len(vocab.item_ids), vocab.tables, mcfg, inner_config(cfg))
+    if hasattr(model, "reseed"):
+        model.reseed(cfg.seed)
+    t0 = time.perf_counter()
+    pre = pretrain_mf(model, users, cfg.pretrain_epochs, cfg.seed) if hasattr(model, "item_tables") else []
+    if hasattr(model, "ctx_emb"):  # seq: the context space starts as the pre-trained item space
+        with torch.no_grad():
+            model.ctx_emb.copy_(model.item_emb)
+    pre_s = time.perf_counter() - t0
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.outer_lr)
+    epochs: list[dict[str, float]] = []
+    for epoch in range(cfg.epochs):
+        t1 = time.perf_counter()
+        tasks = sample_tasks(users, cfg.split, rng, cfg.window, cfg.query_size)
+        n_steps = math.ceil(len(tasks) / cfg.batch_users)
+        total = 0.0
+        for step in range(n_steps):
+            if hasattr(model, "resample_negatives"):
+                model.resample_negatives(rng)
+            support, query = to_batches(tasks[step * cfg.batch_users:(step + 1) * cfg.batch_users])
+            loss = meta_objective(model, cfg.meta, support, query)
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+            opt.step()
+            total += loss.item()
+            if on_step is not None:
+                on_step(epoch, step, n_steps, total / (step + 1))
+        epochs.append({"epoch": epoch + 1, "meta_loss": total / max(n_steps, 1), "tasks": len(tasks),
+                       "seconds": time.perf_counter() - t1})
+        log.info("epoch %d: meta-loss %.4f (%d tasks, %.1fs)", epoch + 1, epochs[-1]["meta_loss"], len(tasks),
+                 epochs[-1]["seconds"])
+    _reset_item_rows(model, users)
+    if hasattr(model, "finalize"):
+        model.finalize()
+    model.eval()
+    model.requires_grad_(False)
+    metrics = {"pretrain_loss": pre, "pretrain_seconds": pre_s, "epochs": epochs,
+               "train_events": int(len(part)), "train_users": len(users)}
+    train_cfg = {k: (sorted(v) if isinstance(v, frozenset) else v) for k, v in asdict(cfg).items()
+                 if k != "exclude_users"}
+    config = {"freshness": _freshness(cfg, part, vocab), "itemside": dict(DEFAULT_ITEMSIDE[cfg.model]),
+              "history": cfg.history, "dataset": cfg.dataset_spec or ds.name, "dataset_name": ds.name,
+              "dataset_fingerprint": ds.fingerprint, "part": cfg.part, "training": train_cfg}
+    return Checkpoint.from_adapter(model, vocab.item_ids, cfg.meta, user_ids=vocab.user_ids,
+                                   item_titles=vocab.item_titles, genre_names=vocab.genre_names,
+                                   item_features=feature_codes(ds.item_features), config=config,
+                                   fingerprint=training_fingerprint(ds.fingerprint, cfg.history, cfg.part),
+                                   metrics=metrics)

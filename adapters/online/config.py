@@ -1,0 +1,92 @@
+"""What goes into and out of the online learner (:mod:`adapters.online.learner`): its settings, events, lists, results.
+
+Example
+-------
+>>> OnlineConfig(top_k=5).window
+32
+>>> Interaction("u1", "50", 5.0, 8.8e8).offset   # no input position: never deduplicated
+-1
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from adapters.errors import MetarecError
+from adapters.online.records import UserRecord
+
+
+@dataclass(frozen=True)
+class OnlineConfig:
+    """Settings of the online path (the worker's and the prequential evaluation's)."""
+
+    window: int = 32  #: events per user kept as the support set
+    max_age_s: float | None = None  #: drop window events older than this before the user's newest event
+    steps: int = 3  #: inner-loop steps per micro-batch (0 = no adaptation)
+    prox: float | None = None  #: proximal pull toward θ0 (None = the checkpoint's default)
+    top_k: int = 10  #: list length
+    max_catalog: int = 50_000  #: rank the full catalog up to this many items ...
+    retrieval_m: int = 2_000  #: ... above it, re-rank only the top-M items by θ0 score
+    freshness: float | None = None  #: weight of the item-popularity bonus (None = the checkpoint's; 0 = off)
+    freshness_half_life: float | None = None  #: half-life of the item counts in events (None = the checkpoint's)
+    item_rating_lr: float | None = None  #: online item rating-bias learning rate (None = the checkpoint's; 0 = off)
+    max_items: int | None = None  #: item rows at most, online items included (None = the checkpoint's)
+    item_prior: float | None = None  #: weight of the co-occurrence prior (None = the checkpoint's; 0 = off)
+    item_lr: float | None = None  #: online SGD rate of the item ranking rows (None = the checkpoint's; 0 = frozen)
+    item_factor_lr: float | None = None  #: online SGD rate of the item rating factors (None = the checkpoint's)
+
+    def __post_init__(self) -> None:
+        if self.window < 1:
+            raise MetarecError(f"window must be ≥ 1, got {self.window}")
+        if self.steps < 0:
+            raise MetarecError(f"steps must be ≥ 0, got {self.steps}")
+        if self.top_k < 1:
+            raise MetarecError(f"top-k must be ≥ 1, got {self.top_k}")
+        if self.max_age_s is not None and not self.max_age_s > 0:
+            raise MetarecError(f"max-age must be > 0 seconds, got {self.max_age_s}")
+        if self.prox is not None and not self.prox >= 0:
+            raise MetarecError(f"prox must be ≥ 0, got {self.prox}")
+        for name in ("freshness", "item_rating_lr"):
+            value = getattr(self, name)
+            if value is not None and not value >= 0:
+                raise MetarecError(f"{name.replace('_', '-')} must be ≥ 0, got {value}")
+        if self.freshness_half_life is not None and not self.freshness_half_life > 0:
+            raise MetarecError(f"freshness half-life must be > 0 events, got {self.freshness_half_life}")
+        if self.max_items is not None and self.max_items < 2:
+            raise MetarecError(f"max-items must be ≥ 2, got {self.max_items}")
+        if self.retrieval_m < self.top_k:
+            raise MetarecError(f"retrieval-m ({self.retrieval_m}) must be ≥ top-k ({self.top_k})")
+
+
+@dataclass(frozen=True)
+class Interaction:
+    """One validated input event with its position in the input (offset -1 = no position: never deduplicated)."""
+
+    user_id: str
+    item_id: str
+    rating: float | None
+    timestamp: float
+    partition: int = 0
+    offset: int = -1
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """A refreshed top-K list; ``partition``/``offset`` name the newest input event it has taken into account."""
+
+    user_id: str
+    items: list[str]
+    scores: list[float]
+    partition: int
+    offset: int
+    event_timestamp: float
+
+
+@dataclass
+class BatchResult:
+    records: dict[str, UserRecord]  #: the new record of every user with at least one new event
+    recommendations: list[Recommendation]
+    support_loss: float  #: mean pre-update loss of the current states on the incoming events (NaN if none)
+    duplicates: int  #: redelivered events skipped
+    unknown_items: int  #: events whose item had no row before the batch (new items: they get one now, up to max_items)
+    adapt_seconds: float  #: time in the batched adaptation call
+    timings: dict[str, float] = field(default_factory=dict)

@@ -1,0 +1,384 @@
+"""The online adaptation path: windows, micro-batches, warm-started batched adaptation, top-K lists.
+
+One implementation, three users: the stream worker (on Kafka), the prequential evaluation (offline, same code)
+and the benchmark. Nothing here knows about Kafka: events come in as :class:`Interaction` values carrying their
+input position (partition, offset), and per-user durable state goes in and out as
+:class:`~adapters.online.records.UserRecord` values that the caller stores wherever it likes.
+
+For each micro-batch, :meth:`OnlineLearner.process`:
+
+1. applies each event to its user's record (a redelivered ``(partition, offset)`` is skipped: idempotent);
+2. trims every touched window to the last ``window`` events, none older than ``max_age_s``;
+3. measures the pre-update loss of the current states on the incoming events (the drift signal);
+4. adapts all touched users in ONE batched :meth:`Adapter.adapt` call, warm-started from each user's previous
+   state (θ0 for a new user), ``steps`` gradient steps on the window, pulled toward θ0 by ``prox``;
+5. updates the item side (:class:`~adapters.online.freshness.ItemFreshness`: decayed item counts that add a popularity
+   bonus to the ranking scores, online item rating-bias corrections) from the batch's new events;
+6. ranks the catalog for every touched user (also one whose events were all redeliveries, so that a list lost
+   in a crash is published again) (excluding row 0 and every item the user ever interacted with) and
+   returns one top-K :class:`Recommendation` per user, ``as_of`` the newest event of that user in the batch.
+
+Example
+-------
+>>> from adapters.online.learner import OnlineLearner, OnlineConfig, Interaction
+>>> learner = OnlineLearner(checkpoint, OnlineConfig(top_k=5))            # doctest: +SKIP
+>>> out = learner.process([Interaction("u1", "50", 5.0, 8.8e8, 0, 0)], {}) # doctest: +SKIP
+>>> out.recommendations[0].items                                          # doctest: +SKIP
+['181', '100', '258', '127', '286']
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from adapters.base import SupportBatch
+from adapters.errors import MetarecError
+from adapters.online.freshness import FreshnessConfig, ItemFreshness
+from adapters.online.itemside import ItemSide, ItemSideConfig, can_grow
+from adapters.online.config import BatchResult, Interaction, OnlineConfig, Recommendation
+from adapters.online.records import UserRecord, vocab_hash
+
+__all__ = ["BatchResult", "Interaction", "OnlineConfig", "OnlineLearner", "Recommendation"]
+
+log = logging.getLogger(__name__)
+
+
+class OnlineLearner:
+    """Windowed, micro-batched, warm-started adaptation over a :class:`~adapters.meta.checkpoint.Checkpoint`."""
+
+    def __init__(self, checkpoint: Any, config: OnlineConfig | None = None) -> None:
+        self.config = config or OnlineConfig()
+        self._vocabs: dict[int, list[str]] = {}
+        self.freshness: ItemFreshness | None = None
+        self.switch(checkpoint)
+
+    # -- model versions --------------------------------------------------------------------------------
+    def switch(self, checkpoint: Any) -> None:
+        """Serve ``checkpoint`` from now on.
+
+        Records written by another version keep their window and seen items (remapped to the new item rows when
+        the vocabulary differs) but not their adapted state: at their next event they are re-adapted from the new
+        θ0 on their window. The item side (:class:`~adapters.online.itemside.ItemSide`) starts again from the new
+        checkpoint's items; items first seen online get rows again as they reappear.
+        """
+        if len(checkpoint.item_ids) != checkpoint.adapter.n_items:
+            raise MetarecError(f"checkpoint vocabulary has {len(checkpoint.item_ids)} items but the model "
+                               f"{checkpoint.adapter.n_items}")
+        self.checkpoint = checkpoint
+        self.model_version: str = checkpoint.version
+        self.user_index: dict[str, int] = dict(checkpoint.user_index)
+        old_ids: list[str] | None = getattr(self, "item_ids", None)
+        self.vocab = vocab_hash(list(checkpoint.item_ids))
+        self._switch_items(checkpoint)
+        self._vocabs[self.vocab] = self.item_ids
+        self._candidates = self._retrieval_candidates()
+        self._switch_freshness(checkpoint, old_ids)
+
+    def _switch_items(self, checkpoint: Any) -> None:
+        """A private copy of the model (its item rows learn online) and a fresh item side over its vocabulary."""
+        import copy
+        stored = ItemSideConfig.from_dict(checkpoint.config.get("itemside"))
+        over = self.config
+        cfg = replace(stored, **{k: v for k, v in (("max_items", over.max_items), ("cooc_weight", over.item_prior),
+                                                   ("embed_lr", over.item_lr), ("rating_lr", over.item_factor_lr))
+                                 if v is not None})
+        learns = can_grow(checkpoint.adapter) and (cfg.embed_lr > 0 or cfg.rating_lr > 0
+                                                    or cfg.max_items > checkpoint.adapter.n_items)
+        self.adapter = copy.deepcopy(checkpoint.adapter) if learns else checkpoint.adapter
+        # melu's item tables cannot grow: its item side keeps counts and co-occurrences only
+        self.items = ItemSide(list(checkpoint.item_ids), cfg, self.adapter if learns else None, growable=learns,
+                              features=getattr(checkpoint, "item_features", None))
+        self.item_ids = self.items.ids  # grows online (the same list object)
+        self.item_index = self.items.index
+
+    @property
+    def n_items(self) -> int:
+        """Rows of the item table (row 0, the checkpoint's items, items added online, free rows)."""
+        return self.items.capacity
+
+    def _switch_freshness(self, checkpoint: Any, old_ids: list[str] | None) -> None:
+        """The item counts of ``checkpoint``; live counts and corrections carry over a version switch (by item id,
+        from the previous item table ``old_ids``)."""
+        stored = dict(checkpoint.config.get("freshness") or {})
+        cfg = FreshnessConfig.from_dict(stored)
+        over = self.config
+        cfg = FreshnessConfig(weight=cfg.weight if over.freshness is None else over.freshness,
+                              half_life=cfg.half_life if over.freshness_half_life is None else over.freshness_half_life,
+                              rating_lr=cfg.rating_lr if over.item_rating_lr is None else over.item_rating_lr,
+                              rating_reg=cfg.rating_reg, rating_prior=cfg.rating_prior)
+        live = self.freshness
+        if live is not None and old_ids is not None:
+            fresh = live.remapped(old_ids, self.item_index, self.n_items)
+            fresh.config = cfg
+            fresh._bonus = None
+        else:
+            counts = stored.get("counts")
+            if counts is not None and len(counts) != self.n_items:
+                log.warning("checkpoint freshness counts do not match its vocabulary: starting from zero")
+                counts = None
+            fresh = ItemFreshness(self.n_items, **cfg.to_dict(), counts=None if counts is None else np.asarray(counts))
+        self.freshness = fresh
+        self.freshness.resize(self.n_items)
+        self.items.warm(fresh.counts)
+
+    def _retrieval_candidates(self) -> torch.Tensor | None:
+        """Rows to re-rank when the catalog is larger than ``max_catalog`` (top-M by θ0 score), else None."""
+        if self.n_items - 1 <= self.config.max_catalog:
+            return None
+        with torch.no_grad():
+            users = torch.zeros(1, dtype=torch.long)
+            prior = self.adapter.score(self.adapter.init_states(users), users)[0]
+        prior[0] = -math.inf
+        return torch.topk(prior, self.config.retrieval_m).indices.sort().values
+
+    # -- lookups ---------------------------------------------------------------------------------------
+    def item_row(self, item_id: str) -> int:
+        """The item's row (0: not known yet)."""
+        return self.items.row(item_id)
+
+    def user_row(self, user_id: str) -> int:
+        return self.user_index.get(user_id, 0)
+
+    def _current(self, record: UserRecord | None) -> UserRecord:
+        """``record`` in this model's vocabulary and item-table size (a fresh record for None)."""
+        if record is not None and record.vocab == self.vocab and record.n_items != self.n_items:
+            record = record.resized(self.n_items)
+        if record is None:
+            return UserRecord.empty(self.n_items, self.vocab)
+        if record.vocab != self.vocab:
+            old = self._vocabs.get(record.vocab)
+            if old is None:
+                log.warning("user record from an unknown item vocabulary: seen items and window reset")
+                fresh = UserRecord.empty(self.n_items, self.vocab)
+                fresh.partition, fresh.last_offset = record.partition, record.last_offset
+                return fresh
+            return record.remap(old, self.item_index, self.n_items, self.vocab)
+        return replace(record, items=record.items.copy(), ratings=record.ratings.copy(),
+                       timestamps=record.timestamps.copy(), offsets=record.offsets.copy(), seen=record.seen.copy())
+
+    def _states(self, records: Sequence[UserRecord | None], users: torch.Tensor) -> torch.Tensor:
+        """Current states: the stored one when it comes from this model version (and vocabulary), else θ0."""
+        states = self.adapter.init_states(users)
+        for n, r in enumerate(records):
+            if (r is not None and r.state is not None and r.model_version == self.model_version
+                    and r.vocab == self.vocab and r.state.shape[0] == states.shape[1]):
+                states[n] = torch.from_numpy(r.state)
+        return states
+
+    def _support(self, records: Sequence[UserRecord], users: torch.Tensor) -> SupportBatch:
+        length = max(1, max(len(r.items) for r in records))
+        b = len(records)
+        items = np.zeros((b, length), np.int64)
+        ratings = np.full((b, length), np.nan, np.float32)
+        mask = np.zeros((b, length), bool)
+        for n, r in enumerate(records):
+            k = len(r.items)
+            items[n, :k], ratings[n, :k], mask[n, :k] = r.items, r.ratings, True
+        rated = mask & ~np.isnan(ratings)
+        return SupportBatch(items=torch.from_numpy(items), ratings=torch.from_numpy(np.nan_to_num(ratings)),
+                            mask=torch.from_numpy(mask), rated=torch.from_numpy(rated), users=users)
+
+    # -- score before learn (prequential evaluation) ------------------------------------------------------
+    def _event_states(self, events: Sequence[Interaction], records: Mapping[str, UserRecord | None]
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        users = torch.tensor([self.user_row(e.user_id) for e in events], dtype=torch.long)
+        # only the stored states are read: no need for _current's copies and vocabulary remaps
+        return self._states([records.get(e.user_id) for e in events], users), users
+
+    @torch.no_grad()
+    def ranking_scores(self, events: Sequence[Interaction], records: Mapping[str, UserRecord | None]) -> torch.Tensor:
+        """``[n, n_items]`` ranking scores of each event's user's current state (column 0: unknown item)."""
+        states, users = self._event_states(events, records)
+        return self._scores(states, users, windows=[self._window(records.get(e.user_id)) for e in events])
+
+    def _window(self, record: UserRecord | None) -> np.ndarray:
+        """The rows of ``record``'s window in this learner's item table (empty when they are another's)."""
+        if record is None or record.vocab != self.vocab:
+            return np.zeros(0, np.int64)
+        rows = record.items
+        return rows[rows < self.n_items]
+
+    def _scores(self, states: torch.Tensor, users: torch.Tensor, candidates: torch.Tensor | None = None,
+                windows: Sequence[np.ndarray] | None = None) -> torch.Tensor:
+        """Ranking scores: the model's, the item-popularity bonus, the co-occurrence prior of each user's window."""
+        scores = self.adapter.score(states, users, candidates)
+        if self.freshness is not None and self.freshness.active:
+            bonus = self.freshness.bonus()
+            scores = scores + (bonus if candidates is None else bonus[candidates])
+        if windows is not None and self.items.config.cooc_weight > 0:
+            prior = torch.from_numpy(self.items.prior(windows))
+            scores = scores + (prior if candidates is None else torch.gather(prior, 1, candidates))
+        return scores
+
+    def _predict(self, states: torch.Tensor, users: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """``[n]`` predicted ratings of item ``rows[n]`` by state ``n`` (with the online item-bias corrections)."""
+        pred = self.adapter.predict(states, users, rows[:, None])[:, 0]
+        if self.freshness is not None and self.freshness.config.rating_lr > 0:
+            ad = self.adapter
+            pred = (pred + torch.from_numpy(self.freshness.rating_delta)[rows]).clamp(ad.rating_min, ad.rating_max)
+        return pred
+
+    @torch.no_grad()
+    def predict_ratings(self, events: Sequence[Interaction], records: Mapping[str, UserRecord | None]) -> np.ndarray:
+        """``[n]`` predicted rating of each event's item by its user's current state."""
+        states, users = self._event_states(events, records)
+        items = torch.tensor([self.item_row(e.item_id) for e in events], dtype=torch.long)
+        return self._predict(states, users, items).numpy()
+
+    # -- learn ---------------------------------------------------------------------------------------------
+    def process(self, events: Sequence[Interaction], records: Mapping[str, UserRecord | None], *,
+                publish: bool = True, measure_loss: bool = True) -> BatchResult:
+        """Apply one micro-batch: windows, one batched adaptation, one top-K list per touched user.
+
+        ``publish=False`` skips the lists and ``measure_loss=False`` the drift signal (``support_loss`` is then
+        NaN): an offline evaluation that scores before learning needs neither. States and records are the same.
+        """
+        t0 = time.perf_counter()
+        cfg = self.config
+        known = [self.items.row(ev.item_id) > 0 for ev in events]
+        rows_of = [self.items.add(ev.item_id) for ev in events]  # new items get rows first: records sized once
+        self._sync_item_tables()
+        touched: dict[str, UserRecord] = {}
+        fresh: dict[str, list[int]] = {}  # user → indices (into its window) of this batch's new events
+        newest: dict[str, Interaction] = {}
+        new_rows: list[int] = []  # item rows of the new events, in order (the item side learns them)
+        new_users: list[str] = []
+        new_ratings: list[float] = []
+        new_windows: list[list[int]] = []  # each new event's user's last items before it (co-occurrence)
+        duplicates = unknown = 0
+        grow: dict[str, tuple[list, list, list, list]] = {}  # user → this batch's window rows (appended at once)
+        for ev, row, was_known in zip(events, rows_of, known):
+            rec = touched.get(ev.user_id)
+            if rec is None:
+                rec = touched[ev.user_id] = self._current(records.get(ev.user_id))
+            if rec.is_duplicate(ev.partition, ev.offset):
+                duplicates += 1
+                continue
+            unknown += not was_known
+            rating = math.nan if ev.rating is None else float(ev.rating)
+            g = grow.get(ev.user_id)
+            if g is None:
+                g = grow[ev.user_id] = ([], [], [], [])
+            fresh.setdefault(ev.user_id, []).append(len(rec.items) + len(g[0]))
+            new_windows.append(rec.items[-self.items.config.cooc_window:].tolist() + g[0])
+            new_rows.append(row)
+            new_users.append(ev.user_id)
+            new_ratings.append(rating)
+            rec.mark_applied(row, ev.timestamp, ev.partition, ev.offset)
+            g[0].append(row)
+            g[1].append(rating)
+            g[2].append(ev.timestamp)
+            g[3].append(ev.offset)
+            prev = newest.get(ev.user_id)
+            if prev is None or ev.offset >= prev.offset or ev.offset < 0:
+                newest[ev.user_id] = ev
+        for user, (rows, ratings, stamps, offsets) in grow.items():
+            touched[user].extend_window(rows, ratings, stamps, offsets)
+        if not touched:
+            return BatchResult({}, [], math.nan, duplicates, unknown, 0.0)
+        # Every touched user gets a list, also one whose events were all redeliveries: its state may have been
+        # stored before the crash that lost its list, so the list is published again (at-least-once output).
+        user_ids = list(touched)
+        recs = [touched[u] for u in user_ids]
+        users = torch.tensor([self.user_row(u) for u in user_ids], dtype=torch.long)
+        adapted = [n for n, u in enumerate(user_ids) if u in fresh]
+        t1 = time.perf_counter()
+        with torch.no_grad():
+            states = self._states(recs, users)
+            # pre-update loss on the incoming events only: how surprised the current states are (drift signal)
+            sub = torch.tensor(adapted, dtype=torch.long)
+            incoming = [UserRecord(n_items=recs[n].n_items, vocab=recs[n].vocab, items=recs[n].items[fresh[user_ids[n]]],
+                                   ratings=recs[n].ratings[fresh[user_ids[n]]]) for n in adapted] if measure_loss else []
+            support_loss = (float(self.adapter.loss(states[sub], self._support(incoming, users[sub])).mean())
+                            if adapted and measure_loss else math.nan)
+            self._learn_items(user_ids, states, users, new_users, new_rows, new_ratings, new_windows)
+        for n in adapted:
+            recs[n].trim(cfg.window, cfg.max_age_s)
+        t2 = time.perf_counter()
+        if adapted:
+            support = self._support([recs[n] for n in adapted], users[sub])
+            states = states.clone()
+            with torch.no_grad():  # the global parameters stay fixed online (torch.func transforms ignore this)
+                states[sub] = self.adapter.adapt(states[sub], support, steps=cfg.steps, prox=cfg.prox)
+        t3 = time.perf_counter()
+        recommendations = self._rank(user_ids, recs, users, states, newest) if publish else []
+        t4 = time.perf_counter()
+        out: dict[str, UserRecord] = {}
+        state_np = states.numpy()
+        for n in adapted:
+            r = recs[n]
+            r.state = state_np[n].copy()
+            r.model_version = self.model_version
+            out[user_ids[n]] = r
+        return BatchResult(out, recommendations, support_loss, duplicates, int(unknown), t3 - t2,
+                           {"apply": t1 - t0, "loss": t2 - t1, "adapt": t3 - t2, "rank": t4 - t3})
+
+    def _sync_item_tables(self) -> None:
+        """Per-row arrays of the learner follow the item table's growth and evictions."""
+        if self.freshness is not None:
+            self.freshness.resize(self.n_items)
+            self.freshness.clear(self.items.take_cleared())
+
+    def _learn_items(self, user_ids: list[str], states: torch.Tensor, users: torch.Tensor, new_users: list[str],
+                     new_rows: list[int], new_ratings: list[float], new_windows: list[list[int]]) -> None:
+        """Item side, from the new events and the users' pre-update states (one batched call each): counts and
+        rating-bias corrections (:class:`ItemFreshness`), co-occurrences, item rows (:class:`ItemSide`)."""
+        f = self.freshness
+        if not new_rows:
+            return
+        rows = np.asarray(new_rows, dtype=np.int64)
+        errors = None
+        ratings = np.asarray(new_ratings, dtype=np.float64)
+        pos = {u: n for n, u in enumerate(user_ids)}
+        idx = torch.tensor([pos[u] for u in new_users], dtype=torch.long)
+        if np.isfinite(ratings).any():
+            pred = self._predict(states[idx], users[idx], torch.from_numpy(rows)).numpy().astype(np.float64)
+            errors = pred - ratings
+        if f is not None:
+            f.observe(rows, errors if f.config.rating_lr > 0 else None)
+        side = self.items
+        side.observe(new_windows, rows, half_life=f.config.half_life if f is not None else 5_000.0)
+        if side.adapter is not None:
+            ad = self.adapter
+            mine = states[idx]
+            side.learn_rows(ad.effective(mine), rows, ad._split(mine)[1], errors)
+            side.init_new_rows(rows)
+
+    @torch.no_grad()
+    def _rank(self, user_ids: list[str], recs: list[UserRecord], users: torch.Tensor, states: torch.Tensor,
+              newest: dict[str, Interaction]) -> list[Recommendation]:
+        k = self.config.top_k
+        windows = [self._window(r) for r in recs]
+        if self._candidates is None:
+            scores = self._scores(states, users, windows=windows)
+            seen = torch.from_numpy(np.stack([r.seen for r in recs]))
+            scores = scores.masked_fill(seen, -math.inf)
+            scores[:, torch.from_numpy(~self.items.active())] = -math.inf  # row 0 and free rows
+            rows = None
+        else:
+            rows = self._candidates
+            cand = rows.unsqueeze(0).expand(len(user_ids), -1)
+            scores = self._scores(states, users, cand, windows=windows)
+            seen = torch.from_numpy(np.stack([r.seen[rows.numpy()] for r in recs]))
+            scores = scores.masked_fill(seen, -math.inf)
+        top = torch.topk(scores, min(k, scores.shape[1]), dim=1)
+        values, index = top.values.numpy(), top.indices.numpy()
+        if rows is not None:
+            index = rows.numpy()[index]
+        result = []
+        for n, u in enumerate(user_ids):
+            ok = np.isfinite(values[n])  # fewer than k candidates left: a shorter list
+            ev = newest.get(u)
+            partition, offset, ts = ((ev.partition, ev.offset, ev.timestamp) if ev is not None else
+                                     (recs[n].partition, recs[n].last_offset, recs[n].last_timestamp))
+            result.append(Recommendation(
+                user_id=u, items=[self.item_ids[i] for i in index[n][ok]], scores=values[n][ok].tolist(),
+                partition=partition, offset=offset, event_timestamp=ts))
+        return result

@@ -1,0 +1,142 @@
+"""``metarec train``: meta-train θ0 on a dataset and write a checkpoint directory."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+
+DESCRIPTION = """\
+Meta-train an initialization θ0 (plus the shared item side) so that a few gradient steps on a user's
+recent events personalize the model, and write a checkpoint directory (safetensors weights + JSON).
+
+Tasks are users: with --split time (default, what the stream worker faces) each user's history is cut at
+several points, support = up to --window events before the cut, query = the next --query-size events.
+--split random is the MeLU cold-start protocol. --history F trains on the first fraction F of the events
+in time order (the prequential evaluation uses 0.5).
+
+examples:
+  metarec train --dataset ml-100k --model mf --meta maml --out checkpoints/mf
+  metarec train --dataset ml-100k --model mf --meta maml --history 0.5 --epochs 5 --out ck/mf-h50
+  metarec train --dataset ml-1m --model melu --meta metasgd --split random --out ck/melu
+"""
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", required=True, help="ml-100k, ml-1m or a CSV/TSV path (user_id,item_id,rating,timestamp)")
+    parser.add_argument("--model", choices=("seq", "mf", "melu"), default="seq",
+                        help="model (default seq: attention over the user's window on top of mf)")
+    parser.add_argument("--meta", choices=("maml", "fomaml", "reptile", "metasgd"), default="maml",
+                        help="meta-learner (default maml: second order, cheap for mf thanks to its closed-form "
+                             "gradient; beat fomaml on a validation split of ML-100K's history, HR@10 0.176 vs 0.165)")
+    parser.add_argument("--out", required=True, help="checkpoint directory to write")
+    parser.add_argument("--epochs", type=int, default=5, help="meta-training epochs (default 5)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (same seed, same checkpoint weights)")
+    parser.add_argument("--history", type=float, default=1.0,
+                        help="train on the first fraction of events in time order (default 1.0)")
+    parser.add_argument("--steps", type=int, default=3, help="inner-loop gradient steps K (default 3)")
+    parser.add_argument("--inner-lr", type=float, default=None, help="inner learning rate (default: mf 0.5, melu 0.05)")
+    parser.add_argument("--inner-lr-rating", type=float, default=None,
+                        help="inner learning rate of mf's rating block [v|b_u] (default 0.02)")
+    parser.add_argument("--prox", type=float, default=None,
+                        help="proximal weight λ of λ‖θ−θ0‖², in training and (by default) in the worker "
+                             "(default: mf 0.2, melu 0)")
+    parser.add_argument("--rating-solver", choices=("gd", "ridge"), default=None,
+                        help="how mf's rating block [v|b_u] adapts: gd = the inner gradient steps, ridge = its exact "
+                             "closed-form minimiser, also inside meta-training (default: mf ridge, melu gd)")
+    parser.add_argument("--ridge-lambda", type=float, default=None,
+                        help="ridge solver: weight λ of the pull λ‖[v|b_u]−θ0‖² (default: mf 8, with the squared errors summed)")
+    parser.add_argument("--freshness", type=float, default=None,
+                        help="mf: weight β of the worker's item-popularity bonus β·log(1+decayed count) (default 1)")
+    parser.add_argument("--freshness-half-life", type=float, default=None,
+                        help="half-life of those item counts, in events (default 5000)")
+    parser.add_argument("--item-rating-lr", type=float, default=None,
+                        help="online learning rate of the worker's item rating-bias corrections (default 0.01)")
+    parser.add_argument("--batch-users", type=int, default=64, help="tasks per meta-step (default 64)")
+    parser.add_argument("--split", choices=("time", "random"), default="time", help="task split (default time)")
+    parser.add_argument("--window", type=int, default=32, help="max support events per task (default 32)")
+    parser.add_argument("--query-size", type=int, default=8, help="query events per task (default 8)")
+    parser.add_argument("--outer-lr", type=float, default=3e-3, help="meta (Adam) learning rate (default 3e-3)")
+    parser.add_argument("--pretrain-epochs", type=int, default=4, help="mf item-side pre-training epochs (default 4)")
+    parser.add_argument("--dim", type=int, default=None, help="embedding size (mf default 64)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--data-dir", default=None, help="dataset cache (default $METAREC_DATA_DIR or ~/.cache/metarec)")
+    parser.add_argument("--coldstart-part", action="store_true",
+                        help="train only on the users that `evaluate --protocol coldstart --seed S` does not hold out "
+                             "(MeLU protocol, random split); the checkpoint is then accepted by that evaluation")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _check(args: argparse.Namespace) -> None:
+    from adapters.errors import MetarecError
+    for name in ("epochs", "steps", "batch_users", "window", "query_size"):
+        value = getattr(args, name)
+        if value < (0 if name in ("epochs", "steps") else 1):
+            raise MetarecError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    if not 0 < args.history <= 1:
+        raise MetarecError(f"--history must be in (0, 1], got {args.history}")
+    if args.pretrain_epochs < 0:
+        raise MetarecError("--pretrain-epochs must not be negative")
+    for name in ("prox", "freshness", "item_rating_lr"):
+        if getattr(args, name, None) is not None and getattr(args, name) < 0:
+            raise MetarecError(f"--{name.replace('_', '-')} must not be negative")
+    for name in ("inner_lr_rating", "freshness_half_life"):
+        if getattr(args, name, None) is not None and not getattr(args, name) > 0:
+            raise MetarecError(f"--{name.replace('_', '-')} must be > 0")
+
+
+def run(args: argparse.Namespace) -> int:
+    _check(args)
+    import torch
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from adapters.data.datasets import load_dataset
+    from adapters.meta.training import TrainConfig, train
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    console = Console(stderr=True)
+    ds = load_dataset(args.dataset, data_dir=args.data_dir, progress=not args.no_progress)
+    model_config = {"dim": args.dim} if args.dim else {}
+    cfg = TrainConfig(model=args.model, meta=args.meta, epochs=args.epochs, seed=args.seed, history=args.history,
+                      steps=args.steps, inner_lr=args.inner_lr, inner_lr_rating=getattr(args, "inner_lr_rating", None),
+                      prox=args.prox, rating_solver=getattr(args, "rating_solver", None),
+                      ridge_lambda=getattr(args, "ridge_lambda", None), freshness=getattr(args, "freshness", None),
+                      freshness_half_life=getattr(args, "freshness_half_life", None),
+                      item_rating_lr=getattr(args, "item_rating_lr", None), batch_users=args.batch_users,
+                      split=args.split, window=args.window, query_size=args.query_size, outer_lr=args.outer_lr,
+                      pretrain_epochs=args.pretrain_epochs, model_config=model_config, dataset_spec=args.dataset)
+    if args.coldstart_part:
+        from dataclasses import replace
+
+        from adapters.meta.checkpoint import training_fingerprint
+        from adapters.evaluation.coldstart import ColdStartConfig, part_label, split_users, training_part
+        cs = ColdStartConfig(seed=args.seed)
+        _, held_out = split_users(ds, cs)
+        full = ds
+        ds = training_part(ds, held_out)
+        cfg = replace(cfg, split="random", query_size=cs.query_size, window=cs.max_ratings, history=1.0,
+                      part=part_label(args.seed, cs))
+    t0 = time.perf_counter()
+    with Progress(TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[epochs]}"), BarColumn(),
+                  TextColumn("meta-loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                  console=console, disable=args.no_progress, transient=False) as progress:
+        task = progress.add_task("train", total=None, epoch=0, epochs=args.epochs, loss=float("nan"))
+
+        def on_step(epoch: int, step: int, n_steps: int, loss: float) -> None:
+            progress.update(task, total=n_steps * args.epochs, completed=epoch * n_steps + step + 1,
+                            epoch=epoch + 1, loss=loss)
+
+        ck = train(ds, cfg, on_step=on_step)
+    if args.coldstart_part:
+        ck.fingerprint = training_fingerprint(full.fingerprint, 1.0, cfg.part)
+    ck.save(args.out)
+    seconds = time.perf_counter() - t0
+    last = ck.metrics["epochs"][-1]["meta_loss"] if ck.metrics["epochs"] else float("nan")
+    console.print(f"wrote checkpoint [bold]{ck.version}[/bold] to {args.out} "
+                  f"({len(ck.item_ids) - 1} items, final meta-loss {last:.4f}, {seconds:.1f}s)")
+    print(json.dumps({"checkpoint": str(args.out), "version": ck.version, "seconds": round(seconds, 2)}))
+    return 0

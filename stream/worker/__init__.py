@@ -1,0 +1,1 @@
+"""The stream worker without Kafka: its configuration, the pure micro-batch core, expiry, model versions, metrics, HTTP."""

@@ -1,0 +1,134 @@
+"""Model versions: which checkpoint to serve, and noticing a newer one without restarting the worker.
+
+``--checkpoint PATH`` is either
+
+* a checkpoint directory (it holds a ``*.safetensors`` file), served as it is — it is still watched: rewriting it
+  in place (new files) switches to the rewritten version; or
+* a *model directory* holding versioned checkpoint directories, e.g. ``models/v1``, ``models/v2``: the one named
+  by the file ``PATH/LATEST`` (one line: a directory name relative to PATH, or an absolute path) is served; without
+  ``LATEST``, the most recently modified checkpoint directory.
+
+Publishing a new version safely: write the new checkpoint directory completely, then write ``LATEST`` (or, without
+``LATEST``, create the directory under another name and ``rename`` it into PATH). A candidate that fails to load
+is skipped with a warning and retried at the next poll; the worker keeps serving the current version.
+
+What happens to users on a switch (see :meth:`adapters.online.learner.OnlineLearner.switch`): their stored windows and
+seen items survive (remapped to the new item vocabulary), their adapted vectors do not — at their next event they
+are re-adapted from the new θ0 on their stored window. Lists carry the ``model_version`` that produced them.
+
+Example
+-------
+>>> import tempfile, pathlib
+>>> root = pathlib.Path(tempfile.mkdtemp())
+>>> for name in ("v1", "v2"):
+...     (root / name).mkdir(); _ = (root / name / "weights.safetensors").write_bytes(b"")
+>>> _ = (root / "LATEST").write_text("v1")
+>>> resolve_checkpoint(root).name
+'v1'
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from adapters.errors import MetarecError
+
+log = logging.getLogger(__name__)
+
+LATEST = "LATEST"
+
+
+def is_checkpoint_dir(path: Path) -> bool:
+    """True for a directory that holds a checkpoint (a ``*.safetensors`` file)."""
+    try:
+        return path.is_dir() and any(p.suffix == ".safetensors" for p in path.iterdir())
+    except OSError:
+        return False
+
+
+def _newest_mtime(path: Path) -> int:
+    try:
+        return max([path.stat().st_mtime_ns] + [p.stat().st_mtime_ns for p in path.iterdir()])
+    except OSError:
+        return 0
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """The checkpoint directory that ``path`` designates now (see the module docstring)."""
+    root = Path(path).expanduser()
+    if not root.exists():
+        raise MetarecError(f"checkpoint path {root} does not exist (train one with `metarec train ... --out DIR`)")
+    if not root.is_dir():
+        raise MetarecError(f"checkpoint path {root} is not a directory")
+    latest = root / LATEST
+    if latest.is_file():
+        try:
+            name = latest.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise MetarecError(f"cannot read {latest}: {exc}") from None
+        target = Path(name) if os.path.isabs(name) else root / name
+        if not is_checkpoint_dir(target):
+            raise MetarecError(f"{latest} names {name!r}, which is not a checkpoint directory")
+        return target
+    if is_checkpoint_dir(root):
+        return root
+    candidates = [p for p in root.iterdir() if is_checkpoint_dir(p)]
+    if not candidates:
+        raise MetarecError(f"{root} is neither a checkpoint directory nor a directory of checkpoint directories")
+    return max(candidates, key=lambda p: (_newest_mtime(p), p.name))
+
+
+def signature(path: Path) -> tuple[str, int]:
+    """What changes when the checkpoint at ``path`` is replaced: its path and newest file time."""
+    return str(path.resolve()), _newest_mtime(path)
+
+
+class CheckpointWatcher:
+    """Polls ``--checkpoint`` and returns a newly loaded checkpoint when it designates another version.
+
+    ``loader`` is :meth:`adapters.meta.checkpoint.Checkpoint.load` (injectable for tests).
+    """
+
+    def __init__(self, path: str | Path, loader: Callable[[Path], Any]) -> None:
+        self.path = Path(path)
+        self.loader = loader
+        self.current: Any = None
+        self._signature: tuple[str, int] | None = None
+
+    def load_initial(self) -> Any:
+        """Load the checkpoint to serve at start (errors are the user's: :class:`MetarecError`)."""
+        target = resolve_checkpoint(self.path)
+        sig = signature(target)
+        try:
+            self.current = self.loader(target)
+        except MetarecError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a broken checkpoint is a user error at start
+            raise MetarecError(f"cannot load checkpoint {target}: {type(exc).__name__}: {exc}") from None
+        self._signature = sig
+        return self.current
+
+    def poll(self) -> Any | None:
+        """A newly loaded checkpoint of another version, or None (nothing new, or the candidate is not loadable)."""
+        try:
+            target = resolve_checkpoint(self.path)
+        except MetarecError as exc:
+            log.warning("model watch: %s", exc)
+            return None
+        sig = signature(target)
+        if sig == self._signature:
+            return None
+        try:
+            ckpt = self.loader(target)
+        except Exception as exc:  # noqa: BLE001 - maybe still being written: retry at the next poll
+            log.warning("model watch: cannot load %s yet (%s: %s)", target, type(exc).__name__, exc)
+            return None
+        self._signature = sig
+        if self.current is not None and getattr(ckpt, "version", None) == getattr(self.current, "version", None):
+            log.info("model watch: %s has the version already served (%s)", target, ckpt.version)
+            return None
+        self.current = ckpt
+        return ckpt
