@@ -24,14 +24,11 @@ Example
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import torch
-
-UNKNOWN = 0  # row 0 of the item table and of the user table: unknown id / padding
 
 
 @dataclass(frozen=True)
@@ -141,8 +138,3 @@ class Adapter(Protocol):
     def decode_state(self, data: bytes) -> torch.Tensor:
         """Bytes from :meth:`encode_state` → ``[state_dim]`` float32 tensor."""
         ...
-
-
-def is_implicit(rating: float | None) -> bool:
-    """True for an event without an explicit, finite rating."""
-    return rating is None or (isinstance(rating, float) and math.isnan(rating))

@@ -19,6 +19,7 @@ import csv
 import hashlib
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -45,6 +46,35 @@ def read_events_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarra
         a non-numeric rating or timestamp (naming the line), or no events at all.
     """
     path = Path(path)
+    text, fingerprint = _read_text(path)
+    reader, first, columns = _reader(path, text)
+    iu, ii, ir, it = columns
+    width = max(columns) + 1
+    users: list[str] = []
+    items: list[str] = []
+    ratings: list[float] = []
+    stamps: list[float] = []
+    for row in reader:
+        if not row or (len(row) == 1 and not row[0].strip()):
+            continue
+        lineno = first + reader.line_num
+        if len(row) < width:
+            raise MetarecError(f"{path}: line {lineno}: expected at least {width} fields, found {len(row)}")
+        u, i, r, t = row[iu].strip(), row[ii].strip(), row[ir].strip(), row[it].strip()
+        if not u or not i:
+            raise MetarecError(f"{path}: line {lineno}: empty {'user_id' if not u else 'item_id'}")
+        users.append(u)
+        items.append(i)
+        ratings.append(_rating(path, lineno, r))
+        stamps.append(_timestamp(path, lineno, t))
+    if not users:
+        raise MetarecError(f"{path}: no events after the header")
+    return (np.array(users, dtype=object), np.array(items, dtype=object), np.array(ratings, dtype=np.float32),
+            np.array(stamps, dtype=np.float64), fingerprint)
+
+
+def _read_text(path: Path) -> tuple[str, str]:
+    """The file's text (UTF-8, a BOM dropped) and the sha256 of its bytes."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -57,7 +87,12 @@ def read_events_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarra
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise MetarecError(f"{path}: line {line}: not UTF-8 text") from None
+    return text, fingerprint
 
+
+def _reader(path: Path, text: str) -> tuple[Any, int, tuple[int, int, int, int]]:
+    """A CSV reader positioned after the header, the header's 0-based line index, and the column index of each
+    :data:`REQUIRED` column (in that order)."""
     lines = text.splitlines()
     first = next((i for i, ln in enumerate(lines) if ln.strip()), None)
     if first is None:
@@ -71,43 +106,29 @@ def read_events_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarra
         raise MetarecError(f"{path}: line {first + 1}: header ({sep}-separated) lacks column(s) {', '.join(missing)}; "
                            f"it must name user_id,item_id,rating,timestamp")
     iu, ii, ir, it = (header.index(c) for c in REQUIRED)
-    width = max(iu, ii, ir, it) + 1
+    return reader, first, (iu, ii, ir, it)
 
-    users: list[str] = []
-    items: list[str] = []
-    ratings: list[float] = []
-    stamps: list[float] = []
-    nan = math.nan
-    for row in reader:
-        if not row or (len(row) == 1 and not row[0].strip()):
-            continue
-        lineno = first + reader.line_num
-        if len(row) < width:
-            raise MetarecError(f"{path}: line {lineno}: expected at least {width} fields, found {len(row)}")
-        u, i, r, t = row[iu].strip(), row[ii].strip(), row[ir].strip(), row[it].strip()
-        if not u or not i:
-            raise MetarecError(f"{path}: line {lineno}: empty {'user_id' if not u else 'item_id'}")
-        if r:
-            try:
-                rv = float(r)
-            except ValueError:
-                raise MetarecError(f"{path}: line {lineno}: rating {r[:40]!r} is not a number") from None
-            if not math.isfinite(rv):
-                raise MetarecError(f"{path}: line {lineno}: rating {r[:40]!r} is not a finite number")
-        else:
-            rv = nan
-        try:
-            tv = float(t)
-        except ValueError:
-            raise MetarecError(f"{path}: line {lineno}: timestamp {t[:40]!r} is not a number "
-                               f"(expected epoch seconds)") from None
-        if not math.isfinite(tv):
-            raise MetarecError(f"{path}: line {lineno}: timestamp {t[:40]!r} is not a finite number")
-        users.append(u)
-        items.append(i)
-        ratings.append(rv)
-        stamps.append(tv)
-    if not users:
-        raise MetarecError(f"{path}: no events after the header")
-    return (np.array(users, dtype=object), np.array(items, dtype=object), np.array(ratings, dtype=np.float32),
-            np.array(stamps, dtype=np.float64), fingerprint)
+
+def _rating(path: Path, lineno: int, r: str) -> float:
+    """The rating field as a float (NaN for an empty field: an implicit event)."""
+    if not r:
+        return math.nan
+    try:
+        rv = float(r)
+    except ValueError:
+        raise MetarecError(f"{path}: line {lineno}: rating {r[:40]!r} is not a number") from None
+    if not math.isfinite(rv):
+        raise MetarecError(f"{path}: line {lineno}: rating {r[:40]!r} is not a finite number")
+    return rv
+
+
+def _timestamp(path: Path, lineno: int, t: str) -> float:
+    """The timestamp field as float epoch seconds."""
+    try:
+        tv = float(t)
+    except ValueError:
+        raise MetarecError(f"{path}: line {lineno}: timestamp {t[:40]!r} is not a number "
+                           f"(expected epoch seconds)") from None
+    if not math.isfinite(tv):
+        raise MetarecError(f"{path}: line {lineno}: timestamp {t[:40]!r} is not a finite number")
+    return tv

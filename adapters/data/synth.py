@@ -129,9 +129,56 @@ def generate(config: SynthConfig | None = None) -> SynthStream:
     cfg = config or SynthConfig()
     cfg.validate()
     rng = np.random.default_rng(cfg.seed)
-    U, I, K, C, k = cfg.n_users, cfg.n_items, cfg.events_per_user, cfg.n_clusters, cfg.interests
+    U, I, K = cfg.n_users, cfg.n_items, cfg.events_per_user
+    topics = _item_topics(rng, cfg)
+    drift = _user_drift(rng, cfg)
+    # events, user-major: seq position t of user u
+    user = np.repeat(np.arange(U), K)
+    seq = np.tile(np.arange(K), U)
+    chosen, topic = _event_topics(rng, cfg, drift, user, seq)
+    item = topics.draw(rng, topic)
+    _redraw_repeats(rng, cfg, topics, user, topic, item)
+    # ratings: liked topics score high
+    liked = (topics.item_cluster[item][:, None] == chosen).any(axis=1)
+    mean = np.where(liked, 4.3, 2.2)
+    ratings = np.clip(np.rint(mean + rng.normal(0.0, 0.8, U * K)), 1, 5).astype(np.float32)
+    ts = _timestamps(rng, cfg)
+    perm = np.lexsort((seq, user, ts))                       # by time; ties by user then sequence
+    users_str = np.array([f"u{n + 1}" for n in range(U)], dtype=object)
+    items_str = np.array([f"i{n + 1}" for n in range(I)], dtype=object)
+    truth = _truth(cfg, drift, topics.item_cluster, ts, users_str, items_str)
+    log.info("synth: %d events, %d users (%d drifting), %d items", U * K, U, int(drift.drifting.sum()), I)
+    return SynthStream(user_ids=users_str[user[perm]], item_ids=items_str[item[perm]], ratings=ratings[perm],
+                       timestamps=ts[perm], truth=truth)
 
-    # ---- items: topics and within-topic popularity (global CDF offset by topic: value c + cdf)
+
+@dataclass
+class _Topics:
+    """Items' topics and within-topic popularity: a global CDF offset by topic (topic c spans (c, c+1])."""
+
+    item_cluster: np.ndarray  #: topic of each item [I]
+    order: np.ndarray  #: items grouped by topic, random rank within [I]
+    global_cdf: np.ndarray  #: increasing [I]
+
+    def draw(self, rng: np.random.Generator, topics: np.ndarray) -> np.ndarray:
+        """One item per entry of ``topics``, by popularity within its topic."""
+        pos = np.searchsorted(self.global_cdf, topics + 1.0 - rng.random(topics.shape[0]), side="left")  # (c, c+1]
+        return self.order[np.minimum(pos, len(self.order) - 1)]
+
+
+@dataclass
+class _Drift:
+    """Each user's interests before/after, whether and how they drift, and where (own event index)."""
+
+    old: np.ndarray  #: [U, interests]
+    new: np.ndarray  #: [U, interests]
+    drifting: np.ndarray  #: bool [U]
+    gradual: np.ndarray  #: bool [U]
+    drift_idx: np.ndarray  #: [U]
+
+
+def _item_topics(rng: np.random.Generator, cfg: SynthConfig) -> _Topics:
+    I, C = cfg.n_items, cfg.n_clusters
     item_cluster = rng.permutation(np.arange(I) % C)
     order = np.lexsort((rng.random(I), item_cluster))            # items grouped by topic, random rank within
     sizes = np.bincount(item_cluster, minlength=C)
@@ -143,12 +190,11 @@ def generate(config: SynthConfig | None = None) -> SynthStream:
     totals = np.repeat(np.add.reduceat(weight, starts), sizes)
     global_cdf = item_cluster[order] + (csum - before) / totals   # increasing; topic c spans (c, c+1]
     global_cdf[np.cumsum(sizes) - 1] = np.arange(C) + 1.0         # exact upper ends
+    return _Topics(item_cluster=item_cluster, order=order, global_cdf=global_cdf)
 
-    def draw_items(topics: np.ndarray) -> np.ndarray:
-        pos = np.searchsorted(global_cdf, topics + 1.0 - rng.random(topics.shape[0]), side="left")  # (c, c+1]
-        return order[np.minimum(pos, I - 1)]
 
-    # ---- users: interests before/after, drift kind and position
+def _user_drift(rng: np.random.Generator, cfg: SynthConfig) -> _Drift:
+    U, C, k, K = cfg.n_users, cfg.n_clusters, cfg.interests, cfg.events_per_user
     old = _pick_distinct(rng, U, C, k)
     mask = np.zeros((U, C), dtype=bool)
     np.put_along_axis(mask, old, True, axis=1)
@@ -160,78 +206,84 @@ def generate(config: SynthConfig | None = None) -> SynthStream:
         gradual = np.full(U, cfg.drift == "gradual")
     lo, hi = (int(round(f * K)) for f in cfg.drift_at)
     drift_idx = rng.integers(max(lo, 1), max(hi, lo + 1, 2), size=U, endpoint=False)
+    return _Drift(old=old, new=new, drifting=drifting, gradual=gradual, drift_idx=drift_idx)
 
-    # ---- events, user-major: seq position t of user u
-    E = U * K
-    user = np.repeat(np.arange(U), K)
-    seq = np.tile(np.arange(K), U)
-    d = drift_idx[user]
-    p_new = np.where(gradual[user], np.clip((seq - d + 1) / cfg.gradual_span, 0.0, 1.0), (seq >= d).astype(float))
-    p_new = np.where(drifting[user], p_new, 0.0)
+
+def _event_topics(rng: np.random.Generator, cfg: SynthConfig, drift: _Drift, user: np.ndarray,
+                  seq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each event's current interests ``[E, k]`` (old or new, by the drift) and drawn topic ``[E]``."""
+    E, C, k = len(user), cfg.n_clusters, cfg.interests
+    d = drift.drift_idx[user]
+    p_new = np.where(drift.gradual[user], np.clip((seq - d + 1) / cfg.gradual_span, 0.0, 1.0),
+                     (seq >= d).astype(float))
+    p_new = np.where(drift.drifting[user], p_new, 0.0)
     use_new = rng.random(E) < p_new
-    chosen = np.where(use_new[:, None], new[user], old[user])           # [E, k] current interests
+    chosen = np.where(use_new[:, None], drift.new[user], drift.old[user])           # [E, k] current interests
     focused = rng.random(E) < cfg.focus
     topic = np.where(focused, chosen[np.arange(E), rng.integers(0, k, E)], rng.integers(0, C, E))
-    item = draw_items(topic)
+    return chosen, topic
 
-    # ---- no repeated item per user: redraw repeats from the same topic, then fall back to any unseen item
+
+def _repeats(user: np.ndarray, item: np.ndarray, n_items: int) -> np.ndarray:
+    """bool [E]: the event repeats an earlier item of its user (user-major order = time order per user)."""
+    key = user.astype(np.int64) * n_items + item
+    _, first = np.unique(key, return_index=True)
+    dup = np.ones(len(item), dtype=bool)
+    dup[first] = False
+    return dup
+
+
+def _redraw_repeats(rng: np.random.Generator, cfg: SynthConfig, topics: _Topics, user: np.ndarray,
+                    topic: np.ndarray, item: np.ndarray) -> None:
+    """No repeated item per user (``item`` in place): redraw repeats from the same topic, then fall back to
+    any unseen item."""
+    I, K = cfg.n_items, cfg.events_per_user
     for _ in range(30):
-        key = user.astype(np.int64) * I + item
-        _, first = np.unique(key, return_index=True)
-        dup = np.ones(E, dtype=bool)
-        dup[first] = False                                   # user-major order = time order per user
+        dup = _repeats(user, item, I)
         if not dup.any():
-            break
-        item[dup] = draw_items(topic[dup])
-    else:
-        key = user.astype(np.int64) * I + item
-        _, first = np.unique(key, return_index=True)
-        dup = np.ones(E, dtype=bool)
-        dup[first] = False
-        for e in np.flatnonzero(dup):
-            u = user[e]
-            seen = set(np.delete(item[u * K: (u + 1) * K], e - u * K).tolist())
-            pool = [j for j in np.flatnonzero(item_cluster == topic[e]) if j not in seen]
-            pool = pool or [j for j in range(I) if j not in seen]
-            item[e] = pool[int(rng.integers(len(pool)))]
+            return
+        item[dup] = topics.draw(rng, topic[dup])
+    for e in np.flatnonzero(_repeats(user, item, I)):
+        u = user[e]
+        seen = set(np.delete(item[u * K: (u + 1) * K], e - u * K).tolist())
+        pool = [j for j in np.flatnonzero(topics.item_cluster == topic[e]) if j not in seen]
+        pool = pool or [j for j in range(I) if j not in seen]
+        item[e] = pool[int(rng.integers(len(pool)))]
 
-    # ---- ratings: liked topics score high
-    liked = (item_cluster[item][:, None] == chosen).any(axis=1)
-    mean = np.where(liked, 4.3, 2.2)
-    ratings = np.clip(np.rint(mean + rng.normal(0.0, 0.8, E)), 1, 5).astype(np.float32)
 
-    # ---- time: each user active over their own window; strictly increasing per user; users interleave
+def _timestamps(rng: np.random.Generator, cfg: SynthConfig) -> np.ndarray:
+    """``[U * K]`` user-major: each user active over their own window; strictly increasing per user; users
+    interleave."""
+    U, K = cfg.n_users, cfg.events_per_user
     T = cfg.days * 86_400.0
     begin = rng.uniform(0.0, 0.45 * T, U)
     length = rng.uniform(0.4 * T, 0.55 * T, U)
     t = np.sort(rng.uniform(0.0, 1.0, (U, K)), axis=1) * length[:, None] + begin[:, None]
     t = np.floor(t).astype(np.int64)
     t = np.maximum.accumulate(t - np.arange(K), axis=1) + np.arange(K)  # strictly increasing per user
-    ts = (cfg.start + t.reshape(-1)).astype(np.float64)
+    return (cfg.start + t.reshape(-1)).astype(np.float64)
 
-    perm = np.lexsort((seq, user, ts))                       # by time; ties by user then sequence
-    users_str = np.array([f"u{n + 1}" for n in range(U)], dtype=object)
-    items_str = np.array([f"i{n + 1}" for n in range(I)], dtype=object)
 
+def _truth(cfg: SynthConfig, drift: _Drift, item_cluster: np.ndarray, ts: np.ndarray, users_str: np.ndarray,
+           items_str: np.ndarray) -> dict:
+    """The JSON-able ground truth: config, item clusters, per-user drift."""
+    K = cfg.events_per_user
     truth_users = {}
-    for u in range(U):
-        kind = "none" if not drifting[u] else ("gradual" if gradual[u] else "abrupt")
-        entry = {"kind": kind, "events": K, "old_clusters": sorted(old[u].tolist())}
-        if drifting[u]:
-            di = int(drift_idx[u])
+    for u in range(cfg.n_users):
+        kind = "none" if not drift.drifting[u] else ("gradual" if drift.gradual[u] else "abrupt")
+        entry = {"kind": kind, "events": K, "old_clusters": sorted(drift.old[u].tolist())}
+        if drift.drifting[u]:
+            di = int(drift.drift_idx[u])
             entry.update({"drift_index": di, "drift_timestamp": float(ts[u * K + di]),
-                          "new_clusters": sorted(new[u].tolist())})
-            if gradual[u]:
+                          "new_clusters": sorted(drift.new[u].tolist())})
+            if drift.gradual[u]:
                 entry["span"] = cfg.gradual_span
         truth_users[str(users_str[u])] = entry
-    truth = {
+    return {
         "description": "Ground truth of metarec synth. drift_index: 0-based index in the user's own event sequence "
                        "of the first event drawn under the new interests (abrupt), or where the share of new-interest "
                        "draws starts rising linearly to 1 over `span` events (gradual).",
         "config": {**asdict(cfg), "drift_at": list(cfg.drift_at)},
-        "item_clusters": {str(items_str[j]): int(item_cluster[j]) for j in range(I)},
+        "item_clusters": {str(items_str[j]): int(item_cluster[j]) for j in range(cfg.n_items)},
         "users": truth_users,
     }
-    log.info("synth: %d events, %d users (%d drifting), %d items", E, U, int(drifting.sum()), I)
-    return SynthStream(user_ids=users_str[user[perm]], item_ids=items_str[item[perm]], ratings=ratings[perm],
-                       timestamps=ts[perm], truth=truth)

@@ -11,7 +11,8 @@ splits, in the same run:
 * ``global_mean``   — the mean training rating.
 
 Metrics over the query items: ``mae``, ``rmse`` (pooled over all query events), ``ndcg@1``, ``ndcg@3`` (query
-items ranked by predicted rating, gain = true rating, averaged over users).
+items ranked by predicted rating, gain = true rating, averaged over users). The settings are a
+:class:`~adapters.evaluation.config.ColdStartConfig`.
 """
 from __future__ import annotations
 
@@ -26,26 +27,11 @@ import torch
 from adapters.base import SupportBatch
 from adapters.meta.checkpoint import Checkpoint, training_fingerprint
 from adapters.errors import MetarecError
+from adapters.evaluation.config import ColdStartConfig
 from adapters.evaluation.metrics import mae, mean_ndcg_at_k, rmse
 from adapters.meta.training import TrainConfig, train
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ColdStartConfig:
-    model: str = "melu"
-    meta: str = "maml"
-    seed: int = 0
-    steps: int | None = None  #: inner steps at test time (None = the checkpoint's)
-    epochs: int = 20
-    min_ratings: int = 13
-    max_ratings: int = 100
-    test_fraction: float = 0.2
-    query_size: int = 10
-    batch_users: int = 32
-    inner_lr: float | None = None
-    dataset_spec: str = ""
 
 
 def part_label(seed: int, cfg: ColdStartConfig | None = None) -> str:

@@ -139,7 +139,7 @@ def recovery_report(result: Any, truth: dict[str, Any], config: RecoveryConfig |
         hits_all = (result.traces[name].rank_array() < result.config.k).astype(np.float64)
         recov: list[int] = []
         levels: list[float] = []
-        measured = not_recovered = 0
+        measured = 0
         curve_sum = np.zeros(len(offsets))
         curve_n = np.zeros(len(offsets))
         for code, di in drifting.items():
@@ -156,9 +156,7 @@ def recovery_report(result: Any, truth: dict[str, Any], config: RecoveryConfig |
                 continue
             measured += 1
             levels.append(r[0])
-            if r[1] is None:
-                not_recovered += 1
-            else:
+            if r[1] is not None:
                 recov.append(r[1])
         with np.errstate(invalid="ignore", divide="ignore"):
             curve = np.where(curve_n > 0, curve_sum / np.maximum(curve_n, 1), np.nan)

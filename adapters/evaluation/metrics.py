@@ -10,8 +10,6 @@ Example
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 
@@ -49,16 +47,6 @@ def mean_ndcg_at_k(pred: np.ndarray, gains: np.ndarray, k: int) -> float:
     return float(np.mean(vals)) if vals else float("nan")
 
 
-def rank_of(scores: np.ndarray, target: int, candidates: np.ndarray | None = None) -> float:
-    """Rank of ``target`` among ``candidates`` (all when None): strictly higher + half of the other ties."""
-    s = np.asarray(scores, dtype=np.float64)
-    c = s if candidates is None else s[candidates]
-    t = s[target]
-    higher = float((c > t).sum())
-    ties = float((c == t).sum()) - (1.0 if candidates is None or target in set(np.asarray(candidates).tolist()) else 0.0)
-    return higher + max(ties, 0.0) / 2.0
-
-
 def rolling_mean(values: np.ndarray, window: int) -> np.ndarray:
     """Trailing mean over the last ``window`` values (shorter at the start).
 
@@ -71,8 +59,3 @@ def rolling_mean(values: np.ndarray, window: int) -> np.ndarray:
     idx = np.arange(1, len(values) + 1)
     lo = np.maximum(idx - window, 0)
     return (c[idx] - c[lo]) / (idx - lo)
-
-
-def ndcg_of_rank(rank: float) -> float:
-    """Gain of one hit at ``rank`` (0-based)."""
-    return 1.0 / math.log2(rank + 2.0)

@@ -18,7 +18,8 @@ Micro-batched models (the :class:`~adapters.online.learner.OnlineLearner`) score
 had before the batch and then learn the batch, as the stream worker does; per-event models (popularity, River)
 score and learn event by event. Ranks (:mod:`adapters.evaluation.ranks`) and the top-k lists behind the beyond-accuracy
 figures (:mod:`adapters.evaluation.listmetrics`) are computed here, vectorized over the batch, with exact per-event candidate
-sets. The command-line driver is :mod:`adapters.evaluation.prequential_run`.
+sets. The driver of a whole evaluation run (θ0, the models, the JSON and the report) is
+:mod:`adapters.evaluation.prequential_run`.
 
 Example
 -------
@@ -369,8 +370,3 @@ def run_protocol(stream: EventStream, models: Sequence[StreamModel], config: Pre
         log.info("%s: %.1f s", tr.name, tr.seconds)
     return PrequentialResult(stream=stream, config=config, traces=traces)
 
-
-def run_prequential(args: object) -> dict:
-    """``metarec evaluate --protocol prequential`` (see :mod:`adapters.evaluation.prequential_run`): the JSON report."""
-    from adapters.evaluation.prequential_run import run_prequential as _run
-    return _run(args)

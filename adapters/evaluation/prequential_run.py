@@ -1,51 +1,52 @@
 """``metarec evaluate --protocol prequential``: θ0, the models, the run, the JSON, the report.
 
 Everything protocol-related lives in :mod:`adapters.evaluation.prequential`, the models in :mod:`adapters.evaluation.baselines`;
-this module wires them for the command line:
+this module wires them for one run described by an :class:`~adapters.evaluation.config.EvaluationConfig`:
 
-1. load the dataset, encode it as an :class:`~adapters.evaluation.prequential.EventStream` with the ``--history`` cut;
-2. θ0: the ``--checkpoint`` if its training fingerprint says it was trained on exactly this history part of
+1. load the dataset, encode it as an :class:`~adapters.evaluation.prequential.EventStream` with the ``history`` cut;
+2. θ0: the ``checkpoint`` if its training fingerprint says it was trained on exactly this history part of
    exactly this file, else meta-trained here on the history part (``adapters.meta.training.train``); the
    ``erm_finetune`` checkpoint is trained here the same way with ``meta="erm"`` (no inner loop in training);
 3. the models: ``metarec`` (θ0 + :class:`~adapters.online.learner.OnlineLearner`), ``no_adaptation`` (same, ``steps=0``),
-   ``erm_finetune`` (ERM checkpoint + the same learner config), ``popularity``, ``popularity_decayed``
-   (half-life 5,000 events), ``river_biasedmf``, ``cooccurrence`` (:mod:`adapters.evaluation.cooccurrence`);
+   ``erm_finetune`` (ERM checkpoint + the same learner config, θ0's inner steps included), ``popularity``,
+   ``popularity_decayed`` (half-life 5,000 events), ``river_biasedmf``, ``cooccurrence``
+   (:mod:`adapters.evaluation.cooccurrence`);
 4. run the protocol, add the drift-recovery section when the dataset is a CSV with a ``.drift.json`` sidecar,
-   write the report directory when asked.
+   write the report directory when asked (with the config's ``command`` as the command line).
 """
 from __future__ import annotations
 
 import logging
-import shlex
-import sys
 import time
 from dataclasses import asdict, replace
 from typing import Any
 
 from adapters.errors import MetarecError
+from adapters.evaluation.config import EvaluationConfig
+from adapters.evaluation.prequential import PrequentialConfig
 
 log = logging.getLogger(__name__)
 
 POPULARITY_RATING_NOTE = ("popularity and popularity_decayed have no rating model: their rmse/mae are those of the "
                           "item's mean rating so far (decay-weighted for popularity_decayed; the global mean for an "
                           "item without a rating yet)")
+UNKNOWN_ITEMS_NOTE = ("items first seen after the history are not in the checkpoint vocabulary; "
+                      "metarec/no_adaptation/erm_finetune never recommend them (score -inf), like the worker")
+DRIFT_MODELS = ("metarec", "no_adaptation", "erm_finetune", "popularity", "popularity_decayed", "river_biasedmf",
+                "cooccurrence")
 
 
-def command_line() -> str:
-    """The command line of this process, as the user would type it."""
-    return "metarec " + shlex.join(sys.argv[1:])
-
-
-def _train(ds: Any, args: Any, meta: str, history: float, progress: bool) -> Any:
+def _train(ds: Any, config: EvaluationConfig, model: str, meta: str, progress: bool) -> Any:
+    """Train a checkpoint of ``model`` with ``meta`` on the history part of ``ds``."""
     from adapters.meta.training import TrainConfig, train
 
-    cfg = TrainConfig(model=args.model or "seq", meta=meta, history=history, seed=args.seed,
-                      dataset_spec=args.dataset)
-    if getattr(args, "epochs", None) is not None:
-        cfg.epochs = args.epochs
-    if getattr(args, "steps", None) is not None:
-        cfg.steps = args.steps
-    log.info("training θ0 (%s, %s) on the first %.0f%% of %s", cfg.model, meta, 100 * history, args.dataset)
+    cfg = TrainConfig(model=model, meta=meta, history=config.history, seed=config.seed,
+                      dataset_spec=config.dataset)
+    if config.epochs is not None:
+        cfg.epochs = config.epochs
+    if config.steps is not None:
+        cfg.steps = config.steps
+    log.info("training θ0 (%s, %s) on the first %.0f%% of %s", cfg.model, meta, 100 * config.history, config.dataset)
     t0 = time.perf_counter()
     if progress:
         from rich.progress import Progress
@@ -94,74 +95,99 @@ def build_models(stream: Any, checkpoint: Any, erm_checkpoint: Any, online: Any)
     ]
 
 
-def run_prequential(args: Any) -> dict[str, Any]:
-    """Run the prequential evaluation described by the ``metarec evaluate`` arguments; return the JSON report."""
+def _protocol_config(config: EvaluationConfig) -> PrequentialConfig:
+    """The protocol's settings (a ``batch_seconds`` of 0 or None: micro-batches cut by ``batch_size`` only)."""
+    seconds = config.batch_seconds
+    return PrequentialConfig(history=float(config.history), batch_size=int(config.batch_size),
+                             batch_seconds=float(seconds) if seconds else None)
+
+
+def _drift_truth(dataset: str) -> Any:
+    """The planted-drift ground truth of a synthetic CSV (its ``.drift.json`` sidecar), else None."""
+    from adapters.evaluation.drift import load_truth, sidecar_path
+
+    side = sidecar_path(dataset)
+    if dataset.lower() not in ("ml-100k", "ml-1m") and side.exists():
+        return load_truth(side)
+    return None
+
+
+def _checkpoints(ds: Any, config: EvaluationConfig, progress: bool) -> tuple[Any, Any, float]:
+    """θ0 (loaded or trained here), the ERM checkpoint trained here, and the training seconds."""
+    from adapters.meta.config import TrainConfig
+
+    t0 = time.perf_counter()
+    if config.checkpoint:
+        checkpoint = load_matching_checkpoint(config.checkpoint, ds, config.history)
+        if config.model and config.model != checkpoint.model:
+            raise MetarecError(f"--model {config.model} but the checkpoint is a {checkpoint.model} model")
+    else:
+        checkpoint = _train(ds, config, config.model or TrainConfig.model, config.meta, progress)
+    erm = _train(ds, config, config.model or checkpoint.model, "erm", progress)
+    return checkpoint, erm, time.perf_counter() - t0
+
+
+def run_prequential(config: EvaluationConfig) -> dict[str, Any]:
+    """Run the prequential evaluation described by ``config``; return the JSON report.
+
+    Parameters
+    ----------
+    config : EvaluationConfig
+        The run's settings; ``config.command`` is recorded as the command line of the report directory.
+
+    Returns
+    -------
+    dict
+        ``protocol``, ``dataset``, ``events``, ``models`` (figures per model), counts, ``checkpoint``, ``online``
+        (the learner settings, inner steps resolved), ``seconds``, ``notes``, and ``drift`` for a planted-drift CSV.
+    """
     import torch
 
     from adapters.data.datasets import load_dataset
-    from adapters.evaluation.drift import load_truth, recovery_report, sidecar_path
-    from adapters.online.learner import OnlineConfig
-    from adapters.evaluation.prequential import EventStream, PrequentialConfig, run_protocol
+    from adapters.evaluation.prequential import EventStream, run_protocol
+    from adapters.online.config import OnlineConfig
 
-    progress = not getattr(args, "no_progress", False)
-    seconds = getattr(args, "batch_seconds", 1.0)
-    online = OnlineConfig(steps=3 if getattr(args, "steps", None) is None else args.steps,
-                          max_items=getattr(args, "max_items", None))  # checked before any work
-    config = PrequentialConfig(history=float(args.history), batch_size=int(getattr(args, "batch_size", 256)),
-                               batch_seconds=float(seconds) if seconds else None)
-    if getattr(args, "report", None):
+    online = OnlineConfig(steps=config.steps, max_items=config.max_items)  # checked before any work
+    protocol = _protocol_config(config)
+    if config.report:
         from adapters.evaluation.report import _pyplot
         _pyplot()  # fail now, not after an hour, when matplotlib is missing
-    ds = load_dataset(args.dataset, data_dir=getattr(args, "data_dir", None), progress=progress)
-    stream = EventStream.from_dataset(ds, history=config.history, positive_threshold=config.positive_threshold)
-    truth = None
-    side = sidecar_path(args.dataset)
-    if args.dataset.lower() not in ("ml-100k", "ml-1m") and side.exists():
-        truth = load_truth(side)
-    torch.manual_seed(args.seed)
-    t0 = time.perf_counter()
-    if args.checkpoint:
-        checkpoint = load_matching_checkpoint(args.checkpoint, ds, config.history)
-        if args.model and args.model != checkpoint.model:
-            raise MetarecError(f"--model {args.model} but the checkpoint is a {checkpoint.model} model")
-    else:
-        checkpoint = _train(ds, args, args.meta or "maml", config.history, progress)
-    erm_args = replace_ns(args, model=args.model or checkpoint.model)
-    erm = _train(ds, erm_args, "erm", config.history, progress)
-    train_seconds = time.perf_counter() - t0
+    ds = load_dataset(config.dataset, data_dir=config.data_dir, progress=config.progress)
+    stream = EventStream.from_dataset(ds, history=protocol.history, positive_threshold=protocol.positive_threshold)
+    truth = _drift_truth(config.dataset)
+    torch.manual_seed(config.seed)
+    checkpoint, erm, train_seconds = _checkpoints(ds, config, config.progress)
+    if online.steps is None:  # θ0's inner steps, for erm_finetune too: the same learner config for both
+        online = replace(online, steps=checkpoint.adapter.inner.steps)
     models = build_models(stream, checkpoint, erm, online)
-    result = run_protocol(stream, models, config, progress=progress)
+    result = run_protocol(stream, models, protocol, progress=config.progress)
     summary = result.summary()
     report: dict[str, Any] = {
-        "protocol": "prequential", "dataset": args.dataset, "events": len(stream), "models": summary,
+        "protocol": "prequential", "dataset": config.dataset, "events": len(stream), "models": summary,
         "scored_events": len(stream) - stream.start, "positive_events": int(len(result.positive_positions)),
-        "history": config.history,
+        "history": protocol.history,
         "checkpoint": {"version": checkpoint.version, "model": checkpoint.model, "meta": checkpoint.meta,
-                       "trained_here": not args.checkpoint, "erm_version": erm.version},
+                       "trained_here": not config.checkpoint, "erm_version": erm.version},
         "online": asdict(online),
         "seconds": {name: round(tr.seconds, 2) for name, tr in result.traces.items()} | {
             "training": round(train_seconds, 2)},
-        "notes": {"popularity_rmse": POPULARITY_RATING_NOTE,
-                  "unknown_items": "items first seen after the history are not in the checkpoint vocabulary; "
-                                   "metarec/no_adaptation/erm_finetune never recommend them (score -inf), like the worker"},
+        "notes": {"popularity_rmse": POPULARITY_RATING_NOTE, "unknown_items": UNKNOWN_ITEMS_NOTE},
     }
     if truth is not None:
-        report["drift"] = recovery_report(result, truth, models=["metarec", "no_adaptation", "erm_finetune",
-                                                                  "popularity", "popularity_decayed",
-                                                                  "river_biasedmf", "cooccurrence"])
-    if getattr(args, "report", None):
-        from adapters.evaluation.report import write_report
-        run_config = {k: v for k, v in report.items() if k not in ("models", "drift")}
-        run_config["protocol_config"] = asdict(config)
-        run_config["dataset_fingerprint"] = ds.fingerprint
-        write_report(args.report, result, summary, run_config, command_line(), drift=report.get("drift"))
+        from adapters.evaluation.drift import recovery_report
+        report["drift"] = recovery_report(result, truth, models=list(DRIFT_MODELS))
+    if config.report:
+        _write_report_directory(config, report, result, summary, protocol, ds.fingerprint)
     return report
 
 
-def replace_ns(ns: Any, **changes: Any) -> Any:
-    """A shallow copy of an argparse namespace with some attributes changed."""
-    import argparse
-    out = argparse.Namespace(**vars(ns))
-    for k, v in changes.items():
-        setattr(out, k, v)
-    return out
+def _write_report_directory(config: EvaluationConfig, report: dict[str, Any], result: Any,
+                            summary: dict[str, dict[str, float]], protocol: PrequentialConfig,
+                            fingerprint: str) -> None:
+    """The report directory: figures, plots, the run's configuration and ``config.command``."""
+    from adapters.evaluation.report import write_report
+
+    run_config = {k: v for k, v in report.items() if k not in ("models", "drift")}
+    run_config["protocol_config"] = asdict(protocol)
+    run_config["dataset_fingerprint"] = fingerprint
+    write_report(config.report, result, summary, run_config, config.command, drift=report.get("drift"))

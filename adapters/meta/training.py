@@ -4,7 +4,8 @@ A *task* is one user at one moment: ``split="time"`` cuts each user's event sequ
 (support = up to ``window`` events before the cut, query = the next ``query_size`` events — what the stream
 worker faces); ``split="random"`` shuffles a user's events (query = ``query_size`` random events, support =
 the rest — the MeLU protocol). ``mf`` first pre-trains its item side with a full-softmax MF over the training
-events (free per-user vectors), then meta-trains everything, θ0 included.
+events (free per-user vectors), then meta-trains everything, θ0 included. The settings (:class:`TrainConfig`) and
+the per-model defaults they fall back on live in :mod:`adapters.meta.config`.
 
 Example
 -------
@@ -18,7 +19,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,9 @@ import torch
 
 from adapters.base import SupportBatch
 from adapters.meta.checkpoint import UNK, Checkpoint, training_fingerprint
+from adapters.meta.config import (DEFAULT_FRESHNESS, DEFAULT_INNER_LR, DEFAULT_INNER_LR_RATING, DEFAULT_ITEMSIDE,
+                                  DEFAULT_PROX, DEFAULT_RATING_SOLVER, DEFAULT_RIDGE_LAMBDA, DEFAULT_RIDGE_MEAN,
+                                  TrainConfig)
 from adapters.errors import MetarecError
 from adapters.online.freshness import FreshnessConfig, decayed_counts
 from adapters.meta.inner import InnerConfig
@@ -33,78 +37,6 @@ from adapters.meta.learners import ALL_META, meta_objective
 from adapters.models import MODEL_NAMES, FeatureTables, build_model
 
 log = logging.getLogger(__name__)
-
-DEFAULT_INNER_LR = {"mf": 0.5, "melu": 0.05}
-#: mf's rating block [v | b_u] has an MSE gradient 2·err per unit: its own, smaller rate (validation on ML-100K's
-#: history: 0.5 shared → RMSE 1.098, 0.05 → 0.973, 0.02 → 0.966)
-DEFAULT_INNER_LR_RATING: dict[str, float | None] = {"mf": 0.02, "melu": None}
-#: how the rating block adapts (adapters.meta.inner: "gd" = the gradient steps, "ridge" = its closed-form minimiser, in
-#: meta-training and serving alike), the ridge pull λ toward θ0 and its data term (sum or mean of squared errors).
-#: Validation split (stream/bench/tools/validate_mf.py): prequential protocol on the first 50 % of ML-100K (θ0 meta-trained,
-#: maml, on its first half, the second half scored): RMSE gd 0.9608 → ridge mean-λ 0.2 0.9475 (λ 0.05 0.978, 0.5 0.952, 1 0.955, 2 0.967) →
-#: ridge sum-λ 8 0.9439 (λ 3 0.948); HR@10 unchanged (0.1694): the ranking block's steps are the same.
-DEFAULT_RATING_SOLVER = {"mf": "ridge", "melu": "gd"}
-DEFAULT_RIDGE_LAMBDA = {"mf": 8.0, "melu": 0.2}
-DEFAULT_RIDGE_MEAN = {"mf": False, "melu": True}
-#: proximal pull toward θ0 during meta-training and serving: warm-started states are re-adapted at every
-#: micro-batch, the pull keeps them from drifting away from what θ0 knows (validation HR@10 0.140 → 0.171)
-DEFAULT_PROX = {"mf": 0.2, "melu": 0.0}
-#: item side of the online path (adapters.online.freshness), chosen on a validation split of ML-100K's history (train on
-#: its first 80 %, score the last 20 % prequentially): HR@10 0.171 → 0.176 with weight 1 (0.5: 0.174), half-life
-#: 5,000 events (1,000 worse, 20,000 alike), item rating-bias lr 0.01 (RMSE −0.001; 0.03 worse)
-#: (melu's scores live on another scale: off until fitted for it)
-#: rating_prior (ridge θ0, validation split as for DEFAULT_RATING_SOLVER): RMSE 0.9475 → 0.9454 with 5 (20: 0.9459,
-#: 80: 0.9474)
-DEFAULT_FRESHNESS = {"mf": {"weight": 1.0, "half_life": 5_000.0, "rating_lr": 0.01, "rating_reg": 0.0,
-                            "rating_prior": 5.0},
-                     "melu": {"weight": 0.0, "half_life": 5_000.0, "rating_lr": 0.0, "rating_reg": 0.0}}
-
-#: seq is mf plus the window's context: it adapts, solves its rating block and counts items with mf's settings
-for _table in (DEFAULT_INNER_LR, DEFAULT_INNER_LR_RATING, DEFAULT_RATING_SOLVER, DEFAULT_RIDGE_LAMBDA,
-               DEFAULT_RIDGE_MEAN, DEFAULT_PROX, DEFAULT_FRESHNESS):
-    _table["seq"] = _table["mf"]
-
-
-#: the online item side (adapters.online.itemside) a trained checkpoint is served with. Chosen on the validation split of
-#: ML-100K's history (stream/bench/tools/validate_seq.py: θ0 trained on the first 25 %, the next 25 % scored in 1 s micro-batches;
-#: runs in docs/results/validation-seq.jsonl; there the reference co-occurrence tool scores HR@10 0.1795, mf 0.1690):
-#: seq without prior and item-row learning 0.1830; co-occurrence prior weight 4 → 0.1987 (2: 0.1970, 8: 0.1952);
-#: item-row SGD rate 0.05 with it → 0.2032 (0.02: 0.2028, 0.2: 0.1962); item rating-factor rate 0.005: RMSE
-#: 0.9446 → 0.9445 (0.05: 0.9505). Checked on ML-1M's validation split: weight 4 0.2433, 2 0.2403 (reference 0.2126).
-DEFAULT_ITEMSIDE: dict[str, dict[str, float]] = {
-    "seq": {"cooc_weight": 4.0, "embed_lr": 0.05, "rating_lr": 0.005},
-    "mf": {"cooc_weight": 0.0, "embed_lr": 0.0, "rating_lr": 0.0},
-    "melu": {"cooc_weight": 0.0, "embed_lr": 0.0, "rating_lr": 0.0},
-}
-
-
-@dataclass
-class TrainConfig:
-    model: str = "seq"
-    meta: str = "fomaml"
-    epochs: int = 5
-    seed: int = 0
-    history: float = 1.0  #: train on the first fraction of events in time order
-    steps: int = 3
-    inner_lr: float | None = None  #: None = the model's default
-    inner_lr_rating: float | None = None  #: inner lr of the rating block (mf); None = the model's default
-    prox: float | None = None  #: None = the model's default (DEFAULT_PROX)
-    rating_solver: str | None = None  #: "gd" or "ridge"; None = the model's default (DEFAULT_RATING_SOLVER)
-    ridge_lambda: float | None = None  #: None = the model's default (DEFAULT_RIDGE_LAMBDA)
-    ridge_mean: bool | None = None  #: ridge data term mean (True) or sum (False); None = DEFAULT_RIDGE_MEAN
-    batch_users: int = 64
-    split: str = "time"  #: "time" or "random"
-    window: int = 32  #: max support events per task (time split)
-    query_size: int = 8
-    outer_lr: float = 3e-3
-    pretrain_epochs: int = 4  #: item-side pre-training epochs (mf)
-    model_config: dict[str, Any] = field(default_factory=dict)  #: e.g. {"dim": 64}
-    exclude_users: frozenset[str] = frozenset()  #: users held out (cold-start protocol)
-    part: str = "all"  #: label of the trained part, part of the fingerprint
-    dataset_spec: str = ""
-    freshness: float | None = None  #: weight of the online item-popularity bonus; None = DEFAULT_FRESHNESS
-    freshness_half_life: float | None = None  #: its half-life in events; None = DEFAULT_FRESHNESS
-    item_rating_lr: float | None = None  #: online item rating-bias learning rate; None = DEFAULT_FRESHNESS
 
 
 @dataclass

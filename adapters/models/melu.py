@@ -90,7 +90,7 @@ class MeLUAdapter(AdapterModule):
     def reseed(self, seed: int) -> None:
         """Re-draw θ0 and the embeddings from ``seed``."""
         torch.manual_seed(seed)
-        e, h, d_in = self.config.emb_dim, self.config.hidden, self.d_item + self.d_user
+        h, d_in = self.config.hidden, self.d_item + self.d_user
         layers = [nn.Linear(d_in, h), nn.Linear(h, h), nn.Linear(h, 2)]
         with torch.no_grad():
             self.theta0.copy_(torch.cat([t.reshape(-1) for lin in layers for t in (lin.weight, lin.bias)]))

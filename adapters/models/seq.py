@@ -13,7 +13,7 @@ this user follows their own sequence rather than their long-term taste) and the 
 the inner loop. The support loss weights the window's events by recency too (``ω_l ∝ support_decay^age_l``): the
 newest events say most about what comes next.
 
-User state (``2·dim + rating_dim + 2`` float32, 644 bytes at the defaults): ``[u | v | b_u | g | ctx]``. ``ctx`` is
+User state (``2·dim + rating_dim + 2`` float32, 648 bytes at the defaults): ``[u | v | b_u | g | ctx]``. ``ctx`` is
 *derived*: :meth:`SeqAdapter.prepare_states` sets it from the support set (the window) before the inner steps,
 whose learning rate on it is 0, so that ranking needs nothing but the state (and a stored state scores exactly as
 it did when it was adapted).
@@ -64,7 +64,6 @@ class SeqAdapter(MFAdapter):
 
     def __init__(self, config: SeqConfig, n_items: int, tables: FeatureTables, inner: InnerConfig) -> None:
         d, r = config.dim, config.rating_dim
-        self._base_dim = d + r + 1
         super().__init__(config, n_items, tables, inner)
         self.gain_index = d + r + 1
         self.ctx_block = slice(d + r + 2, d + r + 2 + d)

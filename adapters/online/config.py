@@ -21,7 +21,7 @@ class OnlineConfig:
 
     window: int = 32  #: events per user kept as the support set
     max_age_s: float | None = None  #: drop window events older than this before the user's newest event
-    steps: int = 3  #: inner-loop steps per micro-batch (0 = no adaptation)
+    steps: int | None = None  #: inner-loop steps per micro-batch (None = the checkpoint's; 0 = no adaptation)
     prox: float | None = None  #: proximal pull toward θ0 (None = the checkpoint's default)
     top_k: int = 10  #: list length
     max_catalog: int = 50_000  #: rank the full catalog up to this many items ...
@@ -37,7 +37,7 @@ class OnlineConfig:
     def __post_init__(self) -> None:
         if self.window < 1:
             raise MetarecError(f"window must be ≥ 1, got {self.window}")
-        if self.steps < 0:
+        if self.steps is not None and self.steps < 0:
             raise MetarecError(f"steps must be ≥ 0, got {self.steps}")
         if self.top_k < 1:
             raise MetarecError(f"top-k must be ≥ 1, got {self.top_k}")
@@ -90,3 +90,19 @@ class BatchResult:
     unknown_items: int  #: events whose item had no row before the batch (new items: they get one now, up to max_items)
     adapt_seconds: float  #: time in the batched adaptation call
     timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class AppliedBatch:
+    """A micro-batch applied to its users' records: what :meth:`~adapters.online.learner.OnlineLearner.process`
+    adapts and learns from (internal to it)."""
+
+    touched: dict[str, UserRecord] = field(default_factory=dict)  #: user → updated copy of its record
+    fresh: dict[str, list[int]] = field(default_factory=dict)  #: user → indices (into its window) of new events
+    newest: dict[str, Interaction] = field(default_factory=dict)  #: user → its newest event of the batch
+    new_rows: list[int] = field(default_factory=list)  #: item rows of the new events, in order (item side learns)
+    new_users: list[str] = field(default_factory=list)
+    new_ratings: list[float] = field(default_factory=list)
+    new_windows: list[list[int]] = field(default_factory=list)  #: each new event's user's last items before it
+    duplicates: int = 0  #: redelivered events skipped
+    unknown: int = 0  #: new events whose item had no row before the batch

@@ -11,7 +11,8 @@ For each micro-batch, :meth:`OnlineLearner.process`:
 2. trims every touched window to the last ``window`` events, none older than ``max_age_s``;
 3. measures the pre-update loss of the current states on the incoming events (the drift signal);
 4. adapts all touched users in ONE batched :meth:`Adapter.adapt` call, warm-started from each user's previous
-   state (θ0 for a new user), ``steps`` gradient steps on the window, pulled toward θ0 by ``prox``;
+   state (θ0 for a new user), ``steps`` gradient steps on the window, pulled toward θ0 by ``prox`` (both the
+   checkpoint's unless the :class:`OnlineConfig` sets them);
 5. updates the item side (:class:`~adapters.online.freshness.ItemFreshness`: decayed item counts that add a popularity
    bonus to the ranking scores, online item rating-bias corrections) from the batch's new events;
 6. ranks the catalog for every touched user (also one whose events were all redeliveries, so that a list lost
@@ -42,7 +43,7 @@ from adapters.base import SupportBatch
 from adapters.errors import MetarecError
 from adapters.online.freshness import FreshnessConfig, ItemFreshness
 from adapters.online.itemside import ItemSide, ItemSideConfig, can_grow
-from adapters.online.config import BatchResult, Interaction, OnlineConfig, Recommendation
+from adapters.online.config import AppliedBatch, BatchResult, Interaction, OnlineConfig, Recommendation
 from adapters.online.records import UserRecord, vocab_hash
 
 __all__ = ["BatchResult", "Interaction", "OnlineConfig", "OnlineLearner", "Recommendation"]
@@ -73,6 +74,8 @@ class OnlineLearner:
                                f"{checkpoint.adapter.n_items}")
         self.checkpoint = checkpoint
         self.model_version: str = checkpoint.version
+        #: inner-loop steps per micro-batch: the config's, else the checkpoint's (what it was trained with)
+        self.steps: int = int(checkpoint.adapter.inner.steps if self.config.steps is None else self.config.steps)
         self.user_index: dict[str, int] = dict(checkpoint.user_index)
         old_ids: list[str] | None = getattr(self, "item_ids", None)
         self.vocab = vocab_hash(list(checkpoint.item_ids))
@@ -242,73 +245,30 @@ class OnlineLearner:
         """
         t0 = time.perf_counter()
         cfg = self.config
-        known = [self.items.row(ev.item_id) > 0 for ev in events]
-        rows_of = [self.items.add(ev.item_id) for ev in events]  # new items get rows first: records sized once
-        self._sync_item_tables()
-        touched: dict[str, UserRecord] = {}
-        fresh: dict[str, list[int]] = {}  # user → indices (into its window) of this batch's new events
-        newest: dict[str, Interaction] = {}
-        new_rows: list[int] = []  # item rows of the new events, in order (the item side learns them)
-        new_users: list[str] = []
-        new_ratings: list[float] = []
-        new_windows: list[list[int]] = []  # each new event's user's last items before it (co-occurrence)
-        duplicates = unknown = 0
-        grow: dict[str, tuple[list, list, list, list]] = {}  # user → this batch's window rows (appended at once)
-        for ev, row, was_known in zip(events, rows_of, known):
-            rec = touched.get(ev.user_id)
-            if rec is None:
-                rec = touched[ev.user_id] = self._current(records.get(ev.user_id))
-            if rec.is_duplicate(ev.partition, ev.offset):
-                duplicates += 1
-                continue
-            unknown += not was_known
-            rating = math.nan if ev.rating is None else float(ev.rating)
-            g = grow.get(ev.user_id)
-            if g is None:
-                g = grow[ev.user_id] = ([], [], [], [])
-            fresh.setdefault(ev.user_id, []).append(len(rec.items) + len(g[0]))
-            new_windows.append(rec.items[-self.items.config.cooc_window:].tolist() + g[0])
-            new_rows.append(row)
-            new_users.append(ev.user_id)
-            new_ratings.append(rating)
-            rec.mark_applied(row, ev.timestamp, ev.partition, ev.offset)
-            g[0].append(row)
-            g[1].append(rating)
-            g[2].append(ev.timestamp)
-            g[3].append(ev.offset)
-            prev = newest.get(ev.user_id)
-            if prev is None or ev.offset >= prev.offset or ev.offset < 0:
-                newest[ev.user_id] = ev
-        for user, (rows, ratings, stamps, offsets) in grow.items():
-            touched[user].extend_window(rows, ratings, stamps, offsets)
-        if not touched:
-            return BatchResult({}, [], math.nan, duplicates, unknown, 0.0)
+        batch = self._apply(events, records)
+        if not batch.touched:
+            return BatchResult({}, [], math.nan, batch.duplicates, batch.unknown, 0.0)
         # Every touched user gets a list, also one whose events were all redeliveries: its state may have been
         # stored before the crash that lost its list, so the list is published again (at-least-once output).
-        user_ids = list(touched)
-        recs = [touched[u] for u in user_ids]
+        user_ids = list(batch.touched)
+        recs = [batch.touched[u] for u in user_ids]
         users = torch.tensor([self.user_row(u) for u in user_ids], dtype=torch.long)
-        adapted = [n for n, u in enumerate(user_ids) if u in fresh]
+        adapted = [n for n, u in enumerate(user_ids) if u in batch.fresh]
         t1 = time.perf_counter()
         with torch.no_grad():
             states = self._states(recs, users)
-            # pre-update loss on the incoming events only: how surprised the current states are (drift signal)
-            sub = torch.tensor(adapted, dtype=torch.long)
-            incoming = [UserRecord(n_items=recs[n].n_items, vocab=recs[n].vocab, items=recs[n].items[fresh[user_ids[n]]],
-                                   ratings=recs[n].ratings[fresh[user_ids[n]]]) for n in adapted] if measure_loss else []
-            support_loss = (float(self.adapter.loss(states[sub], self._support(incoming, users[sub])).mean())
+            support_loss = (self._support_loss(states, users, [recs[n] for n in adapted], adapted,
+                                               [batch.fresh[user_ids[n]] for n in adapted])
                             if adapted and measure_loss else math.nan)
-            self._learn_items(user_ids, states, users, new_users, new_rows, new_ratings, new_windows)
+            self._learn_items(user_ids, states, users, batch.new_users, batch.new_rows, batch.new_ratings,
+                              batch.new_windows)
         for n in adapted:
             recs[n].trim(cfg.window, cfg.max_age_s)
         t2 = time.perf_counter()
         if adapted:
-            support = self._support([recs[n] for n in adapted], users[sub])
-            states = states.clone()
-            with torch.no_grad():  # the global parameters stay fixed online (torch.func transforms ignore this)
-                states[sub] = self.adapter.adapt(states[sub], support, steps=cfg.steps, prox=cfg.prox)
+            states = self._adapt(states, users, recs, adapted)
         t3 = time.perf_counter()
-        recommendations = self._rank(user_ids, recs, users, states, newest) if publish else []
+        recommendations = self._rank(user_ids, recs, users, states, batch.newest) if publish else []
         t4 = time.perf_counter()
         out: dict[str, UserRecord] = {}
         state_np = states.numpy()
@@ -317,8 +277,62 @@ class OnlineLearner:
             r.state = state_np[n].copy()
             r.model_version = self.model_version
             out[user_ids[n]] = r
-        return BatchResult(out, recommendations, support_loss, duplicates, int(unknown), t3 - t2,
+        return BatchResult(out, recommendations, support_loss, batch.duplicates, int(batch.unknown), t3 - t2,
                            {"apply": t1 - t0, "loss": t2 - t1, "adapt": t3 - t2, "rank": t4 - t3})
+
+    def _apply(self, events: Sequence[Interaction], records: Mapping[str, UserRecord | None]) -> AppliedBatch:
+        """Apply the batch's events to copies of their users' records (redeliveries skipped), in input order."""
+        known = [self.items.row(ev.item_id) > 0 for ev in events]
+        rows_of = [self.items.add(ev.item_id) for ev in events]  # new items get rows first: records sized once
+        self._sync_item_tables()
+        batch = AppliedBatch()
+        grow: dict[str, tuple[list, list, list, list]] = {}  # user → this batch's window rows (appended at once)
+        for ev, row, was_known in zip(events, rows_of, known):
+            rec = batch.touched.get(ev.user_id)
+            if rec is None:
+                rec = batch.touched[ev.user_id] = self._current(records.get(ev.user_id))
+            if rec.is_duplicate(ev.partition, ev.offset):
+                batch.duplicates += 1
+                continue
+            batch.unknown += not was_known
+            rating = math.nan if ev.rating is None else float(ev.rating)
+            g = grow.get(ev.user_id)
+            if g is None:
+                g = grow[ev.user_id] = ([], [], [], [])
+            batch.fresh.setdefault(ev.user_id, []).append(len(rec.items) + len(g[0]))
+            batch.new_windows.append(rec.items[-self.items.config.cooc_window:].tolist() + g[0])
+            batch.new_rows.append(row)
+            batch.new_users.append(ev.user_id)
+            batch.new_ratings.append(rating)
+            rec.mark_applied(row, ev.timestamp, ev.partition, ev.offset)
+            g[0].append(row)
+            g[1].append(rating)
+            g[2].append(ev.timestamp)
+            g[3].append(ev.offset)
+            prev = batch.newest.get(ev.user_id)
+            if prev is None or ev.offset >= prev.offset or ev.offset < 0:
+                batch.newest[ev.user_id] = ev
+        for user, (rows, ratings, stamps, offsets) in grow.items():
+            batch.touched[user].extend_window(rows, ratings, stamps, offsets)
+        return batch
+
+    def _support_loss(self, states: torch.Tensor, users: torch.Tensor, recs: list[UserRecord], adapted: list[int],
+                      fresh: list[list[int]]) -> float:
+        """Pre-update loss of ``states[adapted]`` on the incoming events (window indices ``fresh``): drift signal."""
+        sub = torch.tensor(adapted, dtype=torch.long)
+        incoming = [UserRecord(n_items=r.n_items, vocab=r.vocab, items=r.items[f], ratings=r.ratings[f])
+                    for r, f in zip(recs, fresh)]
+        return float(self.adapter.loss(states[sub], self._support(incoming, users[sub])).mean())
+
+    def _adapt(self, states: torch.Tensor, users: torch.Tensor, recs: list[UserRecord],
+               adapted: list[int]) -> torch.Tensor:
+        """``states`` with the users ``adapted`` adapted on their (trimmed) windows, in one batched call."""
+        sub = torch.tensor(adapted, dtype=torch.long)
+        support = self._support([recs[n] for n in adapted], users[sub])
+        states = states.clone()
+        with torch.no_grad():  # the global parameters stay fixed online (torch.func transforms ignore this)
+            states[sub] = self.adapter.adapt(states[sub], support, steps=self.steps, prox=self.config.prox)
+        return states
 
     def _sync_item_tables(self) -> None:
         """Per-row arrays of the learner follow the item table's growth and evictions."""

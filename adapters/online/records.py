@@ -38,6 +38,23 @@ _FLAG_STATE = 1
 _FLAG_SEEN_ZLIB = 2
 
 
+def record_position(raw: bytes | None) -> tuple[int, float] | None:
+    """``(partition, newest event time)`` of a stored record, read from its header only (None: not a record).
+
+    >>> r = UserRecord.empty(n_items=5, vocab=1)
+    >>> r.append(item=1, rating=4.0, timestamp=123.5, partition=2, offset=3)
+    >>> record_position(r.to_bytes()), record_position(b"garbage")
+    ((2, 123.5), None)
+    """
+    try:
+        magic, fmt, _flags, _n, _s, _i, partition, _off, last_ts, _v, _vl = _HEADER.unpack_from(raw, 0)
+    except (struct.error, TypeError):
+        return None
+    if magic != _MAGIC or fmt != _FORMAT:
+        return None
+    return int(partition), float(last_ts)
+
+
 def vocab_hash(item_ids: Sequence[str]) -> int:
     """A stable 64-bit fingerprint of an item vocabulary (row order matters)."""
     h = hashlib.blake2b("\x1f".join(item_ids).encode("utf-8"), digest_size=8)

@@ -39,6 +39,8 @@ import numpy as np
 from adapters.errors import MetarecError
 from stream.bench.topics import delete_topics, latest_value_sizes, list_stats
 from stream.bench.workers import WorkerProcess, WorkerSettings, histogram_buckets
+from stream.kafka.schema import dlq_topic
+from stream.worker.state_layout import changelog_topic
 
 Progress = Callable[[int, int], None]
 
@@ -113,7 +115,7 @@ def measure_throughput(bootstrap: str, settings: WorkerSettings, input_topic: st
             lists=int(_worker_sum(final, "metarec_recommendations_published_total")),
             batches=int(_worker_sum(final, "metarec_batches_total")),
             adapt_seconds=_worker_sum(final, "metarec_adaptation_seconds_sum"),
-            peak_rss_bytes=[w.peak_rss_bytes for w in workers], changelog=f"{group}-users-changelog")
+            peak_rss_bytes=[w.peak_rss_bytes for w in workers], changelog=changelog_topic(group))
     finally:
         for w in workers:
             w.stop()
@@ -204,9 +206,7 @@ def _percentile(values: np.ndarray, q: float) -> float:
 def measure_latency(bootstrap: str, settings: WorkerSettings, dataset: Any, rate: float, seconds: float, *,
                     warmup_s: float = 2.0, progress: Progress | None = None, cleanup: bool = True) -> LatencyResult:
     """Event → list latency at an offered rate of ``rate`` events/s for ``seconds`` (see the module docstring)."""
-    from confluent_kafka import Producer
-
-    from stream.kafka.client import ensure_topics, producer_config
+    from stream.kafka.client import ensure_topics
 
     if not rate > 0:
         raise MetarecError(f"offered rate must be > 0, got {rate}")
@@ -214,10 +214,6 @@ def measure_latency(bootstrap: str, settings: WorkerSettings, dataset: Any, rate
     topic, output, group = f"bench-lat-in-{tag}", f"bench-lat-out-{tag}", f"bench-lat-{tag}"
     ensure_topics(bootstrap, {topic: (settings.partitions, None)})
     n = min(len(dataset), max(1, int(rate * seconds)))
-    users, items, ratings = dataset.user_ids[:n], dataset.item_ids[:n], dataset.ratings[:n]
-    stamps = dataset.timestamps[:n]
-    sent: list[tuple[str, int, int, float]] = []  # user, partition, offset, send time
-    failures: list[str] = []
     worker = WorkerProcess(bootstrap, settings, topic, output, group).start()
     reader: _ListReader | None = None
     try:
@@ -225,41 +221,8 @@ def measure_latency(bootstrap: str, settings: WorkerSettings, dataset: Any, rate
         _wait_assigned(worker, settings.partitions)
         reader = _ListReader(bootstrap, output)
         reader.start()
-        # librdkafka's default linger (5 ms), inside the measured latency (send time is taken before produce): with
-        # linger 0 every paced event was its own produce request, and the broker spent more CPU on them than the worker
-        producer = Producer(producer_config(bootstrap, linger_ms=5, batch_num_messages=1000))
-        t0 = time.time()
-        for i in range(n):
-            due = t0 + i / rate
-            now = time.time()
-            if due > now:
-                producer.poll(0)
-                time.sleep(due - now)
-            user = str(users[i])
-            value = {"user_id": user, "item_id": str(items[i]), "timestamp": float(stamps[i])}
-            if ratings[i] == ratings[i]:
-                value["rating"] = float(ratings[i])
-            send = time.time()
-
-            def delivered(err: Any, msg: Any, user: str = user, send: float = send) -> None:
-                if err is not None:
-                    failures.append(err.str())
-                else:
-                    sent.append((user, msg.partition(), msg.offset(), send))
-
-            producer.produce(topic, key=user.encode(), value=json.dumps(value).encode(), timestamp=int(send * 1000),
-                             on_delivery=delivered)
-            if progress is not None and i % 200 == 0:
-                progress(i, n)
-        producer.flush(30)
-        send_seconds = time.time() - t0
-        if failures:
-            raise MetarecError(f"{len(failures)} paced events were not delivered: {failures[0]}")
-        deadline = time.monotonic() + 120
-        while worker.metrics().get(_PUBLISHED_EVENTS, 0.0) < len(sent):
-            if time.monotonic() > deadline:
-                raise MetarecError("the worker did not publish the lists of every paced event within 120 s")
-            time.sleep(0.2)
+        paced = _send_paced(bootstrap, topic, dataset, n, rate, progress)
+        _wait_published(worker, len(paced.sent))
         time.sleep(1.0)  # the reader's last fetch
         worker.sample_rss()
         hist = histogram_buckets(worker.metrics_text(), "metarec_event_to_publish_seconds")
@@ -272,29 +235,98 @@ def measure_latency(bootstrap: str, settings: WorkerSettings, dataset: Any, rate
         raise MetarecError(f"reading the output topic failed: {reader.error}")
     if progress is not None:
         progress(n, n)
-    warmup = min(warmup_s, 0.25 * send_seconds)  # a short run (small dataset) keeps 3/4 of its events
-    recv, gen, missing = [], [], 0
-    index = {u: sorted(v, key=lambda x: (x[0], x[1])) for u, v in reader.lists.items()}
-    keys = {u: [(x[0], x[1]) for x in v] for u, v in index.items()}
-    for user, part, off, send in sent:
-        if send - t0 < warmup:
-            continue
-        lists = index.get(user)
-        j = bisect_left(keys[user], (part, off)) if lists else 0
-        if not lists or j >= len(lists) or lists[j][0] != part:
-            missing += 1
-            continue
-        gen.append(lists[j][2] - send)
-        recv.append(lists[j][3] - send)
-    r, g = np.asarray(recv), np.asarray(gen)
+    warmup = min(warmup_s, 0.25 * paced.seconds)  # a short run (small dataset) keeps 3/4 of its events
+    r, g, missing = _match_lists(paced, reader.lists, warmup)
     if cleanup:
-        delete_topics(bootstrap, [topic, output, f"{group}-users-changelog", f"{topic}.dlq"])
+        delete_topics(bootstrap, [topic, output, changelog_topic(group), dlq_topic(topic)])
     return LatencyResult(
-        offered_rate=rate, sent=len(sent), send_seconds=send_seconds, measured=len(r),
+        offered_rate=rate, sent=len(paced.sent), send_seconds=paced.seconds, measured=len(r),
         latency_p50_s=_percentile(r, 50), latency_p99_s=_percentile(r, 99),
         latency_generated_p50_s=_percentile(g, 50), latency_generated_p99_s=_percentile(g, 99),
         latency_max_s=float(r.max()) if len(r) else float("nan"), worker_histogram_p99_le_s=_hist_quantile(hist, 0.99),
         missing=missing, peak_rss_bytes=worker.peak_rss_bytes)
+
+
+@dataclass
+class _PacedRun:
+    """What the paced producer sent: ``(user, partition, offset, send time)`` per delivered event."""
+
+    sent: list[tuple[str, int, int, float]]
+    t0: float  #: wall clock when sending started
+    seconds: float  #: until every event was delivered (flush included)
+
+
+def _send_paced(bootstrap: str, topic: str, dataset: Any, n: int, rate: float,
+                progress: Progress | None) -> _PacedRun:
+    """Send the first ``n`` events of ``dataset`` to ``topic`` at ``rate`` events/s, each stamped with its send time."""
+    from confluent_kafka import Producer
+
+    from stream.kafka.client import producer_config
+
+    users, items, ratings = dataset.user_ids[:n], dataset.item_ids[:n], dataset.ratings[:n]
+    stamps = dataset.timestamps[:n]
+    sent: list[tuple[str, int, int, float]] = []  # user, partition, offset, send time
+    failures: list[str] = []
+    # librdkafka's default linger (5 ms), inside the measured latency (send time is taken before produce): with
+    # linger 0 every paced event was its own produce request, and the broker spent more CPU on them than the worker
+    producer = Producer(producer_config(bootstrap, linger_ms=5, batch_num_messages=1000))
+    t0 = time.time()
+    for i in range(n):
+        due = t0 + i / rate
+        now = time.time()
+        if due > now:
+            producer.poll(0)
+            time.sleep(due - now)
+        user = str(users[i])
+        value = {"user_id": user, "item_id": str(items[i]), "timestamp": float(stamps[i])}
+        if ratings[i] == ratings[i]:
+            value["rating"] = float(ratings[i])
+        send = time.time()
+
+        def delivered(err: Any, msg: Any, user: str = user, send: float = send) -> None:
+            if err is not None:
+                failures.append(err.str())
+            else:
+                sent.append((user, msg.partition(), msg.offset(), send))
+
+        producer.produce(topic, key=user.encode(), value=json.dumps(value).encode(), timestamp=int(send * 1000),
+                         on_delivery=delivered)
+        if progress is not None and i % 200 == 0:
+            progress(i, n)
+    producer.flush(30)
+    seconds = time.time() - t0
+    if failures:
+        raise MetarecError(f"{len(failures)} paced events were not delivered: {failures[0]}")
+    return _PacedRun(sent, t0, seconds)
+
+
+def _wait_published(worker: WorkerProcess, events: int, timeout: float = 120.0) -> None:
+    """Wait until the worker has published the lists of ``events`` events."""
+    deadline = time.monotonic() + timeout
+    while worker.metrics().get(_PUBLISHED_EVENTS, 0.0) < events:
+        if time.monotonic() > deadline:
+            raise MetarecError(f"the worker did not publish the lists of every paced event within {timeout:g} s")
+        time.sleep(0.2)
+
+
+def _match_lists(paced: _PacedRun, lists: dict[str, list[tuple[int, int, float, float]]],
+                 warmup: float) -> tuple[np.ndarray, np.ndarray, int]:
+    """Latencies (received − sent, generated − sent) of the events sent after ``warmup`` s, and how many of them
+    have no list: an event's list is the first list of its user whose ``as_of`` (same partition) is ≥ its offset."""
+    recv, gen, missing = [], [], 0
+    index = {u: sorted(v, key=lambda x: (x[0], x[1])) for u, v in lists.items()}
+    keys = {u: [(x[0], x[1]) for x in v] for u, v in index.items()}
+    for user, part, off, send in paced.sent:
+        if send - paced.t0 < warmup:
+            continue
+        found = index.get(user)
+        j = bisect_left(keys[user], (part, off)) if found else 0
+        if not found or j >= len(found) or found[j][0] != part:
+            missing += 1
+            continue
+        gen.append(found[j][2] - send)
+        recv.append(found[j][3] - send)
+    return np.asarray(recv), np.asarray(gen), missing
 
 
 def _hist_quantile(buckets: list[tuple[float, float]], q: float) -> float | None:

@@ -7,11 +7,14 @@ stacks (``worker.txt``; open with speedscope or flamegraph.pl) and ``summary.jso
 thread and per category (the innermost frame of the project's or a library's code decides):
 
 * ``learner``: ``adapters/`` and torch (adaptation, ranking, records) — runs in the ``metarec-adapt`` thread
-* ``faust``: faust, mode, aiokafka consumer/fetcher/group coordinator, asyncio's event loop
-* ``produce``: aiokafka's producer (lists and changelog records)
+* ``faust``: faust, mode, aiokafka consumer/fetcher/group coordinator, confluent-kafka, asyncio's event loop
+* ``produce``: aiokafka's producer and the faust runtime's own output code under ``stream/runtime/faust/``
+  (``delivery.py``, ``changelog_barrier.py``, and any ``*publish*``, ``*changelog*`` or ``*end_marker*`` function)
 * ``json``: ``json`` encoding/decoding (input parsing, output lists)
-* ``worker``: ``stream/`` code itself (batch assembly, metrics bookkeeping)
-* ``metrics``: prometheus-client; ``table``: faust tables / rocksdict; ``other``.
+* ``worker``: ``stream/`` code itself (batch assembly, metrics bookkeeping), the rest of ``stream/runtime/faust/``
+  included: the project's faust runtime is the worker's code, not faust's
+* ``metrics``: prometheus-client; ``table``: faust tables / rocksdict and the runtime's own table code
+  (``stream/runtime/faust/table.py``: user records and processed-offset marks); ``other``.
 
 Needs ``py-spy`` (dev extra) and permission to ptrace the child (root, or ``kernel.yama.ptrace_scope=0``).
 """
@@ -26,24 +29,49 @@ import sys
 import time
 import uuid
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
-RULES = (  # (category, substrings of a frame "function (file:line)"); the first rule that matches a frame wins
+RUNTIME = "stream/runtime/faust/"  #: the project's faust runtime: the worker's own code (faust's is ``faust/``)
+
+
+@dataclass(frozen=True)
+class InFile:
+    """Matches a frame ``function (file:line)`` with ``path`` in its file and ``function`` in its function name."""
+
+    path: str
+    function: str = ""
+
+    def __call__(self, frame: str) -> bool:
+        function, _, where = frame.rpartition(" (")
+        return self.path in where.rpartition(":")[0] and self.function in function
+
+
+Needle = str | InFile  #: a substring of the whole frame, or a file (and function) condition
+
+RULES: tuple[tuple[str, tuple[Needle, ...]], ...] = (  # (category, needles); the first rule matching a frame wins
     ("json", ("json/decoder.py", "json/encoder.py", "json/__init__.py", "stream/kafka/schema.py")),
     ("metrics", ("prometheus_client/",)),
-    ("table", ("faust/tables/", "faust/stores/", "rocksdict")),
-    ("produce", ("aiokafka/producer/", "faust/transport/producer.py", "stream/runtime/faust/app.py:_publish", "_publish (")),
+    ("table", ("faust/tables/", "faust/stores/", "rocksdict", InFile(RUNTIME + "table.py"))),
+    ("produce", ("aiokafka/producer/", "faust/transport/producer.py", InFile(RUNTIME + "delivery.py"),
+                 InFile(RUNTIME + "changelog_barrier.py"), InFile(RUNTIME, "publish"), InFile(RUNTIME, "changelog"),
+                 InFile(RUNTIME, "end_marker"))),
     ("learner", ("adapters/", "torch/", "numpy/")),
-    ("faust", ("faust/", "mode/", "aiokafka/", "asyncio/", "selectors.py", "venusian", "kafka/")),
+    ("worker", (RUNTIME,)),  # before "faust": "faust/" is also a substring of the runtime's path
+    ("faust", ("faust/", "mode/", "aiokafka/", "asyncio/", "selectors.py", "venusian", "confluent_kafka/")),
     ("worker", ("stream/",)),
 )
+
+
+def _matches(needle: Needle, frame: str) -> bool:
+    return needle in frame if isinstance(needle, str) else needle(frame)
 
 
 def categorize(stack: str) -> str:
     """Category of one collapsed stack (frames outermost → innermost, ``;``-separated): innermost match wins."""
     for frame in reversed(stack.split(";")):
         for name, needles in RULES:
-            if any(n in frame for n in needles):
+            if any(_matches(n, frame) for n in needles):
                 return name
     return "other"
 

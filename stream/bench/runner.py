@@ -18,9 +18,16 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from adapters.errors import MetarecError
+
+if TYPE_CHECKING:
+    from stream.bench.adaptation import AdaptationResult
+    from stream.bench.endtoend import LatencyResult, ThroughputResult
+    from stream.bench.passthrough import PassthroughResult
+    from stream.bench.references import RateResult
+    from stream.bench.workers import WorkerSettings
 
 log = logging.getLogger(__name__)
 
@@ -79,46 +86,90 @@ def _null_stage(_name: str, _total: int | None) -> Callable[[int, int], None]:
     return lambda _done, _total: None
 
 
+class _StageTimer:
+    """Wraps a :data:`Stage` callback and records each stage's wall time (until the next stage starts)."""
+
+    def __init__(self, outer: Stage) -> None:
+        self.outer = outer
+        self.seconds: dict[str, float] = {}
+        self.current: str | None = None
+        self.since = time.perf_counter()
+
+    def __call__(self, name: str, total: int | None) -> Callable[[int, int], None]:
+        now = time.perf_counter()
+        if self.current is not None:
+            self.seconds[self.current] = now - self.since
+        self.current, self.since = name, now
+        return self.outer(name, total)
+
+    def finish(self) -> dict[str, float]:
+        """Close the last stage; every stage's seconds."""
+        self.seconds[str(self.current)] = time.perf_counter() - self.since
+        return self.seconds
+
+
+@dataclass
+class _KafkaRuns:
+    """The measurements on the broker (see :func:`_measure_on_kafka`)."""
+
+    passthrough: PassthroughResult
+    one: ThroughputResult  #: end to end, one worker
+    latency: LatencyResult
+    two: ThroughputResult | None  #: end to end, two workers (None with ``skip_scale_out``)
+
+
+@dataclass
+class _LearnerRuns:
+    """The measurements without Kafka (see :func:`_measure_learning`)."""
+
+    adaptation: dict[str, AdaptationResult]  #: model → its adaptation result
+    river: RateResult
+    naive: RateResult
+    batched: RateResult
+
+
 def run_bench(cfg: BenchConfig, stage: Stage = _null_stage) -> dict[str, Any]:
     """Run every measurement; return the contract JSON (plus ``config``, ``machine``, ``details``, ``targets``).
 
     ``stage(name, total)`` is called when a stage starts and returns its ``progress(done, total)`` callback.
     """
-    import torch
-
     from adapters.data.datasets import load_dataset
-    from stream.bench.adaptation import measure_adaptation
-    from stream.bench.endtoend import measure_latency, measure_throughput
-    from stream.bench.inputs import bench_checkpoint, cached_checkpoint, preload
-    from stream.bench.passthrough import run_passthrough
-    from stream.bench.references import batched_learner, naive_loop, river_full_ranking
+    from stream.bench.inputs import bench_checkpoint, cached_checkpoint
     from stream.bench.report import check_targets
     from stream.bench.workers import WorkerSettings
 
     load_before = list(os.getloadavg())
     started = time.time()
-    stage_seconds: dict[str, float] = {}
-    outer_stage, last = stage, [None, time.perf_counter()]
-
-    def stage(name: str, total: int | None) -> Callable[[int, int], None]:  # noqa: F811 - timing wrapper
-        now = time.perf_counter()
-        if last[0] is not None:
-            stage_seconds[last[0]] = now - last[1]
-        last[0], last[1] = name, now
-        return outer_stage(name, total)
-
-    p = stage("load dataset", None)
+    timer = _StageTimer(stage)
+    p = timer("load dataset", None)
     full = load_dataset(cfg.dataset, data_dir=cfg.data_dir)
     ds = full.head(min(cfg.events_limit, len(full))) if cfg.events_limit is not None else full
-    n = len(ds)
     p(1, 1)
     ck_dir = cfg.checkpoint or cached_checkpoint(full, cfg.data_dir)
     if ck_dir is None:
-        p = stage("train the worker's checkpoint (once, cached)", None)
+        p = timer("train the worker's checkpoint (once, cached)", None)
         ck_dir = bench_checkpoint(ds, cfg.data_dir, on_step=lambda e, s, total, _l: p(s + 1, total))
     settings = WorkerSettings(checkpoint=ck_dir, partitions=cfg.partitions, batch_size=cfg.batch_size,
                               batch_ms=cfg.batch_ms, store=cfg.store)
     details: dict[str, Any] = {}
+    kafka = _measure_on_kafka(cfg, ds, settings, timer, details)
+    learning = _measure_learning(cfg, ds, ck_dir, timer, details)
+    details["stage_seconds"] = timer.finish()
+    result = _contract(cfg, len(ds), ck_dir, kafka, learning)
+    result.update(machine=_machine(load_before), seconds=time.time() - started, details=details)
+    result["targets"] = check_targets(result)
+    return result
+
+
+def _measure_on_kafka(cfg: BenchConfig, ds: Any, settings: WorkerSettings, stage: Stage,
+                      details: dict[str, Any]) -> _KafkaRuns:
+    """On the broker (embedded unless ``cfg.bootstrap``): pre-load the input topic, then the faust pass-through,
+    one worker, the latency at half its rate and two workers; each adds its entry to ``details``."""
+    from stream.bench.endtoend import measure_latency, measure_throughput
+    from stream.bench.inputs import preload
+    from stream.bench.passthrough import run_passthrough
+
+    n = len(ds)
     with ExitStack() as stack:
         bootstrap = cfg.bootstrap
         if bootstrap is None:
@@ -155,6 +206,14 @@ def run_bench(cfg: BenchConfig, stage: Stage = _null_stage) -> dict[str, Any]:
         else:
             two = measure_throughput(bootstrap, settings, topic, n, 2, progress=stage("end-to-end, 2 workers", n))
             details["two_workers"] = two.summary()
+    return _KafkaRuns(pt, one, lat, two)
+
+
+def _measure_learning(cfg: BenchConfig, ds: Any, ck_dir: Path, stage: Stage,
+                      details: dict[str, Any]) -> _LearnerRuns:
+    """Without Kafka: adaptation alone (seq, mf, melu), River full ranking, the naive loop, the batched learner."""
+    from stream.bench.adaptation import measure_adaptation
+    from stream.bench.references import batched_learner, naive_loop, river_full_ranking
 
     adapt = {}
     for model in ("seq", "mf", "melu"):
@@ -165,38 +224,43 @@ def run_bench(cfg: BenchConfig, stage: Stage = _null_stage) -> dict[str, Any]:
     river = river_full_ranking(ds, cfg.subset, progress=stage("River full ranking", cfg.subset))
     naive, details["naive_loop"] = best_of_threads(
         lambda: naive_loop(ds, ck_dir, cfg.subset, progress=stage("naive loop", cfg.subset)), "events_per_s")
-    n_batched = min(n, 10 * cfg.subset)
+    n_batched = min(len(ds), 10 * cfg.subset)
     batched, details["batched_learner"] = best_of_threads(
         lambda: batched_learner(ds, ck_dir, n_batched, cfg.batch_size,
                                 progress=stage("learner alone, batched", n_batched)), "events_per_s")
     details["river"] = asdict(river)
+    return _LearnerRuns(adapt, river, naive, batched)
 
-    stage_seconds[str(last[0])] = time.perf_counter() - last[1]
-    details["stage_seconds"] = stage_seconds
+
+def _contract(cfg: BenchConfig, n: int, ck_dir: Path, kafka: _KafkaRuns, learning: _LearnerRuns) -> dict[str, Any]:
+    """The contract JSON's figures and the run's ``config``."""
+    one, lat, two = kafka.one, kafka.latency, kafka.two
     rss = [x for x in [*one.peak_rss_bytes, lat.peak_rss_bytes, *(two.peak_rss_bytes if two else [])] if x]
-    result: dict[str, Any] = {
+    return {
         "end_to_end": {"events": n, "events_per_s": one.events_per_s, "latency_p50_s": lat.latency_p50_s,
                        "latency_p99_s": lat.latency_p99_s},
-        "adaptation": {m: {"users_per_s": a.users_per_s} for m, a in adapt.items()},
+        "adaptation": {m: {"users_per_s": a.users_per_s} for m, a in learning.adaptation.items()},
         "scale_out": {"one_process_events_per_s": one.events_per_s,
                       "two_processes_events_per_s": two.events_per_s if two else float("nan")},
-        "references": {"faust_passthrough_events_per_s": pt.events_per_s,
-                       "river_full_ranking_events_per_s": river.events_per_s,
-                       "naive_loop_events_per_s": naive.events_per_s,
-                       "batched_learner_events_per_s": batched.events_per_s},
+        "references": {"faust_passthrough_events_per_s": kafka.passthrough.events_per_s,
+                       "river_full_ranking_events_per_s": learning.river.events_per_s,
+                       "naive_loop_events_per_s": learning.naive.events_per_s,
+                       "batched_learner_events_per_s": learning.batched.events_per_s},
         "peak_rss_bytes": int(max(rss)) if rss else 0,
         "state_bytes_per_user": float(one.state_bytes_per_user) if one.state_bytes_per_user else float("nan"),
         "config": {**{k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
                    "events": n, "checkpoint": str(ck_dir), "paced_seconds": cfg.paced_seconds,
                    "reference_events": cfg.subset},
-        "machine": {"cpus": os.cpu_count(), "load_before": load_before, "load_after": list(os.getloadavg()),
-                    "python": platform.python_version(), "torch": torch.__version__,
-                    "torch_threads": torch.get_num_threads(), "platform": platform.platform()},
-        "seconds": time.time() - started,
-        "details": details,
     }
-    result["targets"] = check_targets(result)
-    return result
+
+
+def _machine(load_before: list[float]) -> dict[str, Any]:
+    """CPUs, load average before and now, Python and torch versions, torch threads, platform."""
+    import torch
+
+    return {"cpus": os.cpu_count(), "load_before": load_before, "load_after": list(os.getloadavg()),
+            "python": platform.python_version(), "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(), "platform": platform.platform()}
 
 
 def best_of_threads(measure: Callable[[], Any], rate: str) -> tuple[Any, dict[str, Any]]:

@@ -14,7 +14,7 @@ from typing import Any
 
 from adapters.errors import MetarecError
 from stream.kafka.client import client_config, consumer_config
-from stream.runtime.faust.progress import is_internal_key
+from stream.worker.state_layout import is_internal_key
 
 log = logging.getLogger(__name__)
 
@@ -68,22 +68,19 @@ class ListStats:
 
     lists: int
     last_generated_at: float
-    first_generated_at: float
 
 
 def list_stats(bootstrap: str, topic: str, tail: int | None = None) -> ListStats:
-    """Count the lists on ``topic`` (or on its tail) and find the first/last ``generated_at``."""
-    state = {"n": 0, "last": float("-inf"), "first": float("inf")}
+    """Count the lists on ``topic`` (or on its tail) and find the last ``generated_at``."""
+    state = {"n": 0, "last": float("-inf")}
 
     def on_batch(msgs: list[Any]) -> None:
         for m in msgs:
-            g = float(json.loads(m.value())["generated_at"])
-            state["last"] = max(state["last"], g)
-            state["first"] = min(state["first"], g)
+            state["last"] = max(state["last"], float(json.loads(m.value())["generated_at"]))
         state["n"] += len(msgs)
 
     scan_topic(bootstrap, topic, on_batch, tail=tail)
-    return ListStats(int(state["n"]), float(state["last"]), float(state["first"]))
+    return ListStats(int(state["n"]), float(state["last"]))
 
 
 def latest_value_sizes(bootstrap: str, topic: str) -> dict[bytes, int]:

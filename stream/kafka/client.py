@@ -1,4 +1,4 @@
-"""The one place that builds Kafka client configurations (confluent-kafka, and faust/aiokafka credentials).
+"""The one place that builds Kafka client configurations (confluent-kafka; faust's credentials are derived from it).
 
 Security settings pass through to every client, from two sources (later wins):
 
@@ -9,19 +9,8 @@ Security settings pass through to every client, from two sources (later wins):
    ``METAREC_KAFKA_SASL_PASSWORD=...``, ``METAREC_KAFKA_SSL_CA_LOCATION=/etc/ssl/ca.pem``;
 2. the flag ``--kafka-option KEY=VALUE`` (repeatable; any librdkafka property) on the commands that talk to Kafka.
 
-For faust (aiokafka underneath), :func:`faust_credentials` maps the same settings::
-
-    security.protocol SSL                     -> faust.SSLCredentials(ssl context)
-    security.protocol SASL_PLAINTEXT/SASL_SSL -> faust.SASLCredentials(username=sasl.username,
-                                                 password=sasl.password, mechanism=sasl.mechanism
-                                                 [PLAIN, SCRAM-SHA-256, SCRAM-SHA-512], ssl_context)
-    sasl.mechanism GSSAPI                     -> faust.GSSAPICredentials(sasl.kerberos.service.name)
-    ssl.ca.location / ssl.certificate.location / ssl.key.location / ssl.key.password
-                                              -> the ssl.SSLContext (cafile, load_cert_chain)
-    enable.ssl.certificate.verification false -> context without hostname check / verification
-
-and :func:`aiokafka_kwargs` gives the same for plain aiokafka clients (``security_protocol``,
-``sasl_mechanism``, ``sasl_plain_username``, ``sasl_plain_password``, ``ssl_context``).
+The faust worker gets the same settings as ``broker_credentials`` (:mod:`stream.runtime.faust.credentials`, with
+:func:`ssl_context` for the TLS part).
 
 Example
 -------
@@ -214,9 +203,9 @@ def kafka_overrides(args: argparse.Namespace) -> dict[str, str]:
     return dict(getattr(args, "kafka_option", None) or {})
 
 
-# --- faust / aiokafka ------------------------------------------------------------------------------
+# --- TLS --------------------------------------------------------------------------------------
 
-def _ssl_context(cfg: Mapping[str, Any]) -> ssl.SSLContext:
+def ssl_context(cfg: Mapping[str, Any]) -> ssl.SSLContext:
     ctx = ssl.create_default_context(cafile=cfg.get("ssl.ca.location"))
     if cfg.get("ssl.certificate.location"):
         ctx.load_cert_chain(cfg["ssl.certificate.location"], cfg.get("ssl.key.location"), cfg.get("ssl.key.password"))
@@ -224,44 +213,6 @@ def _ssl_context(cfg: Mapping[str, Any]) -> ssl.SSLContext:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     return ctx
-
-
-def faust_credentials(cfg: Mapping[str, Any]) -> Any:
-    """faust ``broker_credentials`` equivalent to the librdkafka config ``cfg`` (None for PLAINTEXT)."""
-    protocol = str(cfg.get("security.protocol", "PLAINTEXT")).upper()
-    if protocol == "PLAINTEXT":
-        return None
-    import faust
-
-    ctx = _ssl_context(cfg) if protocol in ("SSL", "SASL_SSL") else None
-    if protocol == "SSL":
-        return faust.SSLCredentials(ctx)
-    if protocol not in ("SASL_PLAINTEXT", "SASL_SSL"):
-        raise MetarecError(f"unsupported security.protocol {protocol!r} (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL)")
-    mechanism = str(cfg.get("sasl.mechanism", cfg.get("sasl.mechanisms", "PLAIN"))).upper()
-    if mechanism == "GSSAPI":
-        return faust.GSSAPICredentials(kerberos_service_name=cfg.get("sasl.kerberos.service.name", "kafka"),
-                                       ssl_context=ctx)
-    if mechanism not in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"):
-        raise MetarecError(f"unsupported sasl.mechanism {mechanism!r} for the faust worker")
-    return faust.SASLCredentials(username=cfg.get("sasl.username"), password=cfg.get("sasl.password"),
-                                 ssl_context=ctx, mechanism=mechanism)
-
-
-def aiokafka_kwargs(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """Keyword arguments for aiokafka clients equivalent to the librdkafka config ``cfg``."""
-    out: dict[str, Any] = {"bootstrap_servers": cfg["bootstrap.servers"]}
-    protocol = str(cfg.get("security.protocol", "PLAINTEXT")).upper()
-    out["security_protocol"] = protocol
-    if protocol in ("SSL", "SASL_SSL"):
-        out["ssl_context"] = _ssl_context(cfg)
-    if protocol.startswith("SASL_"):
-        out["sasl_mechanism"] = str(cfg.get("sasl.mechanism", cfg.get("sasl.mechanisms", "PLAIN"))).upper()
-        out["sasl_plain_username"] = cfg.get("sasl.username")
-        out["sasl_plain_password"] = cfg.get("sasl.password")
-        if out["sasl_mechanism"] == "GSSAPI":
-            out["sasl_kerberos_service_name"] = cfg.get("sasl.kerberos.service.name", "kafka")
-    return out
 
 
 def produce(producer: Any, topic: str, **kwargs: Any) -> None:

@@ -95,6 +95,57 @@ def _number_text(values: np.ndarray) -> dict[float, str]:
     return out
 
 
+class _EventEncoder:
+    """Keys and contract JSON values of dataset events; the repeated ids are encoded once."""
+
+    def __init__(self, ratings: np.ndarray) -> None:
+        self.rating_text = _number_text(ratings)  #: rating → its shortest decimal text
+        self._json: dict[str, str] = {}
+        self._keys: dict[str, bytes] = {}
+
+    def _js(self, s: str) -> str:
+        out = self._json.get(s)
+        if out is None:
+            out = self._json[s] = json.dumps(s, ensure_ascii=False)
+        return out
+
+    def key(self, user: str) -> bytes:
+        key = self._keys.get(user)
+        if key is None:
+            key = self._keys[user] = user.encode("utf-8")
+        return key
+
+    def value(self, user: str, item: str, rating: float, t: float) -> bytes:
+        """``{"user_id", "item_id", "rating"?, "timestamp"}`` (no ``rating`` for an implicit, NaN, rating)."""
+        t_text = str(int(t)) if t.is_integer() else repr(t)
+        if rating != rating:  # NaN: implicit
+            value = f'{{"user_id":{self._js(user)},"item_id":{self._js(item)},"timestamp":{t_text}}}'
+        else:
+            value = (f'{{"user_id":{self._js(user)},"item_id":{self._js(item)},"rating":{self.rating_text[rating]},'
+                     f'"timestamp":{t_text}}}')
+        return value.encode("utf-8")
+
+
+def _check_replay_args(stamp: str, speed: float, limit: int | None, partitions: int) -> None:
+    if stamp not in ("now", "event"):
+        raise MetarecError(f"--stamp must be 'now' or 'event', got {stamp!r}")
+    if speed < 0:
+        raise MetarecError(f"--speed must be >= 0 (0 = as fast as possible), got {speed}")
+    if limit is not None and limit < 0:
+        raise MetarecError(f"--limit must be >= 0, got {limit}")
+    if partitions < 1:
+        raise MetarecError(f"--partitions must be >= 1, got {partitions}")
+
+
+def _wait_until_due(producer: Any, due: float, stop: threading.Event | None) -> bool:
+    """Serve delivery callbacks, then wait ``due`` seconds (> 0); False when ``stop`` was set meanwhile."""
+    producer.poll(0)
+    if stop is not None:
+        return not stop.wait(due)
+    time.sleep(due)
+    return True
+
+
 def replay_dataset(dataset: Any, bootstrap: str, topic: str, *, speed: float = 0.0, limit: int | None = None,
                    partitions: int = 4, progress: Progress | None = None, stop: threading.Event | None = None,
                    overrides: Mapping[str, Any] | None = None, stamp: str = "now") -> ReplayStats:
@@ -106,14 +157,7 @@ def replay_dataset(dataset: Any, bootstrap: str, topic: str, *, speed: float = 0
     time; on a broker with time-based retention, old event times are deleted at once). The value's
     ``timestamp`` field always carries the event time.
     """
-    if stamp not in ("now", "event"):
-        raise MetarecError(f"--stamp must be 'now' or 'event', got {stamp!r}")
-    if speed < 0:
-        raise MetarecError(f"--speed must be >= 0 (0 = as fast as possible), got {speed}")
-    if limit is not None and limit < 0:
-        raise MetarecError(f"--limit must be >= 0, got {limit}")
-    if partitions < 1:
-        raise MetarecError(f"--partitions must be >= 1, got {partitions}")
+    _check_replay_args(stamp, speed, limit, partitions)
     check_reachable(bootstrap, overrides=overrides)
     ensure_topics(bootstrap, {topic: (partitions, None)}, overrides=overrides)
     n = len(dataset) if limit is None else min(limit, len(dataset))
@@ -121,16 +165,7 @@ def replay_dataset(dataset: Any, bootstrap: str, topic: str, *, speed: float = 0
     order = np.arange(n) if n < 2 or bool(np.all(np.diff(ts) >= 0)) else np.argsort(ts, kind="stable")
     users, items = dataset.user_ids, dataset.item_ids
     ratings = np.asarray(dataset.ratings, dtype=np.float32)
-    rating_text = _number_text(ratings[:n])
-    json_str: dict[str, str] = {}
-    keys: dict[str, bytes] = {}
-
-    def js(s: str) -> str:
-        out = json_str.get(s)
-        if out is None:
-            out = json_str[s] = json.dumps(s, ensure_ascii=False)
-        return out
-
+    encoder = _EventEncoder(ratings[:n])
     delivery = _Delivery()
     producer = _producer(bootstrap, overrides, delivery)
     producer.list_topics(topic, timeout=10)  # partitions known before the first send (no wait at flush)
@@ -145,27 +180,12 @@ def replay_dataset(dataset: Any, bootstrap: str, topic: str, *, speed: float = 0
         t = float(ts[i])
         if speed > 0:
             due = (t - t0) / speed - (time.monotonic() - start)
-            if due > 0:
-                producer.poll(0)
-                if stop is not None:
-                    if stop.wait(due):
-                        interrupted = True
-                        break
-                else:
-                    time.sleep(due)
+            if due > 0 and not _wait_until_due(producer, due, stop):
+                interrupted = True
+                break
         user = str(users[i])
-        r = float(ratings[i])
-        t_text = str(int(t)) if t.is_integer() else repr(t)
-        if r != r:  # NaN: implicit
-            value = f'{{"user_id":{js(user)},"item_id":{js(str(items[i]))},"timestamp":{t_text}}}'
-        else:
-            value = (f'{{"user_id":{js(user)},"item_id":{js(str(items[i]))},"rating":{rating_text[r]},'
-                     f'"timestamp":{t_text}}}')
-        key = keys.get(user)
-        if key is None:
-            key = keys[user] = user.encode("utf-8")
-        produce(producer, topic, key=key, value=value.encode("utf-8"),
-                 timestamp=int(round(t * 1000)) if stamp == "event" else 0)
+        produce(producer, topic, key=encoder.key(user), value=encoder.value(user, str(items[i]), float(ratings[i]), t),
+                timestamp=int(round(t * 1000)) if stamp == "event" else 0)
         sent += 1
         if sent % 5000 == 0:
             producer.poll(0)
@@ -272,7 +292,7 @@ def replay_topic(bootstrap: str, source: str, destination: str, start_ms: int, u
                 if m.offset() >= ends[p]:
                     pending.discard(p)
                     continue
-                ts_type, ts = m.timestamp()
+                _, ts = m.timestamp()
                 if ts >= start_ms and (until_ms is None or ts < until_ms):
                     kwargs: dict[str, Any] = {"key": m.key(), "value": m.value(), "timestamp": ts}
                     if m.headers():

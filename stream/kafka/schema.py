@@ -46,6 +46,11 @@ MAX_ID_CHARS = 256
 MAX_ABS_RATING = 1e6
 MAX_FUTURE_SECONDS = 86_400.0
 
+
+def dlq_topic(input_topic: str) -> str:
+    """The dead-letter topic of ``input_topic``: invalid messages go there with an ``error`` header."""
+    return f"{input_topic}.dlq"
+
 REASONS: frozenset[str] = frozenset({
     "oversized", "empty_value", "invalid_utf8", "invalid_json", "not_an_object",
     "missing_user_id", "empty_user_id", "bad_user_id_type", "user_id_too_long",

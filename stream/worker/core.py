@@ -1,18 +1,26 @@
-"""One micro-batch of the worker, without Kafka: parse, dead-letter, adapt, build the output messages.
+"""The worker core: one micro-batch of raw Kafka messages in, what to store, publish and dead-letter out. No Kafka.
 
-The faust agent (:mod:`stream.runtime.faust.app`) hands a list of :class:`RawMessage` to :meth:`BatchCore.parse`, reads the
-records of the touched users from its table, calls :meth:`BatchCore.run` (ONE
-:meth:`~adapters.online.learner.OnlineLearner.process` call for the whole batch), writes the returned records back and
-produces the :class:`Outgoing` messages. Everything here is synchronous and never raises for bad input: a message
-that breaks the contract becomes a dead letter, and a user whose events make the learner fail is isolated (the
-batch is retried user by user) and dead-lettered with reason ``processing_error``, so one bad message never stops
-or stalls the stream.
+:meth:`WorkerCore.process` is the whole per-batch logic of the worker, synchronous and free of any client:
+
+1. parse and validate every message (:func:`stream.kafka.schema.parse_event`); a message that breaks the contract
+   becomes a dead letter with its reason;
+2. read the stored records of the touched users through a :class:`StateReader` (a user's record lives in the
+   changelog partition of their newest event of the batch);
+3. adapt every touched user in ONE :meth:`~adapters.online.learner.OnlineLearner.process` call (a user whose events
+   make the learner fail is isolated: the batch is retried user by user and that user's events are dead-lettered
+   with reason ``processing_error``, so one bad message never stops or stalls the stream);
+4. return a :class:`BatchOutput`: the :class:`StateWrite` of every record (and a deletion per user expired by
+   ``--state-ttl``, :mod:`stream.worker.expiry`), one top-K list per touched user, and the dead letters.
+
+A runtime (:mod:`stream.runtime.faust`) feeds it batches, writes the state, publishes the output, waits for its
+delivery and only then commits the batch's offsets (at-least-once). A redelivered offset never enters a window twice
+(the record stores the newest applied offset); its user's list is published again.
 
 Example
 -------
->>> core = BatchCore(learner=None, metrics=WorkerMetrics(), input_topic="interactions")
->>> ok, dead = core.parse([RawMessage("interactions", 0, 7, b"u1", b"not json", 1.0e9)])
->>> ok, dead[0].headers
+>>> core = WorkerCore(learner=None, metrics=WorkerMetrics())
+>>> out = core.process([RawMessage("interactions", 0, 7, b"u1", b"not json", 1.0e9)], MemoryState())
+>>> out.lists, out.dead[0].headers
 ([], [('error', b'invalid_json'), ('source', b'interactions/0/7')])
 """
 from __future__ import annotations
@@ -23,51 +31,86 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from adapters.online.learner import BatchResult, Interaction, OnlineLearner
 from adapters.online.records import UserRecord
+from stream.kafka.messages import Outgoing, RawMessage
+from stream.kafka.schema import MAX_EVENT_BYTES, REASONS, InvalidEvent, parse_event
+from stream.kafka.schema import dlq_topic as dlq_topic_of
+from stream.worker.expiry import StateExpiry
 from stream.worker.hitrate import OnlineHitRate
 from stream.worker.metrics import ActiveUsers, WorkerMetrics
-from stream.kafka.schema import MAX_EVENT_BYTES, REASONS, InvalidEvent, parse_event
+from stream.worker.state_layout import user_key
 
 log = logging.getLogger(__name__)
 
 PROCESSING_ERROR = "processing_error"
 LIVE_SKEW_S = 3600.0  #: record timestamps further than this from the wall clock are event times, not produce times
 
+__all__ = ["BatchOutput", "MemoryState", "Outgoing", "RawMessage", "StateReader", "StateWrite", "WorkerCore",
+           "dead_letter"]
+
 
 @dataclass(frozen=True)
-class RawMessage:
-    """An input message as read from Kafka (``timestamp``: the record timestamp, epoch seconds)."""
+class StateWrite:
+    """A write to the state table, in changelog partition ``partition`` (``value`` None: delete, a tombstone)."""
 
-    topic: str
     partition: int
-    offset: int
-    key: bytes | None
+    key: bytes
     value: bytes | None
-    timestamp: float
-    received: float | None = None  #: wall time the worker took it from the consumer (None: unknown)
 
 
-@dataclass(frozen=True)
-class Outgoing:
-    """A message to produce."""
+class StateReader(Protocol):
+    """Where the core reads the stored records from."""
 
-    topic: str
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes]] = field(default_factory=list)
+    def read(self, keys: Mapping[bytes, int]) -> dict[bytes, bytes | None]:
+        """The stored value of each key (None: absent); ``keys`` maps a key to the partition it is stored in."""
+        ...
+
+
+class MemoryState:
+    """A :class:`StateReader` over a dict, which :meth:`apply` updates: the state of tests and tools.
+
+    >>> s = MemoryState(); s.apply([StateWrite(0, b"u1", b"r"), StateWrite(1, b"u2", None)])
+    >>> s.read({b"u1": 0, b"u2": 1})
+    {b'u1': b'r', b'u2': None}
+    """
+
+    def __init__(self) -> None:
+        self.data: dict[bytes, tuple[int, bytes]] = {}
+
+    def read(self, keys: Mapping[bytes, int]) -> dict[bytes, bytes | None]:
+        return {k: (v[1] if (v := self.data.get(k)) is not None else None) for k in keys}
+
+    def apply(self, writes: Sequence[StateWrite]) -> None:
+        for w in writes:
+            if w.value is None:
+                self.data.pop(w.key, None)
+            else:
+                self.data[w.key] = (w.partition, w.value)
 
 
 @dataclass
 class BatchOutput:
-    """What one micro-batch produced (see :meth:`BatchCore.run`)."""
+    """What one micro-batch produced (see :meth:`WorkerCore.process`)."""
 
-    records: dict[str, UserRecord]
+    writes: list[StateWrite]
     lists: list[Outgoing]
     dead: list[Outgoing]
-    result: BatchResult
+    good: list[tuple[Interaction, RawMessage]] = field(default_factory=list)  #: the valid events, in order
+    records: dict[str, UserRecord] = field(default_factory=dict)  #: the touched users' new records
+    result: BatchResult | None = None  #: the learner's result (None: no valid event)
+    expired: int = 0  #: users deleted by the TTL
+
+    @property
+    def publish(self) -> list[Outgoing]:
+        """Every message to produce: the lists, then the dead letters."""
+        return self.lists + self.dead
+
+    @property
+    def partitions_written(self) -> set[int]:
+        return {w.partition for w in self.writes}
 
 
 def dead_letter(msg: RawMessage, reason: str, dlq_topic: str) -> Outgoing:
@@ -81,22 +124,85 @@ def dead_letter(msg: RawMessage, reason: str, dlq_topic: str) -> Outgoing:
     return Outgoing(dlq_topic, key, msg.value, [("error", reason.encode()), ("source", source)])
 
 
-class BatchCore:
-    """The per-batch logic of the worker (metrics included), independent of faust."""
+class WorkerCore:
+    """The per-batch logic of the worker (metrics included), independent of Kafka clients and of faust."""
 
     def __init__(self, learner: OnlineLearner | None, metrics: WorkerMetrics, input_topic: str = "interactions",
                  output_topic: str = "recommendations", dlq_topic: str | None = None,
                  hitrate: OnlineHitRate | None = None, active: ActiveUsers | None = None,
-                 max_event_bytes: int = MAX_EVENT_BYTES) -> None:
+                 max_event_bytes: int = MAX_EVENT_BYTES, expiry: StateExpiry | None = None) -> None:
         self.learner = learner
+        self.expiry = expiry or StateExpiry(None)
         self.max_event_bytes = int(max_event_bytes)
         self.metrics = metrics
         self.input_topic, self.output_topic = input_topic, output_topic
-        self.dlq_topic = dlq_topic or f"{input_topic}.dlq"
+        self.dlq_topic = dlq_topic or dlq_topic_of(input_topic)
         self.hitrate = hitrate or OnlineHitRate()
         self.active = active or ActiveUsers()
         for reason in sorted(REASONS | {PROCESSING_ERROR}):  # every series exists from the start (value 0)
             metrics.events_invalid.labels(reason)
+
+    # -- the micro-batch -------------------------------------------------------------------------------
+    def process(self, messages: Sequence[RawMessage], store: StateReader) -> BatchOutput:
+        """Parse, read, adapt, expire: everything to store, publish and dead-letter for ``messages``."""
+        good, dead = self.parse(messages)
+        if not good:
+            self.metrics.batches.inc()
+            return BatchOutput([], [], dead)
+        home: dict[str, int] = {}  # user → partition of their newest event (where their record is stored)
+        for ev, msg in good:
+            home[ev.user_id] = msg.partition
+        stored = store.read({user_key(u): p for u, p in home.items()})
+        records = {u: _decode(u, stored.get(user_key(u))) for u in home}
+        out = self.run(good, records)
+        writes = [StateWrite(home[u], user_key(u), rec.to_bytes()) for u, rec in out.records.items()]
+        for u, rec in out.records.items():
+            self.expiry.touch(home[u], u, rec.last_timestamp)
+        expired = self.expire(good)
+        writes += expired
+        out.writes, out.dead, out.expired = writes, dead + out.dead, len(expired)
+        return out
+
+    def expire(self, good: Sequence[tuple[Interaction, RawMessage]]) -> list[StateWrite]:
+        """Advance the event-time watermarks with this batch's events; a deletion per user past the TTL."""
+        if not self.expiry.enabled:
+            return []
+        times: dict[int, list[float]] = {}
+        for ev, msg in good:
+            times.setdefault(msg.partition, []).append(ev.timestamp)
+        gone: list[StateWrite] = []
+        m = self.metrics
+        for partition, ts in times.items():
+            m.state_watermark.labels(str(partition)).set(self.expiry.advance(partition, ts))
+            users = self.expiry.due(partition)
+            gone += [StateWrite(partition, user_key(u), None) for u in users]
+            if users:
+                log.info("partition %d: expired %d inactive users (event-time watermark %.0f, TTL %.0f s)",
+                         partition, len(users), self.expiry.watermark(partition) or 0.0, self.expiry.ttl_s or 0.0)
+        m.state_expired.inc(len(gone))
+        m.state_users.set(self.expiry.size())
+        return gone
+
+    def switch(self, checkpoint: Any) -> bool:
+        """Serve ``checkpoint`` from the next batch on; False (still serving the current one) if it cannot be."""
+        assert self.learner is not None
+        old = self.learner.checkpoint
+        try:
+            self.learner.switch(checkpoint)
+        except Exception as exc:  # noqa: BLE001 - keep serving the current version
+            log.error("cannot switch to model %s (%s); still serving %s", getattr(checkpoint, "version", "?"), exc,
+                      old.version)
+            self.learner.switch(old)
+            return False
+        self.metrics.model_switches.inc()
+        self.set_model_metrics()
+        log.warning("switched model %s → %s", old.version, checkpoint.version)
+        return True
+
+    def set_model_metrics(self) -> None:
+        assert self.learner is not None
+        ck = self.learner.checkpoint
+        self.metrics.set_model(ck.version, getattr(ck, "model", ""), getattr(ck, "meta", ""))
 
     # -- parsing ---------------------------------------------------------------------------------------
     def parse(self, messages: Sequence[RawMessage]) -> tuple[list[tuple[Interaction, RawMessage]], list[Outgoing]]:
@@ -122,10 +228,10 @@ class BatchCore:
             dead.append(dead_letter(msg, reason, self.dlq_topic))
         return good, dead
 
-    # -- the batch -------------------------------------------------------------------------------------
+    # -- adaptation -------------------------------------------------------------------------------------
     def run(self, good: Sequence[tuple[Interaction, RawMessage]], records: Mapping[str, UserRecord | None]
             ) -> BatchOutput:
-        """ONE learner call for the batch (user-by-user only after a failure), metrics, output messages."""
+        """ONE learner call for the batch (user-by-user only after a failure), metrics, the lists."""
         assert self.learner is not None
         events = [ev for ev, _ in good]
         for ev in events:  # the lists published so far versus these next events
@@ -151,7 +257,7 @@ class BatchCore:
         m.online_hit_rate.set(self.hitrate.rate)
         self.active.touch({ev.user_id for ev in events})
         m.users_active.set(self.active.count())
-        return BatchOutput(result.records, lists, dead, result)
+        return BatchOutput([], lists, dead, list(good), result.records, result)
 
     def _isolate(self, good: Sequence[tuple[Interaction, RawMessage]], records: Mapping[str, UserRecord | None]
                  ) -> tuple[BatchResult, list[Outgoing]]:
@@ -207,3 +313,13 @@ class BatchCore:
             if abs(now - start) > LIVE_SKEW_S and msg.received is not None:
                 start = msg.received
             hist.observe(max(0.0, now - start))
+
+
+def _decode(user: str, raw: bytes | None) -> UserRecord | None:
+    if raw is None:
+        return None
+    try:
+        return UserRecord.from_bytes(raw)
+    except Exception as exc:  # noqa: BLE001 - a corrupt record must not stop the stream: start the user afresh
+        log.warning("user %r: unreadable stored record (%s); starting from θ0", user, exc)
+        return None

@@ -1,10 +1,9 @@
 """Expiry of inactive users' state by **event time**: the per-partition index behind ``--state-ttl``.
 
 A user whose newest event is more than ``ttl_s`` seconds (event time) older than the *watermark* of their input
-partition is forgotten: the worker deletes the key from its faust table, which writes a tombstone (value None) to
-the changelog partition of the current event — the agent makes an event of that same partition current while it
-deletes (FIELD-NOTES: table writes go to the changelog partition of the current event), so the tombstone lands
-where the record was, and log compaction removes the user for good.
+partition is forgotten: the worker core (:mod:`stream.worker.core`) returns a deletion of the key in the record's own partition, which
+the runtime writes as a tombstone (value None) to that changelog partition, so the tombstone lands where the record
+was, and log compaction removes the user for good.
 
 Watermark of a partition = the largest *median* event time of that partition's events in one micro-batch, never
 beyond the wall clock. The median makes one stray far-future timestamp (the schema admits up to now + 1 day) unable
@@ -14,7 +13,8 @@ stream's time, however fast it is replayed.
 
 The sweep is incremental and cheap: a heap of ``(newest event time, user)`` per partition with lazy deletion;
 each micro-batch pops at most ``max_per_batch`` expired users per partition it touches. After a rebalance the
-index is rebuilt once from the table (header-only decoding of each record, :func:`record_position`).
+index is rebuilt once from the table (header-only decoding of each record,
+:func:`adapters.online.records.record_position`).
 
 Example
 -------
@@ -28,31 +28,12 @@ Example
 from __future__ import annotations
 
 import heapq
-import logging
-import struct
 import time
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from stream.runtime.faust.progress import is_internal_key
-
-log = logging.getLogger(__name__)
-
-#: prefix of :data:`adapters.online.records._HEADER` up to ``last_timestamp`` (magic, format, flags, n_window,
-#: state_len, n_items, partition, last_offset, last_timestamp)
-_PREFIX = struct.Struct("<2sBBHIIiqd")
-
-
-def record_position(raw: bytes) -> tuple[int, float] | None:
-    """``(partition, newest event time)`` of a stored :class:`~adapters.online.records.UserRecord`, header only."""
-    try:
-        magic, _fmt, _flags, _n, _s, _i, partition, _off, last_ts = _PREFIX.unpack_from(raw, 0)
-    except (struct.error, TypeError):
-        return None
-    if magic != b"MR":
-        return None
-    return int(partition), float(last_ts)
+from adapters.online.records import record_position
+from stream.worker.state_layout import is_internal_key
 
 
 @dataclass
@@ -78,9 +59,6 @@ class StateExpiry:
             return
         newest[user] = event_time
         heapq.heappush(self._heaps.setdefault(partition, []), (event_time, user))
-
-    def forget(self, partition: int, user: str) -> None:
-        self._newest.get(partition, {}).pop(user, None)
 
     def advance(self, partition: int, event_times: Iterable[float], now: float | None = None) -> float:
         """Move the partition's watermark to the median of ``event_times`` (never back, never past ``now``)."""
@@ -120,7 +98,7 @@ class StateExpiry:
         self._watermark = {p: w for p, w in self._watermark.items() if p in keep}
         n = 0
         for key, raw in items:
-            if is_internal_key(key):  # the worker's processed marks (stream.runtime.faust.progress)
+            if is_internal_key(key):  # the worker's processed marks (stream.runtime.faust.acked_unprocessed)
                 continue
             pos = record_position(raw) if raw else None
             if pos is None or pos[0] not in keep:
@@ -138,44 +116,3 @@ class StateExpiry:
 
     def size(self) -> int:
         return sum(len(v) for v in self._newest.values())
-
-
-def rebuild_index(expiry: StateExpiry, table: Any, partitions: list[int], metrics: Any) -> None:
-    """Index the restored records of ``partitions`` from the faust ``table`` (once after each rebalance)."""
-    t0 = time.perf_counter()
-    n = expiry.rebuild(table.data.items(), partitions)
-    metrics.state_users.set(expiry.size())
-    log.info("state expiry: indexed %d user records of partitions %s in %.2f s", n, sorted(partitions),
-             time.perf_counter() - t0)
-
-
-def expire_users(expiry: StateExpiry, table: Any, good: list[Any], part_event: dict[int, Any],
-                 current_event: Callable[[Any], Any], metrics: Any) -> set[int]:
-    """Advance the watermarks with this batch's events, delete the expired users; the partitions written to.
-
-    ``good`` holds ``(Interaction, RawMessage)`` pairs; ``part_event`` a faust event of each input partition of
-    the batch, made current (``current_event``) while that partition's users are deleted.
-    """
-    if not expiry.enabled:
-        return set()
-    times: dict[int, list[float]] = {}
-    for ev, msg in good:
-        times.setdefault(msg.partition, []).append(ev.timestamp)
-    swept: set[int] = set()
-    for partition, ts in times.items():
-        metrics.state_watermark.labels(str(partition)).set(expiry.advance(partition, ts))
-        gone = expiry.due(partition)
-        if not gone:
-            continue
-        with current_event(part_event[partition]):  # the tombstones go to this changelog partition
-            for user in gone:
-                try:
-                    del table[user.encode("utf-8")]
-                except KeyError:
-                    pass
-        metrics.state_expired.inc(len(gone))
-        swept.add(partition)
-        log.info("partition %d: expired %d inactive users (event-time watermark %.0f, TTL %.0f s)", partition,
-                 len(gone), expiry.watermark(partition) or 0.0, expiry.ttl_s or 0.0)
-    metrics.state_users.set(expiry.size())
-    return swept

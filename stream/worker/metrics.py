@@ -28,7 +28,7 @@ Extra (not in the contract): ``metarec_duplicates_total`` (redelivered events sk
 expiry), ``metarec_state_expired_total`` (user records deleted by ``--state-ttl``: a changelog tombstone each),
 ``metarec_state_watermark_seconds{partition}`` (event-time watermark the TTL is measured from),
 ``metarec_gap_events_total`` (input events faust skipped and the worker fetched itself, see
-:mod:`stream.runtime.faust.gapfill`).
+:mod:`stream.runtime.faust.skipped_ranges`).
 
 Example
 -------
@@ -102,7 +102,7 @@ class WorkerMetrics:
         self.batch_events = Histogram("metarec_batch_events", "Input messages per micro-batch.",
                                       buckets=BATCH_BUCKETS, registry=r)
         self.commit_stalls = Counter("metarec_commit_stalls", "Partitions whose committed offset got stuck behind "
-                                     "processed offsets (see stream.runtime.faust.app._watch_commits).", registry=r)
+                                     "processed offsets (see stream.runtime.faust.lost_acks).", registry=r)
         self.assigned_partitions = Gauge("metarec_assigned_partitions", "Input partitions owned by this worker.",
                                          registry=r)
         self.broker_up = Gauge("metarec_broker_up", "1 while the broker answers the worker's metadata probe.",
@@ -115,7 +115,7 @@ class WorkerMetrics:
                                      "partition (epoch s): users older than it minus the state TTL expire.",
                                      ["partition"], registry=r)
         self.gap_events = Counter("metarec_gap_events", "Input events skipped by faust and fetched by the worker "
-                                  "itself (stream.runtime.faust.gapfill).", registry=r)
+                                  "itself (stream.runtime.faust.skipped_ranges).", registry=r)
         self._model_labels: tuple[str, str, str] | None = None
         self._lag_labels: set[tuple[str, str]] = set()
         self._lock = threading.Lock()

@@ -141,8 +141,9 @@ def test_worker_metrics_module_exports_the_expected_names() -> None:
     """
     from metric_names import referenced_worker_series, series_names_in_exposition
 
-    metrics_module = pytest.importorskip("stream.worker.metrics")
-    m = metrics_module.WorkerMetrics()
+    from stream.worker.metrics import WorkerMetrics
+
+    m = WorkerMetrics()
     m.events_invalid.labels("invalid_json").inc()
     m.set_lag({("interactions", 0): 5})
     m.set_model("v1", "mf", "fomaml")

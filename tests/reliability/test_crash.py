@@ -6,10 +6,10 @@
   is exactly the user's last ``min(32, n)`` input offsets, in order;
 * every user's newest published list is as of their newest event.
 
-Before the processed marks (stream.runtime.faust.progress) and the discarding of a local state cache after an unclean stop
+Before the processed marks (stream.runtime.faust.acked_unprocessed) and the discarding of a local state cache after an unclean stop
 (stream.worker.config.claim_local_state), about 1 run in 3 failed: one user's record, newer in the killed worker's local
 RocksDB than in the changelog, was kept locally at the restart and never reached the changelog. Before the worker
-committed its own processed offsets (stream.runtime.faust.progress.commit_processed), most runs failed on "committed == N":
+committed its own processed offsets (stream.runtime.faust.lost_acks), most runs failed on "committed == N":
 faust delivered the first offsets of a partition twice around the final worker's start-up seek and never acked
 some of them, so its commits stopped there for good.
 """
@@ -35,7 +35,7 @@ WINDOW = 32
 def changelog_records(bootstrap: str, topic: str) -> tuple[dict[str, object], int, int]:
     """Final record per user (compaction semantics: the last value wins, a tombstone deletes)."""
     from adapters.online.records import UserRecord
-    from stream.runtime.faust.progress import is_internal_key
+    from stream.worker.state_layout import is_internal_key
 
     latest: dict[str, bytes | None] = {}
     messages = read_to_end(bootstrap, topic)

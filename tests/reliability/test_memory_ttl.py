@@ -58,7 +58,7 @@ def test_200k_users_bounded_rss_and_ttl_tombstones(broker, tmp_path, figures):
         w.kill()
 
     assert hwm_kib * 1024 < RSS_BOUND, f"peak RSS {hwm_kib / 1024 ** 2:.2f} GiB"
-    from stream.runtime.faust.progress import is_internal_key
+    from stream.worker.state_layout import is_internal_key
 
     end = T0 + (N_USERS - 1) * STEP_S
     messages = read_to_end(broker, f"{group}-users-changelog", timeout=120)

@@ -1,4 +1,4 @@
-"""Events that were committed but never processed are processed at the next start (stream.runtime.faust.progress).
+"""Events that were committed but never processed are processed at the next start (stream.runtime.faust.acked_unprocessed).
 
 The failure this guards against: faust 0.15.3 can ack - and so commit - input messages that a suspended stream
 skipped during a rebalance, and a kill -9 before the worker notices loses them for good. The test builds that
@@ -56,8 +56,8 @@ def commit_at(bootstrap: str, group: str, topic: str, ends: dict[int, int], time
 
 def test_offsets_committed_past_the_processed_mark_are_processed_at_restart(broker, tmp_path, figures):
     from adapters.online.records import UserRecord
-    from stream.runtime.faust.app import changelog_topic
-    from stream.runtime.faust.progress import is_internal_key
+    from stream.worker.state_layout import changelog_topic
+    from stream.worker.state_layout import is_internal_key
 
     ds, events = ml100k(N)
     make_checkpoint(tmp_path / "ck", sorted({str(i) for i in ds.item_ids}), seed=3)

@@ -105,11 +105,12 @@ def test_security_settings_reach_every_confluent_client(broker, spy_clients, tmp
     import numpy as np
 
     from adapters.data.datasets import Dataset
-    from stream.runtime.faust.gapfill import fetch_range
+    from stream.kafka.ranges import fetch_range
     from stream.worker.http import WorkerHealth
     from stream.worker.probe import BrokerProbe
     from stream.kafka.replay import replay_dataset, replay_topic
-    from stream.worker.config import WorkerConfig, prepare_topics
+    from stream.worker.config import WorkerConfig
+    from stream.worker.topics import prepare_topics
 
     ds = Dataset(name="t", fingerprint="x", user_ids=np.array(["u1", "u2"], dtype=object),
                  item_ids=np.array(["i1", "i2"], dtype=object), ratings=np.array([4.0, 5.0], np.float32),
@@ -147,7 +148,8 @@ def test_security_settings_reach_the_faust_worker(tmp_path, monkeypatch):
     from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
     from stream.runtime.faust.app import build_app
-    from stream.worker.config import WorkerConfig, build_runtime, worker_credentials
+    from stream.runtime.faust.process import build_runner, worker_credentials
+    from stream.worker.config import WorkerConfig
 
     make_checkpoint(tmp_path / "ck", ["a", "b", "c"], seed=1)
     env = {"METAREC_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "METAREC_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
@@ -155,7 +157,7 @@ def test_security_settings_reach_the_faust_worker(tmp_path, monkeypatch):
     cfg = WorkerConfig(bootstrap="h:1", checkpoint=tmp_path / "ck", data_dir=tmp_path / "d")
     creds = worker_credentials(cfg, environ=env)
     assert isinstance(creds, faust.SASLCredentials)
-    app = build_app(build_runtime(cfg, 1), creds)
+    app = build_app(build_runner(cfg, 1), creds)
     auth = credentials_to_aiokafka_auth(app.conf.broker_credentials)
     assert auth["security_protocol"] == "SASL_SSL" and auth["sasl_mechanism"] == "SCRAM-SHA-512"
     assert (auth["sasl_plain_username"], auth["sasl_plain_password"]) == ("alice", "pw")
@@ -236,10 +238,10 @@ def test_crafted_pickle_would_run_code_if_unpickled(tmp_path):
 # --- bounded input size ---------------------------------------------------------------------------
 
 def test_input_size_is_bounded():
-    from stream.worker.core import BatchCore, RawMessage
+    from stream.worker.core import RawMessage, WorkerCore
     from stream.worker.metrics import WorkerMetrics
 
-    core = BatchCore(None, WorkerMetrics(), "in", max_event_bytes=1000)
+    core = WorkerCore(None, WorkerMetrics(), "in", max_event_bytes=1000)
     small = b'{"user_id":"u","item_id":"i","pad":"' + b"x" * 900 + b'"}'
     big = b'{"user_id":"u","item_id":"i","pad":"' + b"x" * 1000 + b'"}'
     good, dead = core.parse([RawMessage("in", 0, 0, b"u", small, 1e9), RawMessage("in", 0, 1, b"u", big, 1e9)])

@@ -4,8 +4,9 @@ from __future__ import annotations
 import numpy as np
 
 from adapters.online.records import UserRecord
-from stream.worker.expiry import StateExpiry, record_position
-from stream.runtime.faust.gapfill import OffsetTracker
+from adapters.online.records import record_position
+from stream.worker.expiry import StateExpiry
+from stream.worker.offsets import OffsetTracker
 from stream.worker.http import WorkerHealth
 
 
@@ -75,7 +76,7 @@ def test_processed_offset_stops_at_an_unfetched_hole():
 
 
 def test_processed_marks_are_internal_keys_that_no_user_id_can_take():
-    from stream.runtime.faust.progress import END_MARKER, decode_mark, encode_mark, is_internal_key, mark_key
+    from stream.worker.state_layout import END_MARKER, decode_mark, encode_mark, is_internal_key, mark_key
 
     assert is_internal_key(mark_key(0)) and is_internal_key(END_MARKER)
     for user in ("u1", "\x00metarec-batch-end", "ÿmetarec/processed/0", "\uffff"):
@@ -85,7 +86,7 @@ def test_processed_marks_are_internal_keys_that_no_user_id_can_take():
 
 
 def test_local_state_cache_is_kept_after_a_clean_stop_and_discarded_after_a_crash(tmp_path):
-    from stream.worker.config import CLEAN_STOP, claim_local_state, release_local_state
+    from stream.worker.localstate import CLEAN_STOP, claim_local_state, release_local_state
 
     tables = tmp_path / "v1" / "tables" / "users-0.db"
     tables.mkdir(parents=True)

@@ -14,9 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-import sys
 import uuid
-from pathlib import Path
 
 
 def main() -> None:

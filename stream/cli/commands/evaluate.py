@@ -4,8 +4,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
+import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from adapters.evaluation.config import EvaluationConfig
 
 DESCRIPTION = """\
 Offline evaluation of meta-learned adaptation against baselines, on the same splits in the same run.
@@ -24,33 +29,52 @@ examples:
 
 log = logging.getLogger(__name__)
 
+#: torch threads of an evaluation: on a small machine more threads contend and run slower
+THREADS = 1
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``metarec evaluate``; their defaults are those of the evaluation configs."""
+    from adapters.evaluation.config import ColdStartConfig, EvaluationConfig
+    from adapters.meta.config import TrainConfig
+
+    cold, preq = ColdStartConfig, EvaluationConfig
     parser.add_argument("--dataset", required=True, help="ml-100k, ml-1m or a CSV/TSV path")
     parser.add_argument("--protocol", choices=("coldstart", "prequential"), required=True, help="evaluation protocol")
     parser.add_argument("--model", choices=("seq", "mf", "melu"), default=None,
-                        help="model (default: melu for coldstart, seq for prequential)")
+                        help=f"model (default: {cold.model} for coldstart; for prequential the checkpoint's, else "
+                             f"{TrainConfig.model})")
     parser.add_argument("--meta", choices=("maml", "fomaml", "reptile", "metasgd"), default=None,
-                        help="meta-learner (default maml)")
-    parser.add_argument("--history", type=float, default=0.5, help="prequential: history fraction (default 0.5)")
-    parser.add_argument("--checkpoint", default=None, help="use this checkpoint for θ0 instead of training one")
+                        help=f"meta-learner (default {preq.meta})" if cold.meta == preq.meta else
+                        f"meta-learner (default: {cold.meta} for coldstart, {preq.meta} for prequential)")
+    parser.add_argument("--history", type=float, default=preq.history,
+                        help=f"prequential: history fraction (default {preq.history:g})")
+    parser.add_argument("--checkpoint", default=preq.checkpoint, help="use this checkpoint for θ0 instead of training one")
     parser.add_argument("--json", required=True, help="write the JSON report here")
-    parser.add_argument("--report", default=None, help="also write a report directory")
-    parser.add_argument("--epochs", type=int, default=None, help="training epochs when θ0 is trained here")
-    parser.add_argument("--steps", type=int, default=None, help="inner-loop steps (default: the model's)")
-    parser.add_argument("--max-items", type=int, default=None,
+    parser.add_argument("--report", default=preq.report, help="also write a report directory")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help=f"training epochs when θ0 is trained here (default: {cold.epochs} for coldstart, "
+                             f"{TrainConfig.epochs} for prequential)")
+    parser.add_argument("--steps", type=int, default=preq.steps,
+                        help=f"inner-loop steps of the adapting models (default: θ0's, the checkpoint's or "
+                             f"{TrainConfig.steps} when trained here); prequential: a θ0 trained here is trained with "
+                             "them too")
+    parser.add_argument("--max-items", type=int, default=preq.max_items,
                         help="prequential: item rows the learner keeps, items first seen online included; the coldest "
-                             "are evicted beyond it (default 8,192)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the splits and of training (default 0)")
-    parser.add_argument("--batch-size", type=int, default=256,
-                        help="prequential: max events per micro-batch (default 256, the worker's order of size)")
-    parser.add_argument("--batch-seconds", type=float, default=1.0,
-                        help="prequential: max event-time span of a micro-batch, seconds (default 1: a worker "
-                             "batching 100 ms of a live stream never groups events further apart; MovieLens "
+                             "are evicted beyond it (default: the checkpoint's, 8,192 unless trained otherwise)")
+    parser.add_argument("--seed", type=int, default=preq.seed,
+                        help=f"seed of the splits and of training (default {preq.seed})")
+    parser.add_argument("--batch-size", type=int, default=preq.batch_size,
+                        help=f"prequential: max events per micro-batch (default {preq.batch_size}, the worker's order "
+                             "of size)")
+    parser.add_argument("--batch-seconds", type=float, default=preq.batch_seconds,
+                        help=f"prequential: max event-time span of a micro-batch, seconds (default {preq.batch_seconds:g}: "
+                             "a worker batching 100 ms of a live stream never groups events further apart; MovieLens "
                              "timestamps are whole seconds); 0 = cut by --batch-size only, like a replay at full speed")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (default 1: on a small machine more threads contend and run slower)")
-    parser.add_argument("--data-dir", default=None, help="dataset cache (default $METAREC_DATA_DIR or ~/.cache/metarec)")
+    parser.add_argument("--threads", type=int, default=THREADS,
+                        help=f"torch threads (default {THREADS}: on a small machine more threads contend and run slower)")
+    parser.add_argument("--data-dir", default=preq.data_dir,
+                        help="dataset cache (default $METAREC_DATA_DIR or ~/.cache/metarec)")
     parser.add_argument("--no-progress", action="store_true", help="no progress output")
 
 
@@ -83,8 +107,8 @@ def _coldstart(args: argparse.Namespace) -> dict[str, Any]:
     from adapters.evaluation.coldstart import ColdStartConfig, run_coldstart
     from adapters.data.datasets import load_dataset
     ds = load_dataset(args.dataset, data_dir=args.data_dir, progress=not args.no_progress)
-    cfg = ColdStartConfig(model=args.model or "melu", meta=args.meta or "maml", seed=args.seed, steps=args.steps,
-                          dataset_spec=args.dataset)
+    cfg = ColdStartConfig(model=args.model or ColdStartConfig.model, meta=args.meta or ColdStartConfig.meta,
+                          seed=args.seed, steps=args.steps, dataset_spec=args.dataset)
     if args.epochs is not None:
         cfg.epochs = args.epochs
     checkpoint = None
@@ -94,13 +118,29 @@ def _coldstart(args: argparse.Namespace) -> dict[str, Any]:
     return run_coldstart(ds, cfg, checkpoint=checkpoint, progress=not args.no_progress)
 
 
+def command_line() -> str:
+    """The command line of this process, as the user would type it (recorded in the report directory)."""
+    return "metarec " + shlex.join(sys.argv[1:])
+
+
+def evaluation_config(args: argparse.Namespace) -> EvaluationConfig:
+    """The :class:`~adapters.evaluation.config.EvaluationConfig` of the parsed ``metarec evaluate`` flags."""
+    from adapters.evaluation.config import EvaluationConfig
+
+    return EvaluationConfig(dataset=args.dataset, model=args.model, meta=args.meta or EvaluationConfig.meta,
+                            history=args.history, checkpoint=args.checkpoint, report=args.report,
+                            epochs=args.epochs, steps=args.steps, max_items=args.max_items, seed=args.seed,
+                            batch_size=args.batch_size, batch_seconds=args.batch_seconds or None,
+                            data_dir=args.data_dir, progress=not args.no_progress, command=command_line())
+
+
 def _prequential(args: argparse.Namespace) -> dict[str, Any]:
     from adapters.errors import MetarecError
     try:
-        from adapters.evaluation.prequential import run_prequential
+        from adapters.evaluation.prequential_run import run_prequential
     except ImportError:
         raise MetarecError("prequential evaluation is not available in this build") from None
-    return run_prequential(args)
+    return run_prequential(evaluation_config(args))
 
 
 PROTOCOLS = {"coldstart": _coldstart, "prequential": _prequential}

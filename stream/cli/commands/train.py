@@ -25,41 +25,63 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``metarec train``; their defaults are :class:`~adapters.meta.config.TrainConfig`'s and the model
+    defaults of :mod:`adapters.meta.config`."""
+    from adapters.meta import config as defaults
+    from adapters.meta.config import DEFAULT_META, TrainConfig as T
+
+    def per_model(table: dict[str, object]) -> str:
+        return f"mf {table['mf']:g}, melu {table['melu']:g}"
+
+    mf_fresh = defaults.DEFAULT_FRESHNESS["mf"]
     parser.add_argument("--dataset", required=True, help="ml-100k, ml-1m or a CSV/TSV path (user_id,item_id,rating,timestamp)")
-    parser.add_argument("--model", choices=("seq", "mf", "melu"), default="seq",
-                        help="model (default seq: attention over the user's window on top of mf)")
-    parser.add_argument("--meta", choices=("maml", "fomaml", "reptile", "metasgd"), default="maml",
-                        help="meta-learner (default maml: second order, cheap for mf thanks to its closed-form "
+    parser.add_argument("--model", choices=("seq", "mf", "melu"), default=T.model,
+                        help=f"model (default {T.model}: attention over the user's window on top of mf)")
+    parser.add_argument("--meta", choices=("maml", "fomaml", "reptile", "metasgd"), default=DEFAULT_META,
+                        help=f"meta-learner (default {DEFAULT_META}: second order, cheap for mf thanks to its closed-form "
                              "gradient; beat fomaml on a validation split of ML-100K's history, HR@10 0.176 vs 0.165)")
     parser.add_argument("--out", required=True, help="checkpoint directory to write")
-    parser.add_argument("--epochs", type=int, default=5, help="meta-training epochs (default 5)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (same seed, same checkpoint weights)")
-    parser.add_argument("--history", type=float, default=1.0,
-                        help="train on the first fraction of events in time order (default 1.0)")
-    parser.add_argument("--steps", type=int, default=3, help="inner-loop gradient steps K (default 3)")
-    parser.add_argument("--inner-lr", type=float, default=None, help="inner learning rate (default: mf 0.5, melu 0.05)")
-    parser.add_argument("--inner-lr-rating", type=float, default=None,
-                        help="inner learning rate of mf's rating block [v|b_u] (default 0.02)")
-    parser.add_argument("--prox", type=float, default=None,
+    parser.add_argument("--epochs", type=int, default=T.epochs, help=f"meta-training epochs (default {T.epochs})")
+    parser.add_argument("--seed", type=int, default=T.seed, help="random seed (same seed, same checkpoint weights)")
+    parser.add_argument("--history", type=float, default=T.history,
+                        help=f"train on the first fraction of events in time order (default {T.history:.1f})")
+    parser.add_argument("--steps", type=int, default=T.steps,
+                        help=f"inner-loop gradient steps K (default {T.steps}; also what the worker and the "
+                             "evaluation adapt with unless told otherwise)")
+    parser.add_argument("--inner-lr", type=float, default=T.inner_lr,
+                        help=f"inner learning rate (default: {per_model(defaults.DEFAULT_INNER_LR)})")
+    parser.add_argument("--inner-lr-rating", type=float, default=T.inner_lr_rating,
+                        help=f"inner learning rate of mf's rating block [v|b_u] "
+                             f"(default {defaults.DEFAULT_INNER_LR_RATING['mf']:g})")
+    parser.add_argument("--prox", type=float, default=T.prox,
                         help="proximal weight λ of λ‖θ−θ0‖², in training and (by default) in the worker "
-                             "(default: mf 0.2, melu 0)")
-    parser.add_argument("--rating-solver", choices=("gd", "ridge"), default=None,
+                             f"(default: {per_model(defaults.DEFAULT_PROX)})")
+    parser.add_argument("--rating-solver", choices=("gd", "ridge"), default=T.rating_solver,
                         help="how mf's rating block [v|b_u] adapts: gd = the inner gradient steps, ridge = its exact "
-                             "closed-form minimiser, also inside meta-training (default: mf ridge, melu gd)")
-    parser.add_argument("--ridge-lambda", type=float, default=None,
-                        help="ridge solver: weight λ of the pull λ‖[v|b_u]−θ0‖² (default: mf 8, with the squared errors summed)")
-    parser.add_argument("--freshness", type=float, default=None,
-                        help="mf: weight β of the worker's item-popularity bonus β·log(1+decayed count) (default 1)")
-    parser.add_argument("--freshness-half-life", type=float, default=None,
-                        help="half-life of those item counts, in events (default 5000)")
-    parser.add_argument("--item-rating-lr", type=float, default=None,
-                        help="online learning rate of the worker's item rating-bias corrections (default 0.01)")
-    parser.add_argument("--batch-users", type=int, default=64, help="tasks per meta-step (default 64)")
-    parser.add_argument("--split", choices=("time", "random"), default="time", help="task split (default time)")
-    parser.add_argument("--window", type=int, default=32, help="max support events per task (default 32)")
-    parser.add_argument("--query-size", type=int, default=8, help="query events per task (default 8)")
-    parser.add_argument("--outer-lr", type=float, default=3e-3, help="meta (Adam) learning rate (default 3e-3)")
-    parser.add_argument("--pretrain-epochs", type=int, default=4, help="mf item-side pre-training epochs (default 4)")
+                             "closed-form minimiser, also inside meta-training (default: "
+                             f"mf {defaults.DEFAULT_RATING_SOLVER['mf']}, melu {defaults.DEFAULT_RATING_SOLVER['melu']})")
+    parser.add_argument("--ridge-lambda", type=float, default=T.ridge_lambda,
+                        help=f"ridge solver: weight λ of the pull λ‖[v|b_u]−θ0‖² (default: mf "
+                             f"{defaults.DEFAULT_RIDGE_LAMBDA['mf']:g}, with the squared errors "
+                             f"{'averaged' if defaults.DEFAULT_RIDGE_MEAN['mf'] else 'summed'})")
+    parser.add_argument("--freshness", type=float, default=T.freshness,
+                        help="mf: weight β of the worker's item-popularity bonus β·log(1+decayed count) "
+                             f"(default {mf_fresh['weight']:g})")
+    parser.add_argument("--freshness-half-life", type=float, default=T.freshness_half_life,
+                        help=f"half-life of those item counts, in events (default {mf_fresh['half_life']:g})")
+    parser.add_argument("--item-rating-lr", type=float, default=T.item_rating_lr,
+                        help="online learning rate of the worker's item rating-bias corrections "
+                             f"(default {mf_fresh['rating_lr']:g})")
+    parser.add_argument("--batch-users", type=int, default=T.batch_users,
+                        help=f"tasks per meta-step (default {T.batch_users})")
+    parser.add_argument("--split", choices=("time", "random"), default=T.split, help=f"task split (default {T.split})")
+    parser.add_argument("--window", type=int, default=T.window, help=f"max support events per task (default {T.window})")
+    parser.add_argument("--query-size", type=int, default=T.query_size,
+                        help=f"query events per task (default {T.query_size})")
+    parser.add_argument("--outer-lr", type=float, default=T.outer_lr,
+                        help=f"meta (Adam) learning rate (default {T.outer_lr:g})")
+    parser.add_argument("--pretrain-epochs", type=int, default=T.pretrain_epochs,
+                        help=f"mf item-side pre-training epochs (default {T.pretrain_epochs})")
     parser.add_argument("--dim", type=int, default=None, help="embedding size (mf default 64)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--data-dir", default=None, help="dataset cache (default $METAREC_DATA_DIR or ~/.cache/metarec)")

@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from stream.worker.config import WorkerConfig
 
 DESCRIPTION = """\
 Run the stream processor: a faust worker that consumes interaction events, keeps each user's last W events
@@ -46,93 +50,113 @@ def _non_negative_float(text: str) -> float:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from stream.kafka.client import add_kafka_arguments
+    from stream.worker.config import WorkerConfig as W
 
     k = parser.add_argument_group("Kafka")
     k.add_argument("--bootstrap", required=True, help="Kafka bootstrap servers, host:port[,host:port]")
-    k.add_argument("--input", default="interactions", help="input topic (default interactions)")
-    k.add_argument("--output", default="recommendations", help="output topic (default recommendations)")
-    k.add_argument("--group", default="metarec",
-                   help="consumer group, also the app id: state changelog <group>-users-changelog (default metarec)")
-    k.add_argument("--partitions", type=int, default=4,
-                   help="partitions of the topics the worker creates when missing (default 4; existing topics "
-                        "keep theirs, the state changelog always gets the input's)")
-    k.add_argument("--replication-factor", type=int, default=1, help="for topics the worker creates (default 1)")
-    k.add_argument("--session-timeout", type=_positive_float, default=10.0,
-                   help="consumer group session timeout in seconds (default 10; a stopped worker's partitions move "
-                        "after about this long)")
-    k.add_argument("--commit-interval", type=_positive_float, default=1.0,
-                   help="seconds between offset commits (default 1)")
+    k.add_argument("--input", default=W.input, help=f"input topic (default {W.input})")
+    k.add_argument("--output", default=W.output, help=f"output topic (default {W.output})")
+    k.add_argument("--group", default=W.group,
+                   help=f"consumer group, also the app id: state changelog <group>-users-changelog (default {W.group})")
+    k.add_argument("--partitions", type=int, default=W.partitions,
+                   help=f"partitions of the topics the worker creates when missing (default {W.partitions}; existing "
+                        "topics keep theirs, the state changelog always gets the input's)")
+    k.add_argument("--replication-factor", type=int, default=W.replication_factor,
+                   help=f"for topics the worker creates (default {W.replication_factor})")
+    k.add_argument("--session-timeout", type=_positive_float, default=W.session_timeout,
+                   help=f"consumer group session timeout in seconds (default {W.session_timeout:g}; a stopped "
+                        "worker's partitions move after about this long)")
+    k.add_argument("--commit-interval", type=_positive_float, default=W.commit_interval,
+                   help=f"seconds between offset commits (default {W.commit_interval:g})")
     add_kafka_arguments(parser)
+    _model_arguments(parser.add_argument_group("model"))
+    _batch_arguments(k, parser.add_argument_group("micro-batches and state"))
+    _http_arguments(parser.add_argument_group("HTTP"))
 
-    m = parser.add_argument_group("model")
+
+def _model_arguments(m: argparse._ArgumentGroup) -> None:
+    from stream.worker.config import WorkerConfig as W
+
     m.add_argument("--checkpoint", required=True,
                    help="checkpoint directory, or directory of versioned checkpoints (LATEST file or newest)")
-    m.add_argument("--model-poll", type=_positive_float, default=5.0,
-                   help="seconds between checks for a new model version (default 5)")
-    m.add_argument("--window", type=int, default=32, help="events kept per user as the support set (default 32)")
-    m.add_argument("--max-age", type=_positive_float, default=None,
+    m.add_argument("--model-poll", type=_positive_float, default=W.model_poll,
+                   help=f"seconds between checks for a new model version (default {W.model_poll:g})")
+    m.add_argument("--window", type=int, default=W.window,
+                   help=f"events kept per user as the support set (default {W.window})")
+    m.add_argument("--max-age", type=_positive_float, default=W.max_age,
                    help="drop window events older than this many seconds before the user's newest (default: none)")
-    m.add_argument("--steps", type=int, default=3, help="inner-loop gradient steps per micro-batch (default 3)")
-    m.add_argument("--prox", type=float, default=None, help="pull toward θ0 (default: the checkpoint's)")
-    m.add_argument("--top-k", type=int, default=10, help="list length (default 10)")
-    m.add_argument("--max-items", type=int, default=None,
+    m.add_argument("--steps", type=int, default=W.steps,
+                   help="inner-loop gradient steps per micro-batch (default: the checkpoint's)")
+    m.add_argument("--prox", type=float, default=W.prox, help="pull toward θ0 (default: the checkpoint's)")
+    m.add_argument("--top-k", type=int, default=W.top_k, help=f"list length (default {W.top_k})")
+    m.add_argument("--max-items", type=int, default=W.max_items,
                    help="item rows kept: the model's items plus those first seen online, which get their own row at "
-                        "their first event; beyond it the coldest rows are evicted (default 8,192)")
-    m.add_argument("--max-catalog", type=int, default=50_000,
-                   help="rank the whole catalog up to this many items (default 50000) ...")
-    m.add_argument("--retrieval-m", type=int, default=2_000,
-                   help="... above it, re-rank only the top M items of θ0 (default 2000)")
+                        "their first event; beyond it the coldest rows are evicted (default: the checkpoint's, "
+                        "8,192 for models trained by this version)")
+    m.add_argument("--max-catalog", type=int, default=W.max_catalog,
+                   help=f"rank the whole catalog up to this many items (default {W.max_catalog}) ...")
+    m.add_argument("--retrieval-m", type=int, default=W.retrieval_m,
+                   help=f"... above it, re-rank only the top M items of θ0 (default {W.retrieval_m})")
 
-    k.add_argument("--fetch-max-wait-ms", type=int, default=30,
-                   help="consumer long-poll wait (default 30; faust's own is 1500, a latency floor on the "
-                        "embedded broker, which answers a waiting fetch only when the wait expires)")
-    k.add_argument("--delivery", choices=("direct", "faust"), default="direct",
-                   help="how faust's fetch loop hands each message to the stream: direct (default: a plain await) "
-                        "or faust (its own per-message wait_first, which costs four asyncio tasks per message)")
-    b = parser.add_argument_group("micro-batches and state")
-    b.add_argument("--batch-size", type=int, default=500, help="max events per micro-batch (default 500)")
-    b.add_argument("--batch-ms", type=_positive_float, default=30.0,
-                   help="max milliseconds to wait to fill a micro-batch (default 30; under load batches fill to "
-                        "--batch-size first, so this mostly bounds the latency of a quiet stream)")
-    b.add_argument("--store", choices=("rocksdb", "memory"), default="rocksdb",
-                   help="local state store (default rocksdb; both are restored from the changelog)")
-    b.add_argument("--data-dir", default=None,
+
+def _batch_arguments(k: argparse._ArgumentGroup, b: argparse._ArgumentGroup) -> None:
+    from stream.worker.config import WorkerConfig as W
+
+    k.add_argument("--fetch-max-wait-ms", type=int, default=W.fetch_max_wait_ms,
+                   help=f"consumer long-poll wait (default {W.fetch_max_wait_ms}; faust's own is 1500, a latency "
+                        "floor on the embedded broker, which answers a waiting fetch only when the wait expires)")
+    k.add_argument("--delivery", choices=("direct", "faust"), default=W.delivery,
+                   help=f"how faust's fetch loop hands each message to the stream (default {W.delivery}): direct "
+                        "(a plain await) or faust (its own per-message wait_first, four asyncio tasks per message)")
+    b.add_argument("--batch-size", type=int, default=W.batch_size,
+                   help=f"max events per micro-batch (default {W.batch_size})")
+    b.add_argument("--batch-ms", type=_positive_float, default=W.batch_ms,
+                   help=f"max milliseconds to wait to fill a micro-batch (default {W.batch_ms:g}; under load batches "
+                        "fill to --batch-size first, so this mostly bounds the latency of a quiet stream)")
+    b.add_argument("--store", choices=("rocksdb", "memory"), default=W.store,
+                   help=f"local state store (default {W.store}; both are restored from the changelog)")
+    b.add_argument("--data-dir", default=W.data_dir,
                    help="state directory, one per worker on a host (default $METAREC_DATA_DIR/worker/<group>)")
 
-    b.add_argument("--torch-threads", type=int, default=1,
-                   help="torch threads for adaptation (default 1: on a small machine more threads contend with "
-                        "the event loop and run slower; scale out with processes instead)")
-    b.add_argument("--state-ttl", type=_non_negative_float, default=90 * 86_400.0, metavar="SECONDS",
+    b.add_argument("--torch-threads", type=int, default=W.torch_threads,
+                   help=f"torch threads for adaptation (default {W.torch_threads}: on a small machine more threads "
+                        "contend with the event loop and run slower; scale out with processes instead)")
+    b.add_argument("--state-ttl", type=_non_negative_float, default=W.state_ttl, metavar="SECONDS",
                    help="forget a user whose newest event is this many seconds (event time) older than their "
                         "partition's stream time: their record is deleted and tombstoned in the changelog "
-                        "(default 7776000 = 90 days; 0 = never)")
-    b.add_argument("--max-event-bytes", type=int, default=64 * 1024,
-                   help="input values larger than this go to the DLQ with reason oversized (default 65536)")
-    h = parser.add_argument_group("HTTP")
-    h.add_argument("--metrics-host", default="127.0.0.1", help="interface for /metrics /healthz /readyz (default "
-                   "127.0.0.1; 0.0.0.0 in a container)")
-    h.add_argument("--metrics-port", type=int, default=9400, help="port (default 9400; 0 = pick a free one)")
-    h.add_argument("--stall-after", type=_positive_float, default=5.0, metavar="SECONDS",
+                        f"(default {W.state_ttl:.0f} = {W.state_ttl / 86_400:.0f} days; 0 = never)")
+    b.add_argument("--max-event-bytes", type=int, default=W.max_event_bytes,
+                   help=f"input values larger than this go to the DLQ with reason oversized (default "
+                        f"{W.max_event_bytes})")
+
+
+def _http_arguments(h: argparse._ArgumentGroup) -> None:
+    from stream.worker.config import WorkerConfig as W
+
+    h.add_argument("--metrics-host", default=W.metrics_host,
+                   help=f"interface for /metrics /healthz /readyz (default {W.metrics_host}; 0.0.0.0 in a container)")
+    h.add_argument("--metrics-port", type=int, default=W.metrics_port,
+                   help=f"port (default {W.metrics_port}; 0 = pick a free one)")
+    h.add_argument("--stall-after", type=_positive_float, default=W.stall_after, metavar="SECONDS",
                    help="/readyz answers 503 (with the reason) once the broker has been unreachable, or a "
-                        "micro-batch's delivery has waited, this long (default 5); /healthz stays 200")
-    h.add_argument("--probe-interval", type=_positive_float, default=2.0, metavar="SECONDS",
-                   help="seconds between the broker probes behind /readyz (default 2)")
+                        f"micro-batch's delivery has waited, this long (default {W.stall_after:g}); /healthz stays 200")
+    h.add_argument("--probe-interval", type=_positive_float, default=W.probe_interval, metavar="SECONDS",
+                   help=f"seconds between the broker probes behind /readyz (default {W.probe_interval:g})")
+
+
+def config_from_args(args: argparse.Namespace) -> WorkerConfig:
+    """The :class:`~stream.worker.config.WorkerConfig` of parsed ``args`` (every field is a flag of the same name)."""
+    from dataclasses import fields
+
+    from stream.kafka.client import kafka_overrides
+    from stream.worker.config import WorkerConfig
+
+    loglevel = {0: "warning", 1: "info"}.get(getattr(args, "verbose", 0), "debug")
+    values = {f.name: getattr(args, f.name) for f in fields(WorkerConfig) if hasattr(args, f.name)}
+    return WorkerConfig(**values, kafka_options=kafka_overrides(args), loglevel=loglevel)
 
 
 def run(args: argparse.Namespace) -> int:
-    from stream.kafka.client import kafka_overrides
-    from stream.worker.config import WorkerConfig, run_worker
+    from stream.runtime.faust.process import run_worker
 
-    loglevel = {0: "warning", 1: "info"}.get(getattr(args, "verbose", 0), "debug")
-    cfg = WorkerConfig(
-        bootstrap=args.bootstrap, checkpoint=args.checkpoint, input=args.input, output=args.output, group=args.group,
-        metrics_host=args.metrics_host, metrics_port=args.metrics_port, store=args.store, data_dir=args.data_dir,
-        window=args.window, max_age=args.max_age, steps=args.steps, prox=args.prox, top_k=args.top_k,
-        batch_size=args.batch_size, batch_ms=args.batch_ms, max_catalog=args.max_catalog,
-        max_items=args.max_items,
-        retrieval_m=args.retrieval_m, partitions=args.partitions, replication_factor=args.replication_factor,
-        session_timeout=args.session_timeout, commit_interval=args.commit_interval, model_poll=args.model_poll,
-        kafka_options=kafka_overrides(args), loglevel=loglevel, torch_threads=args.torch_threads,
-        fetch_max_wait_ms=args.fetch_max_wait_ms, state_ttl=args.state_ttl, max_event_bytes=args.max_event_bytes,
-        stall_after=args.stall_after, probe_interval=args.probe_interval, delivery=args.delivery)
-    return run_worker(cfg)
+    return run_worker(config_from_args(args))

@@ -199,16 +199,15 @@ def test_prequential_evaluation_runs_on_a_churn_stream(tmp_path: Path, monkeypat
 
     import adapters.evaluation.prequential_run as prequential_run
     from adapters.evaluation.baselines import Popularity
+    from adapters.evaluation.config import EvaluationConfig
 
     path = tmp_path / "churn.csv"
     generate_churn(ChurnConfig(n_users=40, n_initial_items=40, n_new_items=120, events_per_user=12.0,
                                seed=4)).write(path)
-    fake = SimpleNamespace(version="fake", model="mf", meta="maml")
+    fake = SimpleNamespace(version="fake", model="mf", meta="maml", adapter=SimpleNamespace(inner=SimpleNamespace(steps=3)))
     monkeypatch.setattr(prequential_run, "_train", lambda *a, **k: fake)
     monkeypatch.setattr(prequential_run, "build_models", lambda stream, *a, **k: [Popularity(stream)])
-    args = argparse.Namespace(dataset=str(path), history=0.5, checkpoint=None, model=None, meta=None, epochs=1,
-                              steps=None, seed=0, batch_size=256, batch_seconds=1.0, no_progress=True, report=None)
-    report = prequential_run.run_prequential(args)
+    report = prequential_run.run_prequential(EvaluationConfig(dataset=str(path), epochs=1, progress=False))
     assert report["protocol"] == "prequential" and report["events"] == len(load_dataset(str(path)))
     assert "popularity" in report["models"] and "drift" not in report
 

@@ -40,6 +40,20 @@ def test_decayed_popularity_forgets() -> None:
     assert res.traces["popularity_decayed"].rank_array().tolist() == [0.0, 1.0]
 
 
+def test_decayed_popularity_scores_by_hand() -> None:
+    # half-life 1 event: event n weighs 2**n. History x(5) x(3) y(2); then x(1) y(4) z(4), scored in one batch
+    s = EventStream.from_arrays(users=list("abcdef"), items=list("xxyxyz"), ratings=[5, 3, 2, 1, 4, 4], history=0.5)
+    m = Popularity(s, half_life=1.0)
+    m.learn(0, s.start)
+    out = m.step(s.start, len(s), np.arange(3))
+    col = {name: c for c, name in enumerate(s.item_names)}
+    ranking = {name: out.ranking[:, c].tolist() for name, c in col.items()}
+    # each event sees the counts before it: x 1+2, y 4; then x +8; then y +16
+    assert ranking == {"x": [3.0, 11.0, 11.0], "y": [4.0, 4.0, 20.0], "z": [0.0, 0.0, 0.0]}
+    # rating = the item's decay-weighted mean rating so far; z unseen: the global weighted mean
+    assert out.ratings.tolist() == pytest.approx([(5 * 1 + 3 * 2) / 3, 2.0, (5 + 3 * 2 + 2 * 4 + 1 * 8 + 4 * 16) / 31])
+
+
 def test_river_mirror_ranks_like_predict_one() -> None:
     rng = np.random.default_rng(0)
     n = 600
@@ -59,7 +73,11 @@ def test_river_mirror_ranks_like_predict_one() -> None:
     expect = np.array([m2.model.predict_one(user, s.item_names[c]) for c in seen])
     assert np.argsort(-row[seen], kind="stable").tolist() == np.argsort(-expect, kind="stable").tolist()
     assert np.allclose(row[seen] - row[seen].mean(), expect - expect.mean(), atol=1e-5)
-    assert direct.shape == expect.shape
+    # after scoring, the step learned the event: m now predicts what m2 predicts once it has learned that event
+    m2.model.learn_one(user, s.item_ids[s.start], float(s.ratings[s.start]))
+    learned = np.array([m2.model.predict_one(user, s.item_names[c]) for c in seen])
+    assert np.allclose(direct, learned, atol=1e-9)
+    assert not np.allclose(direct, expect)
 
 
 @pytest.fixture(scope="module")

@@ -75,3 +75,39 @@ def test_train_command_rejects_bad_arguments(tmp_path):
         cmd.run(_args(tmp_path, dataset="x.csv", history=1.5))
     with pytest.raises(MetarecError, match="--batch-users"):
         cmd.run(_args(tmp_path, dataset="x.csv", batch_users=0))
+
+
+def test_train_command_defaults_are_train_config_s():
+    from dataclasses import fields
+
+    from adapters.meta.config import DEFAULT_META
+    from stream.cli.commands import train as cmd
+    parser = argparse.ArgumentParser(prog="metarec train")
+    cmd.add_arguments(parser)
+    args = vars(parser.parse_args(["--dataset", "d.csv", "--out", "ck"]))
+    defaults = TrainConfig()
+    flagged = {f.name for f in fields(TrainConfig) if f.name in args}
+    assert flagged == {"model", "meta", "epochs", "seed", "history", "steps", "inner_lr", "inner_lr_rating", "prox",
+                       "rating_solver", "ridge_lambda", "batch_users", "split", "window", "query_size", "outer_lr",
+                       "pretrain_epochs", "freshness", "freshness_half_life", "item_rating_lr"}
+    for name in flagged:
+        expected = DEFAULT_META if name == "meta" else getattr(defaults, name)   # the commands train with maml
+        assert args[name] == expected, name
+    text = " ".join(parser.format_help().split())
+    assert f"inner-loop gradient steps K (default {defaults.steps};" in text and "(default: mf 0.2, melu 0)" in text
+
+
+def test_inner_steps_are_stored_in_the_checkpoint(tmp_path):
+    ds = synthetic_dataset(n_users=12, n_items=40)
+    ck = train(ds, TrainConfig(model="mf", epochs=0, pretrain_epochs=0, steps=1, model_config={"dim": 4, "rating_dim": 2}))
+    ck.save(tmp_path / "ck")
+    assert ck.adapter.inner.steps == 1 and Checkpoint.load(tmp_path / "ck").adapter.inner.steps == 1
+    assert train(ds, TrainConfig(model="mf", epochs=0, pretrain_epochs=0,
+                                 model_config={"dim": 4, "rating_dim": 2})).adapter.inner.steps == 3
+
+
+def test_config_doctests():
+    import doctest
+
+    import adapters.meta.config
+    assert doctest.testmod(adapters.meta.config).failed == 0

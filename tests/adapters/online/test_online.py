@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from adapters.errors import MetarecError
+from adapters.meta.checkpoint import Checkpoint
 from adapters.online.learner import Interaction, OnlineConfig, OnlineLearner
 from adapters.online.records import UserRecord, vocab_hash
 from adapters.meta.training import TrainConfig, train
@@ -96,6 +97,24 @@ def test_warm_start_continues_from_the_stored_state(dataset, checkpoint):
     torch.testing.assert_close(torch.from_numpy(rec.state), expected, rtol=1e-5, atol=1e-6)
     cold = checkpoint.adapter.adapt(checkpoint.adapter.init_states(support.users), support, steps=2)[0]
     assert not torch.allclose(torch.from_numpy(rec.state), cold)
+
+
+def test_inner_steps_are_the_checkpoint_s_unless_the_config_sets_them(dataset, tmp_path):
+    trained = train(dataset, TrainConfig(model="mf", meta="fomaml", epochs=0, pretrain_epochs=0, steps=1,
+                                         model_config={"dim": 8, "rating_dim": 4}))
+    trained.save(tmp_path / "ck")
+    ck = Checkpoint.load(tmp_path / "ck")
+    events = [e for e in stream(dataset) if e.user_id == "u1"][:8]
+    states = {}
+    for config, steps in ((OnlineConfig(), 1), (OnlineConfig(steps=None), 1), (OnlineConfig(steps=4), 4)):
+        learner = OnlineLearner(ck, config)
+        assert learner.steps == steps
+        records, _ = run(learner, events, batch=8)
+        support = learner._support([records["u1"]], torch.tensor([learner.user_row("u1")]))
+        expected = ck.adapter.adapt(ck.adapter.init_states(support.users), support, steps=steps)[0]
+        states[steps] = torch.from_numpy(records["u1"].state)
+        torch.testing.assert_close(states[steps], expected, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(states[1], states[4])
 
 
 def test_no_adaptation_keeps_theta0(dataset, checkpoint):

@@ -15,8 +15,8 @@ from confluent_kafka.admin import AdminClient
 
 from adapters.errors import MetarecError
 from stream.kafka.broker import EmbeddedBroker, free_port, tansu_binary
-from stream.kafka.client import (aiokafka_kwargs, client_config, consumer_config, ensure_topics, faust_credentials, producer_config,
-                          security_from_env, validate_bootstrap)
+from stream.kafka.client import (client_config, consumer_config, ensure_topics, producer_config,
+                                 security_from_env, validate_bootstrap)
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -149,41 +149,6 @@ def test_security_settings_pass_through_from_env():
     cons = consumer_config("h:1", environ=env)
     assert cons["enable.auto.commit"] is False and cons["group.id"].startswith("metarec-nocommit-")
     assert client_config("h:1", environ={}, linger_ms=5)["linger.ms"] == 5
-
-
-def test_faust_credentials_mapping():
-    import faust
-
-    assert faust_credentials({"security.protocol": "PLAINTEXT"}) is None
-    creds = faust_credentials({"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "SCRAM-SHA-256",
-                               "sasl.username": "alice", "sasl.password": "pw"})
-    assert isinstance(creds, faust.SASLCredentials)
-    assert (creds.username, creds.password, creds.mechanism.value) == ("alice", "pw", "SCRAM-SHA-256")
-    assert isinstance(faust_credentials({"security.protocol": "SSL"}), faust.SSLCredentials)
-    with pytest.raises(MetarecError, match="security.protocol"):
-        faust_credentials({"security.protocol": "CARRIER_PIGEON"})
-    kw = aiokafka_kwargs(client_config("h:1", environ={"METAREC_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
-                                                        "METAREC_KAFKA_SASL_USERNAME": "u",
-                                                        "METAREC_KAFKA_SASL_PASSWORD": "p"}))
-    assert kw == {"bootstrap_servers": "h:1", "security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "PLAIN",
-                  "sasl_plain_username": "u", "sasl_plain_password": "p"}
-
-
-@pytest.mark.broker
-def test_aiokafka_kwargs_talk_to_the_broker(broker, topic_name):
-    import asyncio
-
-    from aiokafka import AIOKafkaProducer
-
-    async def send() -> None:
-        producer = AIOKafkaProducer(**aiokafka_kwargs(client_config(broker, environ={})))
-        await producer.start()
-        try:
-            await producer.send_and_wait(topic_name, b"v", key=b"k")
-        finally:
-            await producer.stop()
-
-    asyncio.run(send())
 
 
 def test_ensure_topics_creates_once_and_reports_partitions(broker, topic_name):

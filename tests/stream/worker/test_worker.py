@@ -137,14 +137,14 @@ def test_a_user_whose_state_breaks_the_learner_is_dead_lettered_alone(tmp_path):
     from adapters.meta.checkpoint import Checkpoint
     from adapters.online.learner import OnlineConfig, OnlineLearner
     from adapters.online.records import UserRecord
-    from stream.worker.core import BatchCore, RawMessage
+    from stream.worker.core import RawMessage, WorkerCore
     from stream.worker.metrics import WorkerMetrics
 
     items = [str(i) for i in range(1, 50)]
     make_checkpoint(tmp_path / "ck", items, seed=5)
     learner = OnlineLearner(Checkpoint.load(tmp_path / "ck"), OnlineConfig(top_k=5))
     metrics = WorkerMetrics()
-    core = BatchCore(learner, metrics, "in", "out")
+    core = WorkerCore(learner, metrics, "in", "out")
     raw = [RawMessage("in", 0, n, u.encode(), event_bytes(u, i, 4.0, 1e9 + n), 1e9)
            for n, (u, i) in enumerate([("good", "1"), ("bad", "2"), ("good", "3"), ("other", "4")])]
     good, dead = core.parse(raw)

@@ -29,8 +29,8 @@ def _wait(predicate, timeout: float, what: str, step: float = 0.5, alive=()):
 
 def test_survivor_takes_over_users_with_windows_intact(broker, tmp_path):
     from adapters.online.records import UserRecord
-    from stream.runtime.faust.app import changelog_topic
-    from stream.runtime.faust.progress import is_internal_key
+    from stream.worker.state_layout import changelog_topic
+    from stream.worker.state_layout import is_internal_key
 
     ds, events = ml100k(2 * PHASE)
     items = sorted({str(i) for i in ds.item_ids})

@@ -1,4 +1,4 @@
-"""stream.runtime.faust.fetchloop: the fetch loop's per-message delivery becomes a plain await, and nothing else changes.
+"""stream.runtime.faust.wait_first_per_message: the fetch loop's per-message delivery becomes a plain await, and nothing else changes.
 
 Uses a real ``mode.Service`` (faust's consumer is one) with a ``suspend_flow`` event like faust's consumer. The
 whole worker runs with direct delivery in every broker test (it is the default); these tests pin the exact call
@@ -11,7 +11,7 @@ import asyncio
 import mode
 from mode.utils.locks import Event
 
-from stream.runtime.faust.fetchloop import deliver_directly
+from stream.runtime.faust.wait_first_per_message import deliver_directly
 
 
 class _Consumer(mode.Service):

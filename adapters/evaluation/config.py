@@ -1,0 +1,66 @@
+"""Settings of the offline evaluations: :class:`EvaluationConfig` (prequential) and :class:`ColdStartConfig`.
+
+Plain dataclasses without torch, so that a command line can take its flags' defaults from them cheaply. The
+library never reads the command line: whoever runs an evaluation builds one of these (``metarec evaluate`` from
+its flags) and passes the command line to record in the report as :attr:`EvaluationConfig.command`.
+
+Example
+-------
+>>> cfg = EvaluationConfig(dataset="ml-100k", checkpoint="ck/mf-h50")
+>>> cfg.history, cfg.steps is None, cfg.meta
+(0.5, True, 'maml')
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from adapters.evaluation.prequential import PrequentialConfig
+from adapters.meta.config import DEFAULT_META
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """One prequential evaluation run (:func:`adapters.evaluation.prequential_run.run_prequential`).
+
+    θ0 is the ``checkpoint`` when given (it must have been trained on exactly the ``history`` part of
+    ``dataset``), else it is meta-trained here; the ``erm_finetune`` checkpoint is always trained here.
+    """
+
+    dataset: str  #: ml-100k, ml-1m or a CSV/TSV path
+    #: model of θ0: must match the checkpoint's when one is given; None = the checkpoint's, else
+    #: :attr:`TrainConfig.model <adapters.meta.config.TrainConfig.model>` when θ0 is trained here
+    model: str | None = None
+    meta: str = DEFAULT_META  #: meta-learner when θ0 is trained here
+    history: float = PrequentialConfig.history  #: leading fraction of the events that is history
+    checkpoint: str | None = None  #: θ0 from this checkpoint directory instead of training one here
+    report: str | None = None  #: also write a report directory here
+    epochs: int | None = None  #: training epochs when θ0 is trained here (None = TrainConfig's)
+    #: inner-loop steps: in training here (None = TrainConfig's) and online (None = θ0 checkpoint's, for every
+    #: learner model, erm_finetune included)
+    steps: int | None = None
+    max_items: int | None = None  #: item rows each learner keeps, online items included (None = the checkpoint's)
+    seed: int = 0  #: seed of training and of torch
+    batch_size: int = PrequentialConfig.batch_size  #: max events per micro-batch
+    #: max event-time span of a micro-batch, in seconds; None or 0 = cut by ``batch_size`` only
+    batch_seconds: float | None = PrequentialConfig.batch_seconds
+    data_dir: str | None = None  #: dataset cache (None = $METAREC_DATA_DIR or ~/.cache/metarec)
+    progress: bool = True  #: show progress bars
+    command: str = ""  #: the command line that started the run, recorded in the report
+
+
+@dataclass
+class ColdStartConfig:
+    """The MeLU cold-start protocol (:func:`adapters.evaluation.coldstart.run_coldstart`)."""
+
+    model: str = "melu"
+    meta: str = DEFAULT_META
+    seed: int = 0
+    steps: int | None = None  #: inner steps at test time (None = the checkpoint's)
+    epochs: int = 20
+    min_ratings: int = 13
+    max_ratings: int = 100
+    test_fraction: float = 0.2
+    query_size: int = 10
+    batch_users: int = 32
+    inner_lr: float | None = None
+    dataset_spec: str = ""

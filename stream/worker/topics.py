@@ -1,0 +1,23 @@
+"""The topics a worker needs: created when missing, with the partition counts the state layout requires."""
+from __future__ import annotations
+
+from adapters.errors import MetarecError
+from stream.kafka.client import ensure_topics
+from stream.kafka.schema import dlq_topic
+from stream.worker.config import MAX_DLQ_BYTES, WorkerConfig
+from stream.worker.state_layout import changelog_topic
+
+
+def prepare_topics(cfg: WorkerConfig) -> int:
+    """Create the missing topics; return the input topic's partition count (the state table gets the same)."""
+    counts = ensure_topics(cfg.bootstrap, {cfg.input: (cfg.partitions, None)}, overrides=cfg.kafka_options,
+                           replication_factor=cfg.replication_factor)
+    n = counts[cfg.input]
+    if n < 1:
+        raise MetarecError(f"input topic {cfg.input!r} has no partitions")
+    ensure_topics(cfg.bootstrap, {cfg.output: (n, None), dlq_topic(cfg.input): (n, {"max.message.bytes": str(MAX_DLQ_BYTES)}),
+                                  changelog_topic(cfg.group): (n, {"cleanup.policy": "compact"})},
+                  overrides=cfg.kafka_options, replication_factor=cfg.replication_factor)
+    return n
+
+
