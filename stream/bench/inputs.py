@@ -1,6 +1,6 @@
 """What the benchmark runs on: the dataset slice, the worker's checkpoint (trained once, cached), the input topic.
 
-The checkpoint is a quick ``mf``/``fomaml`` model trained by :func:`adapters.meta.training.train` on the benchmarked
+The checkpoint is a quick model of the default kind (:data:`TRAIN_RECIPE`: ``seq``/``fomaml``) trained by :func:`adapters.meta.training.train` on the benchmarked
 events (the speed of the worker does not depend on how well it was trained, only on the model's shapes). It is
 cached under ``$METAREC_DATA_DIR/bench/`` keyed by the dataset fingerprint, the number of events and the inner-loop
 configuration training gives today, so a second run reuses it; a run on the first N events reuses the whole

@@ -7,7 +7,7 @@
 * every user's newest published list is as of their newest event.
 
 Before the processed marks (stream.runtime.faust.acked_unprocessed) and the discarding of a local state cache after an unclean stop
-(stream.worker.config.claim_local_state), about 1 run in 3 failed: one user's record, newer in the killed worker's local
+(stream.worker.localstate.claim_local_state), about 1 run in 3 failed: one user's record, newer in the killed worker's local
 RocksDB than in the changelog, was kept locally at the restart and never reached the changelog. Before the worker
 committed its own processed offsets (stream.runtime.faust.lost_acks), most runs failed on "committed == N":
 faust delivered the first offsets of a partition twice around the final worker's start-up seek and never acked

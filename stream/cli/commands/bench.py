@@ -14,7 +14,7 @@ Measure the performance of the whole system in one run and write the figures as 
                and the event→list latency p50/p99 at a fixed offered rate of half that maximum (a paced producer
                stamps every event with its send time; latency = list received by a consumer − send time)
   scale_out    events/s with one worker, and with two workers in one consumer group
-  adaptation   the model alone (no Kafka): users/s for mf and melu (3 steps, support 32, full-catalog top-10)
+  adaptation   the model alone (no Kafka): users/s for seq, mf and melu (3 steps, support 32, full-catalog top-10)
   references   a bare faust agent with the worker's settings that only reads and acks (the stream machinery's
                ceiling); River BiasedMF full-catalog ranking with predict_one; the same online learner fed one
                event per call (naive loop)
@@ -58,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true",
                         help="fast run: 100,000 events unless --limit, 10 s paced run, 500-event references")
     parser.add_argument("--checkpoint", default=None,
-                        help="worker checkpoint directory (default: train a quick mf one on the dataset, cached in "
+                        help="worker checkpoint directory (default: train a quick seq one on the dataset, cached in "
                              "$METAREC_DATA_DIR/bench)")
     parser.add_argument("--bootstrap", default=None, help="use this Kafka broker instead of an embedded one")
     parser.add_argument("--store", choices=("rocksdb", "memory"), default="rocksdb",

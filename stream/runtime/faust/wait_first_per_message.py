@@ -1,16 +1,17 @@
 """Repair of faust's per-message ``wait_first`` in its fetch loop: deliver each message with a plain ``await``.
 
-Defect (faust-streaming 0.15.3, measured here): four asyncio tasks per fetched message, 27 % of the worker's
-event-loop thread. Pinned by ``tests/stream/runtime/test_wait_first_per_message.py`` (the exact call shape
-bypassed, and that faust's own ``wait_first`` runs the delivery in another task).
+Defect (faust-streaming 0.15.3, measured here): four asyncio tasks per fetched message, the largest block of the
+worker's event-loop thread in the profiles that led to this repair (docs/PERFORMANCE.md, "History"). Pinned by
+``tests/stream/runtime/test_wait_first_per_message.py`` (the exact call shape bypassed, and that faust's own
+``wait_first`` runs the delivery in another task).
 
 faust-streaming 0.15.3's fetch loop (``Consumer._drain_messages``) hands every fetched message to the streams with
 
     await self.wait_first(callback(message), self.suspend_flow.wait())
 
 and ``Service.wait_first`` wraps four awaitables in tasks (the delivery, the flow-suspension event, the service's
-stopped and crashed events) and ``asyncio.wait``s on them — per message. In the worker's profile that was 27 % of
-the event-loop thread, which bounds the worker's throughput (docs/PERFORMANCE.md).
+stopped and crashed events) and ``asyncio.wait``s on them — per message. On the event-loop thread, which bounds the
+worker's throughput, that cost more than anything else.
 
 :func:`deliver_directly` replaces ``wait_first`` on one consumer instance by a version that, for exactly that call
 (two coroutines, the second waiting on the consumer's ``suspend_flow`` event, no timeout) while the flow is not
