@@ -186,6 +186,7 @@ class LearnerModel:
         self.name = name
         self.records: dict[str, Any] = {}
         self._version = -1
+        self._side: Any = None
         self._refresh_columns()
         known = int((self.col_rows > 0).sum())
         log.info("%s: %d of %d stream items in the checkpoint vocabulary", name, known, stream.n_cols)
@@ -193,11 +194,12 @@ class LearnerModel:
         self.adapt_seconds = 0.0
 
     def _refresh_columns(self) -> None:
-        """Stream column → learner item row (0 = none yet), recomputed when the learner's vocabulary changed."""
+        """Stream column → learner item row (0 = none yet), recomputed when the learner's vocabulary changed (or
+        the learner switched to another version: another item side)."""
         side = self.learner.items
-        if side.version != self._version:
+        if side.version != self._version or side is not self._side:
             self.col_rows = np.array([side.row(i) for i in self.stream.item_names], dtype=np.int64)
-            self._version = side.version
+            self._version, self._side = side.version, side
 
     def _process(self, events: list[Any]) -> None:
         result = self.learner.process(events, self.records, publish=False, measure_loss=False)

@@ -7,8 +7,8 @@ its flags) and passes the command line to record in the report as :attr:`Evaluat
 Example
 -------
 >>> cfg = EvaluationConfig(dataset="ml-100k", checkpoint="ck/mf-h50")
->>> cfg.history, cfg.steps is None, cfg.meta
-(0.5, True, 'maml')
+>>> cfg.history, cfg.steps is None, cfg.meta, cfg.retrain_every
+(0.5, True, 'maml', 0)
 """
 from __future__ import annotations
 
@@ -43,6 +43,12 @@ class EvaluationConfig:
     batch_size: int = PrequentialConfig.batch_size  #: max events per micro-batch
     #: max event-time span of a micro-batch, in seconds; None or 0 = cut by ``batch_size`` only
     batch_seconds: float | None = PrequentialConfig.batch_seconds
+    #: continual training simulated from past events only (:mod:`adapters.evaluation.retrain`): every
+    #: ``retrain_every`` scored events θ0 is re-meta-trained, warm-started from the version served, on the events
+    #: before the next micro-batch, and the ``metarec`` learner switches to it; 0 = never
+    retrain_every: int = 0
+    #: each retraining learns the last ``retrain_window`` past events only; 0 = all of them (history + scored so far)
+    retrain_window: int = 0
     data_dir: str | None = None  #: dataset cache (None = $METAREC_DATA_DIR or ~/.cache/metarec)
     progress: bool = True  #: show progress bars
     command: str = ""  #: the command line that started the run, recorded in the report

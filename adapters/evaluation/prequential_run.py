@@ -10,7 +10,8 @@ this module wires them for one run described by an :class:`~adapters.evaluation.
 3. the models: ``metarec`` (θ0 + :class:`~adapters.online.learner.OnlineLearner`), ``no_adaptation`` (same, ``steps=0``),
    ``erm_finetune`` (ERM checkpoint + the same learner config, θ0's inner steps included), ``popularity``,
    ``popularity_decayed`` (half-life 5,000 events), ``river_biasedmf``, ``cooccurrence``
-   (:mod:`adapters.evaluation.cooccurrence`);
+   (:mod:`adapters.evaluation.cooccurrence`); with ``retrain_every`` > 0, ``metarec`` is re-meta-trained on past
+   events only every that many scored events (:mod:`adapters.evaluation.retrain`);
 4. run the protocol, add the drift-recovery section when the dataset is a CSV with a ``.drift.json`` sidecar,
    write the report directory when asked (with the config's ``command`` as the command line).
 """
@@ -36,9 +37,13 @@ DRIFT_MODELS = ("metarec", "no_adaptation", "erm_finetune", "popularity", "popul
                 "cooccurrence")
 
 
-def _train(ds: Any, config: EvaluationConfig, model: str, meta: str, progress: bool) -> Any:
-    """Train a checkpoint of ``model`` with ``meta`` on the history part of ``ds``."""
-    from adapters.meta.training import TrainConfig, train
+RETRAIN_NOTE = ("metarec's seconds include its retrainings (retrain.seconds: training, switch, re-adaptation of the "
+                "stored users); no_adaptation and erm_finetune keep their θ0")
+
+
+def _train_config(config: EvaluationConfig, model: str, meta: str) -> Any:
+    """The training settings of θ0 (and of the ERM checkpoint) for this run."""
+    from adapters.meta.training import TrainConfig
 
     cfg = TrainConfig(model=model, meta=meta, history=config.history, seed=config.seed,
                       dataset_spec=config.dataset)
@@ -46,6 +51,14 @@ def _train(ds: Any, config: EvaluationConfig, model: str, meta: str, progress: b
         cfg.epochs = config.epochs
     if config.steps is not None:
         cfg.steps = config.steps
+    return cfg
+
+
+def _train(ds: Any, config: EvaluationConfig, model: str, meta: str, progress: bool) -> Any:
+    """Train a checkpoint of ``model`` with ``meta`` on the history part of ``ds``."""
+    from adapters.meta.training import train
+
+    cfg = _train_config(config, model, meta)
     log.info("training θ0 (%s, %s) on the first %.0f%% of %s", cfg.model, meta, 100 * config.history, config.dataset)
     t0 = time.perf_counter()
     if progress:
@@ -93,6 +106,49 @@ def build_models(stream: Any, checkpoint: Any, erm_checkpoint: Any, online: Any)
         RiverBiasedMF(stream),
         Cooccurrence(stream),
     ]
+
+
+def _retrainer(ds: Any, stream: Any, config: EvaluationConfig) -> Any:
+    """The trainer of ``--retrain-every``: events ``[start, end)`` of ``ds`` (the stream's order) → a version
+    warm-started from ``init``, trained with θ0's settings (this run's, or the loaded checkpoint's meta-learner)."""
+    import numpy as np
+
+    from adapters.meta.training import train
+
+    if not (np.array_equal(ds.timestamps, stream.timestamps) and np.array_equal(ds.item_ids, stream.item_ids)
+            and np.array_equal(ds.user_ids, stream.user_ids)):
+        raise MetarecError("the stream's event order differs from the dataset's: cannot cut past events for retraining")
+
+    def retrain(start: int, end: int, init: Any) -> Any:
+        cfg = replace(_train_config(config, init.model, init.meta), history=1.0, part=f"events {start}-{end}")
+        return train(ds.slice(start, end), cfg, init=init)
+
+    return retrain
+
+
+def _with_retraining(models: list[Any], ds: Any, stream: Any, config: EvaluationConfig) -> tuple[list[Any], Any]:
+    """``models`` with ``metarec`` retraining every ``config.retrain_every`` scored events (and the wrapper), or as
+    they are (and None) when ``retrain_every`` is 0."""
+    if not config.retrain_every:
+        return models, None
+    from adapters.evaluation.retrain import Retraining
+
+    names = [m.name for m in models]
+    if "metarec" not in names:
+        raise MetarecError("--retrain-every retrains the metarec model, which this run does not have")
+    k = names.index("metarec")
+    wrapped = Retraining(models[k], config.retrain_every, config.retrain_window, _retrainer(ds, stream, config))
+    return models[:k] + [wrapped] + models[k + 1:], wrapped
+
+
+def _check(config: EvaluationConfig) -> None:
+    """Settings of the run itself that the configs of the learner and the protocol do not check."""
+    if config.retrain_every < 0:
+        raise MetarecError(f"--retrain-every must be ≥ 0 scored events (0 = never), got {config.retrain_every}")
+    if config.retrain_window < 0:
+        raise MetarecError(f"--retrain-window must be ≥ 0 events (0 = all past events), got {config.retrain_window}")
+    if config.retrain_window and not config.retrain_every:
+        raise MetarecError("--retrain-window needs --retrain-every")
 
 
 def _protocol_config(config: EvaluationConfig) -> PrequentialConfig:
@@ -145,9 +201,11 @@ def run_prequential(config: EvaluationConfig) -> dict[str, Any]:
 
     from adapters.data.datasets import load_dataset
     from adapters.evaluation.prequential import EventStream, run_protocol
+    from adapters.evaluation.retrain import no_retraining
     from adapters.online.config import OnlineConfig
 
     online = OnlineConfig(steps=config.steps, max_items=config.max_items)  # checked before any work
+    _check(config)
     protocol = _protocol_config(config)
     if config.report:
         from adapters.evaluation.report import _pyplot
@@ -159,7 +217,7 @@ def run_prequential(config: EvaluationConfig) -> dict[str, Any]:
     checkpoint, erm, train_seconds = _checkpoints(ds, config, config.progress)
     if online.steps is None:  # θ0's inner steps, for erm_finetune too: the same learner config for both
         online = replace(online, steps=checkpoint.adapter.inner.steps)
-    models = build_models(stream, checkpoint, erm, online)
+    models, retraining = _with_retraining(build_models(stream, checkpoint, erm, online), ds, stream, config)
     result = run_protocol(stream, models, protocol, progress=config.progress)
     summary = result.summary()
     report: dict[str, Any] = {
@@ -172,7 +230,10 @@ def run_prequential(config: EvaluationConfig) -> dict[str, Any]:
         "seconds": {name: round(tr.seconds, 2) for name, tr in result.traces.items()} | {
             "training": round(train_seconds, 2)},
         "notes": {"popularity_rmse": POPULARITY_RATING_NOTE, "unknown_items": UNKNOWN_ITEMS_NOTE},
+        "retrain": retraining.report() if retraining is not None else no_retraining(),
     }
+    if retraining is not None:
+        report["notes"]["retrain"] = RETRAIN_NOTE
     if truth is not None:
         from adapters.evaluation.drift import recovery_report
         report["drift"] = recovery_report(result, truth, models=list(DRIFT_MODELS))

@@ -4,7 +4,8 @@ A *task* is one user at one moment: ``split="time"`` cuts each user's event sequ
 (support = up to ``window`` events before the cut, query = the next ``query_size`` events — what the stream
 worker faces); ``split="random"`` shuffles a user's events (query = ``query_size`` random events, support =
 the rest — the MeLU protocol). ``mf`` first pre-trains its item side with a full-softmax MF over the training
-events (free per-user vectors), then meta-trains everything, θ0 included. The settings (:class:`TrainConfig`) and
+events (free per-user vectors), then meta-trains everything, θ0 included. ``train(..., init=checkpoint)`` starts
+from a previous version instead (:mod:`adapters.meta.warmstart`). The settings (:class:`TrainConfig`) and
 the per-model defaults they fall back on live in :mod:`adapters.meta.config`.
 
 Example
@@ -34,6 +35,7 @@ from adapters.errors import MetarecError
 from adapters.online.freshness import FreshnessConfig, decayed_counts
 from adapters.meta.inner import InnerConfig
 from adapters.meta.learners import ALL_META, meta_objective
+from adapters.meta.warmstart import WarmStart, warm_start
 from adapters.models import MODEL_NAMES, FeatureTables, build_model
 
 log = logging.getLogger(__name__)
@@ -152,9 +154,13 @@ def to_batches(tasks: list[Task]) -> tuple[SupportBatch, SupportBatch]:
 
 
 def pretrain_mf(model: Any, users: list[UserEvents], epochs: int, seed: int, batch: int = 2048,
-                lr: float = 0.01) -> list[float]:
-    """Full-softmax MF with free per-user vectors: fits the item side and a starting θ0 (mean user)."""
-    if epochs <= 0 or not users:
+                lr: float = 0.01, learn_rows: np.ndarray | None = None) -> list[float]:
+    """Full-softmax MF with free per-user vectors: fits the item side and a starting θ0 (mean user).
+
+    ``learn_rows`` (bool ``[n_items]``, a warm start's new items): only those item rows learn; the other rows, the
+    global mean and θ0 stay as they are (None: everything learns and θ0's user part becomes the mean fitted user).
+    """
+    if epochs <= 0 or not users or (learn_rows is not None and not learn_rows.any()):
         return []
     gen = torch.Generator().manual_seed(seed)
     n = len(users)
@@ -165,7 +171,9 @@ def pretrain_mf(model: Any, users: list[UserEvents], epochs: int, seed: int, bat
     rt = torch.from_numpy(np.concatenate([ue.ratings for ue in users]))
     rated = ~torch.isnan(rt)
     rt = torch.nan_to_num(rt)
-    params = [free, model.item_emb, model.item_bias, model.item_rate, model.item_rate_bias, model.global_mean]
+    tables = [model.item_emb, model.item_bias, model.item_rate, model.item_rate_bias]
+    params = [free, *tables, model.global_mean] if learn_rows is None else [free, *tables]
+    hooks = [] if learn_rows is None else [t.register_hook(_row_mask(learn_rows, t)) for t in tables]
     opt = torch.optim.Adam(params, lr=lr)
     losses = []
     for _ in range(epochs):
@@ -182,10 +190,20 @@ def pretrain_mf(model: Any, users: list[UserEvents], epochs: int, seed: int, bat
             opt.step()
             total, count = total + loss.item() * len(b), count + len(b)
         losses.append(total / max(count, 1))
-    with torch.no_grad():
-        # numpy's mean (pairwise, one thread): torch's threaded reduction over dim 0 does not add in a fixed order
-        model.user0.copy_(torch.from_numpy(free.detach().numpy().astype(np.float64).mean(0).astype(np.float32)))
+    for h in hooks:
+        h.remove()
+    if learn_rows is None:
+        with torch.no_grad():
+            # numpy's mean (pairwise, one thread): torch's threaded reduction over dim 0 does not add in a fixed order
+            model.user0.copy_(torch.from_numpy(free.detach().numpy().astype(np.float64).mean(0).astype(np.float32)))
     return losses
+
+
+def _row_mask(rows: np.ndarray, table: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A gradient hook that zeroes the gradient of every row of ``table`` outside ``rows`` (Adam then leaves those
+    rows exactly as they are: a zero gradient has zero moments)."""
+    mask = torch.from_numpy(rows).to(table.dtype).reshape(-1, *([1] * (table.dim() - 1)))
+    return lambda grad: grad * mask
 
 
 def _reset_item_rows(model: Any, users: list[UserEvents]) -> None:
@@ -242,38 +260,43 @@ def inner_config(cfg: TrainConfig) -> InnerConfig:
                        ridge_mean=DEFAULT_RIDGE_MEAN[m] if cfg.ridge_mean is None else cfg.ridge_mean)
 
 
-def train(ds: Any, cfg: TrainConfig, on_step: Callable[[int, int, int, float], None] | None = None) -> Checkpoint:
-    """Meta-train ``cfg.model`` with ``cfg.meta`` on ``ds`` (its first ``cfg.history`` fraction)."""
-    if cfg.model not in MODEL_NAMES:
-        raise MetarecError(f"unknown model {cfg.model!r} (choose {', '.join(MODEL_NAMES)})")
-    if cfg.meta not in ALL_META:
-        raise MetarecError(f"unknown meta-learner {cfg.meta!r} (choose {', '.join(ALL_META)})")
-    if not 0 < cfg.history <= 1:
-        raise MetarecError(f"--history must be in (0, 1], got {cfg.history}")
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    part = ds.slice(0, int(math.floor(len(ds) * cfg.history))) if cfg.history < 1 else ds
-    if len(part) < 2:
-        raise MetarecError("not enough training events")
-    vocab = build_vocab(part, items_from_features=(cfg.model == "melu"))
-    users = encode_users(part, vocab, cfg.exclude_users)
+def _build(cfg: TrainConfig, part: Any, vocab: Vocab, init: Checkpoint | None) -> Any:
+    """The model to train over ``vocab``: the rating range of ``part``; a warm start keeps ``init``'s architecture."""
     rated = part.ratings[~np.isnan(part.ratings)]
     if len(rated):
         lo, hi, mean = float(rated.min()), float(rated.max()), float(rated.mean())
     else:
         lo, hi, mean = 0.0, 1.0, 1.0
-    mcfg = {"rating_min": lo, "rating_max": hi, "global_mean": mean, **cfg.model_config}
+    base = dict(init.config.get("model_config") or {}) if init is not None else {}
+    mcfg = {**base, "rating_min": lo, "rating_max": hi, "global_mean": mean, **cfg.model_config}
     if not len(rated):
         mcfg.setdefault("rating_weight", 0.0)
     model = build_model(cfg.model, len(vocab.item_ids), vocab.tables, mcfg, inner_config(cfg))
     if hasattr(model, "reseed"):
         model.reseed(cfg.seed)
-    t0 = time.perf_counter()
-    pre = pretrain_mf(model, users, cfg.pretrain_epochs, cfg.seed) if hasattr(model, "item_tables") else []
-    if hasattr(model, "ctx_emb"):  # seq: the context space starts as the pre-trained item space
+    return model
+
+
+def _pretrain(model: Any, users: list[UserEvents], cfg: TrainConfig, warm: WarmStart | None) -> list[float]:
+    """Item-side pre-training (mf, seq): all of it when cold; when warm only the new items' rows (module docstring of
+    :mod:`adapters.meta.warmstart`). seq's context space starts as the pre-trained item space (its new rows when warm)."""
+    if not hasattr(model, "item_tables"):
+        return []
+    rows = None if warm is None else warm.new_rows
+    pre = pretrain_mf(model, users, cfg.pretrain_epochs, cfg.seed, learn_rows=rows)
+    if hasattr(model, "ctx_emb"):
         with torch.no_grad():
-            model.ctx_emb.copy_(model.item_emb)
-    pre_s = time.perf_counter() - t0
+            if rows is None:
+                model.ctx_emb.copy_(model.item_emb)
+            else:
+                new = torch.from_numpy(rows)
+                model.ctx_emb[new] = model.item_emb[new]
+    return pre
+
+
+def _meta_train(model: Any, users: list[UserEvents], cfg: TrainConfig, rng: np.random.Generator,
+                on_step: Callable[[int, int, int, float], None] | None) -> list[dict[str, float]]:
+    """The outer loop: ``cfg.epochs`` epochs of tasks, one Adam step per batch of ``cfg.batch_users`` tasks."""
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.outer_lr)
     epochs: list[dict[str, float]] = []
     for epoch in range(cfg.epochs):
@@ -297,6 +320,53 @@ def train(ds: Any, cfg: TrainConfig, on_step: Callable[[int, int, int, float], N
                        "seconds": time.perf_counter() - t1})
         log.info("epoch %d: meta-loss %.4f (%d tasks, %.1fs)", epoch + 1, epochs[-1]["meta_loss"], len(tasks),
                  epochs[-1]["seconds"])
+    return epochs
+
+
+def train(ds: Any, cfg: TrainConfig, on_step: Callable[[int, int, int, float], None] | None = None,
+          init: Checkpoint | None = None) -> Checkpoint:
+    """Meta-train ``cfg.model`` with ``cfg.meta`` on ``ds`` (its first ``cfg.history`` fraction).
+
+    Parameters
+    ----------
+    ds : Dataset
+        The events (time order).
+    cfg : TrainConfig
+        The settings.
+    on_step : callable, optional
+        Called after every outer step with ``(epoch, step, steps per epoch, mean meta-loss of the epoch so far)``.
+    init : Checkpoint, optional
+        Warm start: begin from this previous version instead of from scratch (:mod:`adapters.meta.warmstart`):
+        its parameters are copied, its item rows by item id; item-side pre-training is reduced to the new items'
+        rows. It must be a ``cfg.model`` model; its architecture (``model_config``) is kept. The checkpoint
+        records the warm start under ``config["warm_start"]`` and ``metrics["warm_start"]``.
+
+    Returns
+    -------
+    Checkpoint
+        The trained model with its vocabularies, configuration and training metrics.
+    """
+    if cfg.model not in MODEL_NAMES:
+        raise MetarecError(f"unknown model {cfg.model!r} (choose {', '.join(MODEL_NAMES)})")
+    if cfg.meta not in ALL_META:
+        raise MetarecError(f"unknown meta-learner {cfg.meta!r} (choose {', '.join(ALL_META)})")
+    if not 0 < cfg.history <= 1:
+        raise MetarecError(f"--history must be in (0, 1], got {cfg.history}")
+    if init is not None and init.model != cfg.model:
+        raise MetarecError(f"cannot warm-start a {cfg.model} model from a {init.model} checkpoint ({init.version})")
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    part = ds.slice(0, int(math.floor(len(ds) * cfg.history))) if cfg.history < 1 else ds
+    if len(part) < 2:
+        raise MetarecError("not enough training events")
+    vocab = build_vocab(part, items_from_features=(cfg.model == "melu"))
+    users = encode_users(part, vocab, cfg.exclude_users)
+    model = _build(cfg, part, vocab, init)
+    t0 = time.perf_counter()
+    warm = warm_start(model, init, vocab.item_ids) if init is not None else None
+    pre = _pretrain(model, users, cfg, warm)
+    pre_s = time.perf_counter() - t0
+    epochs = _meta_train(model, users, cfg, rng, on_step)
     _reset_item_rows(model, users)
     if hasattr(model, "finalize"):
         model.finalize()
@@ -309,6 +379,11 @@ def train(ds: Any, cfg: TrainConfig, on_step: Callable[[int, int, int, float], N
     config = {"freshness": _freshness(cfg, part, vocab), "itemside": dict(DEFAULT_ITEMSIDE[cfg.model]),
               "history": cfg.history, "dataset": cfg.dataset_spec or ds.name, "dataset_name": ds.name,
               "dataset_fingerprint": ds.fingerprint, "part": cfg.part, "training": train_cfg}
+    if warm is not None:
+        config["warm_start"] = warm.to_dict()
+        metrics["warm_start"] = {"from_version": warm.from_version, "new_items": warm.new_items}
+        log.info("warm-started from %s: %d items copied, %d new, %d dropped", warm.from_version, warm.shared_items,
+                 warm.new_items, warm.dropped_items)
     return Checkpoint.from_adapter(model, vocab.item_ids, cfg.meta, user_ids=vocab.user_ids,
                                    item_titles=vocab.item_titles, genre_names=vocab.genre_names,
                                    item_features=feature_codes(ds.item_features), config=config,

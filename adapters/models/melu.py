@@ -53,6 +53,9 @@ class MeLUConfig:
 
 class MeLUAdapter(AdapterModule):
     name = "melu"
+    #: state-dict keys of the per-item rows (a warm start copies them by item id: adapters.meta.warmstart); not
+    #: ``ITEM_TABLES``: melu's item side does not grow online
+    ITEM_ROW_KEYS: tuple[str, ...] = ("id_emb.weight",)
 
     def __init__(self, config: MeLUConfig, n_items: int, tables: FeatureTables, inner: InnerConfig) -> None:
         super().__init__(n_items, inner)

@@ -124,18 +124,24 @@ class ItemSide:
     def capacity(self) -> int:
         return len(self.ids)
 
+    @property
+    def n_active(self) -> int:
+        """Rows holding an item: what can be recommended (the checkpoint's items and those added online)."""
+        return int(self._active.sum())
+
     def row(self, item_id: str) -> int:
         """The item's row, 0 when it has none."""
         return self.index.get(item_id, 0)
 
-    def add(self, item_id: str) -> int:
-        """The item's row, created if needed (0 when the model cannot grow: melu)."""
+    def add(self, item_id: str, row: int | None = None) -> int:
+        """The item's row, created if needed (0 when the model cannot grow: melu); a new item takes the free ``row``
+        when one is given (the table grows to hold it; a model switch keeps an item at its row this way)."""
         r = self.index.get(item_id)
         if r is not None:
             return r
         if not self.growable:
             return 0
-        free = self._free_row()
+        free = self._free_row() if row is None else self._claim(row)
         self.ids[free] = item_id
         self.index[item_id] = free
         self.online[free] = True
@@ -181,6 +187,13 @@ class ItemSide:
             else:
                 self._evict(max(1, self.capacity // 32))
         return self._free.pop(0)
+
+    def _claim(self, row: int) -> int:
+        """Take the free ``row`` (below ``max_items``), growing the table to hold it."""
+        if row >= self.capacity:
+            self._grow(min(self.config.max_items, max(row + 1, self.capacity + 64, int(self.capacity * 1.25))))
+        self._free.remove(row)
+        return row
 
     def _grow(self, cap: int) -> None:
         old = self.capacity
@@ -282,13 +295,14 @@ class ItemSide:
         return out
 
     # ---- item rows that learn --------------------------------------------------------------------------
-    def init_new_rows(self, rows: np.ndarray) -> None:
-        """Rows created online that are still young take the co-occurrence-weighted mean of their neighbours'
-        rows (every growable table), so that they rank near the items they were met with."""
+    def init_new_rows(self, rows: np.ndarray, young_only: bool = True) -> None:
+        """Rows created online that are still young (any age: ``young_only=False``) take the co-occurrence-weighted
+        mean of their neighbours' rows (every growable table), so that they rank near the items they were met with."""
         if self.adapter is None or not len(rows):
             return
         rows = np.unique(np.asarray(rows, np.int64))
-        rows = rows[(rows > 0) & self.online[rows] & (self.total[rows] <= self.config.new_row_events)]
+        young = self.total[rows] <= self.config.new_row_events if young_only else True
+        rows = rows[(rows > 0) & self.online[rows] & young]
         if not len(rows):
             return
         weights = self.cooc[rows].copy()

@@ -41,8 +41,10 @@ import torch
 
 from adapters.base import SupportBatch
 from adapters.errors import MetarecError
-from adapters.online.freshness import FreshnessConfig, ItemFreshness
-from adapters.online.itemside import ItemSide, ItemSideConfig, can_grow
+from adapters.meta.warmstart import descends_from
+from adapters.online.carryover import Carried, carry_over, new_freshness, new_item_side
+from adapters.online.freshness import ItemFreshness
+from adapters.online.itemside import ItemSide
 from adapters.online.config import AppliedBatch, BatchResult, Interaction, OnlineConfig, Recommendation
 from adapters.online.records import UserRecord, vocab_hash
 
@@ -58,6 +60,7 @@ class OnlineLearner:
         self.config = config or OnlineConfig()
         self._vocabs: dict[int, list[str]] = {}
         self.freshness: ItemFreshness | None = None
+        self.carried: Carried | None = None  #: what the last switch carried over (None: no switch yet)
         self.switch(checkpoint)
 
     # -- model versions --------------------------------------------------------------------------------
@@ -66,70 +69,40 @@ class OnlineLearner:
 
         Records written by another version keep their window and seen items (remapped to the new item rows when
         the vocabulary differs) but not their adapted state: at their next event they are re-adapted from the new
-        θ0 on their window. The item side (:class:`~adapters.online.itemside.ItemSide`) starts again from the new
-        checkpoint's items; items first seen online get rows again as they reappear.
+        θ0 on their window (:meth:`readapt` does it at once). The item side carries over
+        (:mod:`adapters.online.carryover`): an item the new checkpoint knows uses its rows; an item it does not know
+        (first seen online, or no longer in its training data) keeps a row, with the embeddings and biases learned
+        online when the new version descends from the one served (a warm start), rebuilt from its co-occurring items
+        otherwise; co-occurrences, counts and rating corrections follow their items.
         """
         if len(checkpoint.item_ids) != checkpoint.adapter.n_items:
             raise MetarecError(f"checkpoint vocabulary has {len(checkpoint.item_ids)} items but the model "
                                f"{checkpoint.adapter.n_items}")
+        vocab = vocab_hash(list(checkpoint.item_ids))
+        adapter, items = new_item_side(checkpoint, self.config)
+        old: ItemSide | None = getattr(self, "items", None)
+        if old is not None:
+            self.carried = carry_over(old, items, copy_rows=descends_from(checkpoint, self.model_version),
+                                      keep_rows=vocab == self.vocab)
         self.checkpoint = checkpoint
         self.model_version: str = checkpoint.version
         #: inner-loop steps per micro-batch: the config's, else the checkpoint's (what it was trained with)
         self.steps: int = int(checkpoint.adapter.inner.steps if self.config.steps is None else self.config.steps)
         self.user_index: dict[str, int] = dict(checkpoint.user_index)
-        old_ids: list[str] | None = getattr(self, "item_ids", None)
-        self.vocab = vocab_hash(list(checkpoint.item_ids))
-        self._switch_items(checkpoint)
+        self.vocab = vocab
+        self.adapter, self.items = adapter, items
+        self.item_ids = items.ids  # grows online (the same list object)
+        self.item_index = items.index
         self._vocabs[self.vocab] = self.item_ids
         self._candidates = self._retrieval_candidates()
-        self._switch_freshness(checkpoint, old_ids)
-
-    def _switch_items(self, checkpoint: Any) -> None:
-        """A private copy of the model (its item rows learn online) and a fresh item side over its vocabulary."""
-        import copy
-        stored = ItemSideConfig.from_dict(checkpoint.config.get("itemside"))
-        over = self.config
-        cfg = replace(stored, **{k: v for k, v in (("max_items", over.max_items), ("cooc_weight", over.item_prior),
-                                                   ("embed_lr", over.item_lr), ("rating_lr", over.item_factor_lr))
-                                 if v is not None})
-        learns = can_grow(checkpoint.adapter) and (cfg.embed_lr > 0 or cfg.rating_lr > 0
-                                                    or cfg.max_items > checkpoint.adapter.n_items)
-        self.adapter = copy.deepcopy(checkpoint.adapter) if learns else checkpoint.adapter
-        # melu's item tables cannot grow: its item side keeps counts and co-occurrences only
-        self.items = ItemSide(list(checkpoint.item_ids), cfg, self.adapter if learns else None, growable=learns,
-                              features=getattr(checkpoint, "item_features", None))
-        self.item_ids = self.items.ids  # grows online (the same list object)
-        self.item_index = self.items.index
+        self.freshness = new_freshness(checkpoint, self.config, self.freshness,
+                                       old.ids if old is not None else None, items)
+        self.items.warm(self.freshness.counts)
 
     @property
     def n_items(self) -> int:
         """Rows of the item table (row 0, the checkpoint's items, items added online, free rows)."""
         return self.items.capacity
-
-    def _switch_freshness(self, checkpoint: Any, old_ids: list[str] | None) -> None:
-        """The item counts of ``checkpoint``; live counts and corrections carry over a version switch (by item id,
-        from the previous item table ``old_ids``)."""
-        stored = dict(checkpoint.config.get("freshness") or {})
-        cfg = FreshnessConfig.from_dict(stored)
-        over = self.config
-        cfg = FreshnessConfig(weight=cfg.weight if over.freshness is None else over.freshness,
-                              half_life=cfg.half_life if over.freshness_half_life is None else over.freshness_half_life,
-                              rating_lr=cfg.rating_lr if over.item_rating_lr is None else over.item_rating_lr,
-                              rating_reg=cfg.rating_reg, rating_prior=cfg.rating_prior)
-        live = self.freshness
-        if live is not None and old_ids is not None:
-            fresh = live.remapped(old_ids, self.item_index, self.n_items)
-            fresh.config = cfg
-            fresh._bonus = None
-        else:
-            counts = stored.get("counts")
-            if counts is not None and len(counts) != self.n_items:
-                log.warning("checkpoint freshness counts do not match its vocabulary: starting from zero")
-                counts = None
-            fresh = ItemFreshness(self.n_items, **cfg.to_dict(), counts=None if counts is None else np.asarray(counts))
-        self.freshness = fresh
-        self.freshness.resize(self.n_items)
-        self.items.warm(fresh.counts)
 
     def _retrieval_candidates(self) -> torch.Tensor | None:
         """Rows to re-rank when the catalog is larger than ``max_catalog`` (top-M by θ0 score), else None."""
@@ -315,6 +288,32 @@ class OnlineLearner:
         for user, (rows, ratings, stamps, offsets) in grow.items():
             batch.touched[user].extend_window(rows, ratings, stamps, offsets)
         return batch
+
+    def readapt(self, records: Mapping[str, UserRecord | None], batch: int = 512) -> dict[str, UserRecord]:
+        """The records of another version re-expressed in this one, without waiting for their users' next event.
+
+        Each is remapped to this version's item rows and its state re-adapted from this θ0 on its window (as
+        :meth:`process` would at the user's next event, before it); ``batch`` users per batched call. Records
+        already of this version (and vocabulary) are left out; one with an empty window comes back without a state.
+        """
+        todo = [u for u, r in records.items() if r is not None and (
+            r.vocab != self.vocab or r.model_version != self.model_version and len(r.items))]
+        out: dict[str, UserRecord] = {}
+        for s in range(0, len(todo), batch):
+            ids = todo[s:s + batch]
+            recs = [self._current(records[u]) for u in ids]
+            users = torch.tensor([self.user_row(u) for u in ids], dtype=torch.long)
+            with torch.no_grad():
+                states = self._states(recs, users)
+            windowed = [n for n, r in enumerate(recs) if len(r.items)]
+            if windowed:
+                states = self._adapt(states, users, recs, windowed)
+            for n, (u, r) in enumerate(zip(ids, recs)):
+                r.state, r.model_version = None, ""
+                out[u] = r
+            for n in windowed:
+                recs[n].state, recs[n].model_version = states[n].numpy().copy(), self.model_version
+        return out
 
     def _support_loss(self, states: torch.Tensor, users: torch.Tensor, recs: list[UserRecord], adapted: list[int],
                       fresh: list[list[int]]) -> float:

@@ -21,10 +21,14 @@ Offline evaluation of meta-learned adaptation against baselines, on the same spl
   metarec (θ0 + inner loop), no_adaptation (θ0 only), erm_finetune (plain ERM + the same inner loop),
   global_mean. Metrics: mae, rmse, ndcg@1, ndcg@3 over the query items.
 --protocol prequential: every event after the first --history fraction is scored before it is learned from.
+  --retrain-every N simulates continual training from past events only: every N scored events θ0 is
+  re-meta-trained, warm-started from the version served, on the events before the next micro-batch (all of them,
+  or the last --retrain-window M), and the metarec learner switches to it; users keep their records.
 
 examples:
   metarec evaluate --dataset ml-100k --protocol coldstart --model melu --meta maml --json reports/cold.json
   metarec evaluate --dataset ml-100k --protocol prequential --history 0.5 --checkpoint ck/mf-h50 --json preq.json
+  metarec evaluate --dataset ml-100k --protocol prequential --retrain-every 10000 --json retrain.json
 """
 
 log = logging.getLogger(__name__)
@@ -71,6 +75,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"prequential: max event-time span of a micro-batch, seconds (default {preq.batch_seconds:g}: "
                              "a worker batching 100 ms of a live stream never groups events further apart; MovieLens "
                              "timestamps are whole seconds); 0 = cut by --batch-size only, like a replay at full speed")
+    parser.add_argument("--retrain-every", type=int, default=preq.retrain_every, metavar="N",
+                        help="prequential: every N scored events, re-meta-train θ0 on past events only (the history "
+                             "and the events scored so far, never one still to be scored), warm-started from the "
+                             "version served, and switch the metarec learner to it between two micro-batches; "
+                             "users keep their records, items learned online keep their rows; each retraining costs "
+                             "about one θ0 training (the JSON's retrain section counts and times them) "
+                             f"(default {preq.retrain_every}: never)")
+    parser.add_argument("--retrain-window", type=int, default=preq.retrain_window, metavar="M",
+                        help="prequential, with --retrain-every: train each retraining on the last M past events only "
+                             "(bounds its cost; the warm start keeps what older events taught) "
+                             f"(default {preq.retrain_window}: all past events)")
     parser.add_argument("--threads", type=int, default=THREADS,
                         help=f"torch threads (default {THREADS}: on a small machine more threads contend and run slower)")
     parser.add_argument("--data-dir", default=preq.data_dir,
@@ -131,6 +146,7 @@ def evaluation_config(args: argparse.Namespace) -> EvaluationConfig:
                             history=args.history, checkpoint=args.checkpoint, report=args.report,
                             epochs=args.epochs, steps=args.steps, max_items=args.max_items, seed=args.seed,
                             batch_size=args.batch_size, batch_seconds=args.batch_seconds or None,
+                            retrain_every=args.retrain_every, retrain_window=args.retrain_window,
                             data_dir=args.data_dir, progress=not args.no_progress, command=command_line())
 
 
@@ -152,6 +168,8 @@ def run(args: argparse.Namespace) -> int:
         raise MetarecError(f"--epochs must not be negative, got {args.epochs}")
     if args.steps is not None and args.steps < 0:
         raise MetarecError(f"--steps must not be negative, got {args.steps}")
+    if args.protocol != "prequential" and (args.retrain_every or args.retrain_window):
+        raise MetarecError("--retrain-every and --retrain-window belong to --protocol prequential")
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)

@@ -55,7 +55,14 @@ def _args(tmp_path, **kw):
                 outer_lr=3e-3, pretrain_epochs=1, dim=8, threads=None, data_dir=None, no_progress=True,
                 coldstart_part=False)
     base.update(kw)
-    return argparse.Namespace(**base)
+    from stream.cli.commands import train as cmd
+
+    parser = argparse.ArgumentParser()
+    cmd.add_arguments(parser)
+    args = parser.parse_args(["--out", base["out"]])  # every flag at its default, then the values above
+    for key, value in base.items():
+        setattr(args, key, value)
+    return args
 
 
 def test_train_command_writes_a_loadable_checkpoint(tmp_path, capsys):
