@@ -31,7 +31,8 @@ from typing import Any
 import numpy as np
 
 from adapters.errors import MetarecError
-from stream.kafka.client import check_reachable, consumer_config, ensure_topics, produce, producer_config
+from stream.kafka.client import check_reachable, ensure_topics, produce, producer_config
+from stream.kafka.topic_range import read_range, topic_partitions
 
 log = logging.getLogger(__name__)
 
@@ -199,116 +200,42 @@ def replay_dataset(dataset: Any, bootstrap: str, topic: str, *, speed: float = 0
     return ReplayStats(sent=sent, seconds=time.monotonic() - start, interrupted=interrupted)
 
 
-def _end_offsets(bootstrap: str, topic: str, partitions: list[int], overrides: Mapping[str, Any] | None,
-                 timeout: float = 10.0) -> dict[int, int]:
-    """True end offset of each partition now: the listed high watermark, then read to end-of-partition.
-
-    Reading the tail matters on brokers whose ListOffsets undercounts (Tansu reports the base offset of the
-    last batch + 1); on Apache Kafka the end-of-partition event comes straight away.
-    """
-    from confluent_kafka import Consumer, KafkaError, TopicPartition
-
-    c = Consumer(consumer_config(bootstrap, overrides=overrides, enable_partition_eof=True,
-                                 fetch_wait_max_ms=50))
-    try:
-        ends: dict[int, int] = {}
-        starts: list[Any] = []
-        for p in partitions:
-            low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
-            if high <= low:
-                ends[p] = high
-            starts.append(TopicPartition(topic, p, max(high - 1, low)))
-        todo = {tp.partition: tp for tp in starts if tp.partition not in ends}
-        if todo:
-            c.assign(list(todo.values()))
-            deadline = time.monotonic() + timeout
-            while todo and time.monotonic() < deadline:
-                for m in c.consume(10_000, timeout=0.2):
-                    err = m.error()
-                    if err is not None and err.code() == KafkaError._PARTITION_EOF and m.partition() in todo:
-                        ends[m.partition()] = m.offset()
-                        del todo[m.partition()]
-                    elif err is not None and err.code() != KafkaError._PARTITION_EOF:
-                        raise MetarecError(f"cannot read topic {topic!r}: {err.str()}")
-            if todo:
-                raise MetarecError(f"could not find the end of topic {topic!r} within {timeout:g} s")
-        return ends
-    finally:
-        c.close()
-
-
 def replay_topic(bootstrap: str, source: str, destination: str, start_ms: int, until_ms: int | None = None, *,
                  progress: Progress | None = None, stop: threading.Event | None = None,
                  overrides: Mapping[str, Any] | None = None) -> ReplayStats:
     """Copy ``source`` messages with ``start_ms <= timestamp < until_ms`` to ``destination``; commits nothing."""
-    from confluent_kafka import Consumer, KafkaError, TopicPartition
-
     if until_ms is not None and until_ms <= start_ms:
         raise MetarecError("--until must be later than --from-time")
     if source == destination:
         raise MetarecError("--from-topic and --topic must differ")
-    meta = check_reachable(bootstrap, overrides=overrides)
-    if source not in meta.topics or meta.topics[source].error is not None:
-        raise MetarecError(f"topic {source!r} does not exist at {bootstrap}")
-    partitions = sorted(meta.topics[source].partitions)
+    partitions = topic_partitions(bootstrap, source, overrides)
     dest_parts = ensure_topics(bootstrap, {destination: (len(partitions), None)}, overrides=overrides)[destination]
     same_layout = dest_parts == len(partitions)
     if not same_layout:
         log.warning("%s has %d partitions, %s has %d: placing copies by key", destination, dest_parts, source,
                     len(partitions))
-    ends = _end_offsets(bootstrap, source, partitions, overrides)
-    consumer = Consumer(consumer_config(bootstrap, overrides=overrides, enable_partition_eof=True))
     delivery = _Delivery()
     producer = _producer(bootstrap, overrides, delivery)
     producer.list_topics(destination, timeout=10)
     start = time.monotonic()
     sent = skipped = 0
-    interrupted = False
-    try:
-        found = consumer.offsets_for_times([TopicPartition(source, p, start_ms) for p in partitions], timeout=10)
-        assignment = []
-        for tp in found:
-            first = tp.offset if tp.offset >= 0 else ends[tp.partition]  # -1: nothing at or after start
-            if first < ends[tp.partition]:
-                assignment.append(TopicPartition(source, tp.partition, first))
-        pending = {tp.partition for tp in assignment}
-        if assignment:
-            consumer.assign(assignment)
-        while pending:
-            if stop is not None and stop.is_set():
-                interrupted = True
-                break
-            for m in consumer.consume(10_000, timeout=0.5):
-                p = m.partition()
-                if p not in pending:
-                    continue
-                err = m.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        if m.offset() >= ends[p]:
-                            pending.discard(p)
-                        continue
-                    raise MetarecError(f"cannot read topic {source!r}: {err.str()}")
-                if m.offset() >= ends[p]:
-                    pending.discard(p)
-                    continue
-                _, ts = m.timestamp()
-                if ts >= start_ms and (until_ms is None or ts < until_ms):
-                    kwargs: dict[str, Any] = {"key": m.key(), "value": m.value(), "timestamp": ts}
-                    if m.headers():
-                        kwargs["headers"] = m.headers()
-                    if same_layout:
-                        kwargs["partition"] = p
-                    produce(producer, destination, **kwargs)
-                    sent += 1
-                    if progress is not None:
-                        progress(1)
-                else:
-                    skipped += 1
-                if m.offset() >= ends[p] - 1:
-                    pending.discard(p)
+    for n, m in enumerate(read_range(bootstrap, source, start_ms, overrides=overrides, stop=stop,
+                                     partitions=partitions)):
+        _, ts = m.timestamp()
+        if ts >= start_ms and (until_ms is None or ts < until_ms):
+            kwargs: dict[str, Any] = {"key": m.key(), "value": m.value(), "timestamp": ts}
+            if m.headers():
+                kwargs["headers"] = m.headers()
+            if same_layout:
+                kwargs["partition"] = m.partition()
+            produce(producer, destination, **kwargs)
+            sent += 1
+            if progress is not None:
+                progress(1)
+        else:
+            skipped += 1
+        if n % 10_000 == 0:
             producer.poll(0)
-    finally:
-        consumer.close()
+    interrupted = stop is not None and stop.is_set()
     _finish(producer, delivery, sent)
     return ReplayStats(sent=sent, seconds=time.monotonic() - start, interrupted=interrupted, skipped=skipped)

@@ -203,6 +203,7 @@ class WorkerCore:
         assert self.learner is not None
         ck = self.learner.checkpoint
         self.metrics.set_model(ck.version, getattr(ck, "model", ""), getattr(ck, "meta", ""))
+        self.metrics.items.set(self.learner.items.n_active)
 
     # -- parsing ---------------------------------------------------------------------------------------
     def parse(self, messages: Sequence[RawMessage]) -> tuple[list[tuple[Interaction, RawMessage]], list[Outgoing]]:
@@ -253,6 +254,7 @@ class WorkerCore:
         if not math.isnan(result.support_loss):
             m.adaptation_loss.set(result.support_loss)
         m.unknown_items.inc(result.unknown_items)
+        m.items.set(self.learner.items.n_active)
         m.duplicates.inc(result.duplicates)
         m.online_hit_rate.set(self.hitrate.rate)
         self.active.touch({ev.user_id for ev in events})

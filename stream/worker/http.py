@@ -36,9 +36,9 @@ import time
 from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Protocol
 
 from adapters.errors import MetarecError
-from stream.worker.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -127,10 +127,24 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+class Exposition(Protocol):
+    """What ``/metrics`` serves (:class:`~stream.worker.metrics.WorkerMetrics`, the trainer's metrics)."""
+
+    def render(self) -> bytes: ...
+
+
+class Probes(Protocol):
+    """What ``/healthz`` and ``/readyz`` answer: ``(ok, JSON body)`` (:class:`WorkerHealth`, the trainer's)."""
+
+    def live(self) -> tuple[bool, dict]: ...
+
+    def ready(self) -> tuple[bool, dict]: ...
+
+
 class HealthServer:
     """A small threaded HTTP server for the three endpoints; ``port=0`` picks a free port (see :attr:`port`)."""
 
-    def __init__(self, metrics: WorkerMetrics, health: WorkerHealth, host: str = "127.0.0.1", port: int = 9400) -> None:
+    def __init__(self, metrics: Exposition, health: Probes, host: str = "127.0.0.1", port: int = 9400) -> None:
         self.metrics, self.health = metrics, health
         outer = self
 

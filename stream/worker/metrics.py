@@ -16,6 +16,7 @@ metric                                     type       meaning
 ``metarec_model_info{version,model,meta}`` gauge      1 for the model being served
 ``metarec_online_hit_rate``                gauge      rolling share of events whose item was in the user's last list
 ``metarec_unknown_items_total``            counter    events whose item had no row yet (a new item: it gets one)
+``metarec_items_total``                    gauge      item rows the worker can recommend, new items included
 ``metarec_batches_total``                  counter    micro-batches processed
 ``metarec_model_switches_total``           counter    model versions switched to without restart
 =========================================  =========  ==============================================================
@@ -50,7 +51,7 @@ CONTRACT_METRICS = (
     "metarec_events_consumed_total", "metarec_events_invalid_total", "metarec_recommendations_published_total",
     "metarec_adaptation_seconds", "metarec_event_to_publish_seconds", "metarec_consumer_lag",
     "metarec_users_active", "metarec_adaptation_loss", "metarec_model_info", "metarec_online_hit_rate",
-    "metarec_unknown_items_total", "metarec_batches_total", "metarec_model_switches_total",
+    "metarec_unknown_items_total", "metarec_items_total", "metarec_batches_total", "metarec_model_switches_total",
 )
 
 ADAPTATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
@@ -91,6 +92,8 @@ class WorkerMetrics:
                                      registry=r)
         self.unknown_items = Counter("metarec_unknown_items", "Events whose item the model does not know.",
                                      registry=r)
+        self.items = Gauge("metarec_items_total", "Item rows the worker can recommend, new items included.",
+                           registry=r)
         self.batches = Counter("metarec_batches", "Micro-batches processed.", registry=r)
         self.model_switches = Counter("metarec_model_switches", "Model versions switched to without restart.",
                                       registry=r)

@@ -75,10 +75,33 @@ def resolve_checkpoint(path: str | Path) -> Path:
         return target
     if is_checkpoint_dir(root):
         return root
-    candidates = [p for p in root.iterdir() if is_checkpoint_dir(p)]
+    candidates = [p for p in root.iterdir() if not p.name.startswith(".") and is_checkpoint_dir(p)]  # (.incoming-*)
     if not candidates:
         raise MetarecError(f"{root} is neither a checkpoint directory nor a directory of checkpoint directories")
     return max(candidates, key=lambda p: (_newest_mtime(p), p.name))
+
+
+def publish_version(root: str | Path, checkpoint: Any, name: str | None = None) -> Path:
+    """Write ``checkpoint`` as a new version under the model directory ``root`` and point ``LATEST`` at it.
+
+    Both steps are atomic: the checkpoint is written to a hidden temporary directory and renamed into place, then
+    ``LATEST`` is replaced by a rename; a worker polling ``root`` never sees a half-written version. ``name``
+    defaults to the checkpoint's version. Returns the version directory.
+    """
+    import tempfile
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / (name or checkpoint.version)
+    if target.exists():
+        raise MetarecError(f"version directory {target} exists already")
+    tmp = Path(tempfile.mkdtemp(prefix=".incoming-", dir=root))
+    checkpoint.save(tmp)
+    os.rename(tmp, target)
+    latest_tmp = root / f".{LATEST}.{os.getpid()}"
+    latest_tmp.write_text(target.name + "\n", encoding="utf-8")
+    os.replace(latest_tmp, root / LATEST)
+    return target
 
 
 def signature(path: Path) -> tuple[str, int]:

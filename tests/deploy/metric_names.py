@@ -44,8 +44,21 @@ WORKER_METRICS: dict[str, str] = {
     "metarec_model_info": "gauge",
     "metarec_online_hit_rate": "gauge",
     "metarec_unknown_items_total": "counter",
+    "metarec_items_total": "gauge",
     "metarec_batches_total": "counter",
     "metarec_model_switches_total": "counter",
+}
+
+#: Metric names of the continual trainer (stream/trainer/metrics.py), with their type.
+TRAINER_METRICS: dict[str, str] = {
+    "metarec_trainer_versions_total": "counter",
+    "metarec_trainer_last_training_timestamp_seconds": "gauge",
+    "metarec_trainer_training_loss": "gauge",
+    "metarec_trainer_training_seconds": "histogram",
+    "metarec_trainer_events_total": "counter",
+    "metarec_trainer_window_events": "gauge",
+    "metarec_trainer_failures_total": "counter",
+    "metarec_trainer_model_info": "gauge",
 }
 
 #: Series Prometheus itself attaches to every scrape target (not exported by the worker).
@@ -75,6 +88,8 @@ def exported_series_names(metrics: dict[str, str] = WORKER_METRICS) -> frozenset
 
 #: Every sample name the dashboard and alert rules may use from the worker.
 EXPORTED_SERIES_NAMES: frozenset[str] = exported_series_names()
+#: ... and from the trainer.
+TRAINER_SERIES_NAMES: frozenset[str] = exported_series_names(TRAINER_METRICS)
 
 _KEYWORDS = frozenset({"and", "or", "unless", "bool", "offset", "inf", "nan", "atan2", "start", "end"})
 _STRING = re.compile(r'"(?:\\.|[^"\\])*"|\'(?:\\.|[^\'\\])*\'|`[^`]*`')
@@ -142,8 +157,14 @@ def referenced_metric_names(dashboard: Path = DASHBOARD, alerts: Path = ALERTS) 
 
 
 def referenced_worker_series(dashboard: Path = DASHBOARD, alerts: Path = ALERTS) -> set[str]:
-    """The referenced names a worker must export (Prometheus' own ``up`` etc. left out)."""
-    return set(referenced_metric_names(dashboard, alerts)) - PROMETHEUS_SYNTHETIC
+    """The referenced names a worker must export (Prometheus' own ``up`` etc. and the trainer's left out)."""
+    return {n for n in set(referenced_metric_names(dashboard, alerts)) - PROMETHEUS_SYNTHETIC
+            if not n.startswith("metarec_trainer_")}
+
+
+def referenced_trainer_series(dashboard: Path = DASHBOARD, alerts: Path = ALERTS) -> set[str]:
+    """The referenced names the trainer must export."""
+    return {n for n in referenced_metric_names(dashboard, alerts) if n.startswith("metarec_trainer_")}
 
 
 def series_names_in_exposition(text: str) -> set[str]:

@@ -102,13 +102,26 @@ def test_topics_job_creates_every_topic(config: dict) -> None:
     assert "--partitions 4" in re.search(r"--topic interactions [^\n]*", script).group(0)
 
 
-def test_train_job_writes_the_checkpoint_once(config: dict) -> None:
+def test_train_job_writes_the_first_version_once(config: dict) -> None:
     train = config["services"]["train"]
     script = " ".join(train["command"])
     assert "metarec train --dataset ml-100k" in script
-    assert re.search(r'if \[ -d "\$+out" \]; then .*exit 0', script), "must skip when the checkpoint exists"
+    assert re.search(r'if \[ -f "\$+models/LATEST" \]; then .*exit 0', script), "must skip when versions exist"
+    # the version is complete before it is renamed into place, and LATEST is written last, by a rename
+    version = re.search(r'mv "\$+models/\.v0\.tmp" "\$+models/v0"', script)
+    latest = re.search(r'mv "\$+models/\.LATEST\.tmp" "\$+models/LATEST"', script)
+    assert version and latest and version.start() < latest.start()
     assert {v["target"] for v in train["volumes"]} == {"/data/checkpoints", "/data/cache"}
     assert train["depends_on"]["topics"]["condition"] == "service_completed_successfully"
+
+
+def test_the_trainer_publishes_where_the_workers_read(config: dict) -> None:
+    trainer, worker = config["services"]["trainer"], config["services"]["worker"]
+    assert trainer["command"] == ["trainer"] and "replicas" not in trainer.get("deploy", {})
+    assert trainer["environment"]["METAREC_OUT"] == worker["environment"]["METAREC_CHECKPOINT"]
+    mounts = {v["target"]: v for v in trainer["volumes"]}
+    assert mounts["/data/checkpoints"]["source"] == "checkpoints" and not mounts["/data/checkpoints"].get("read_only")
+    assert trainer["depends_on"]["train"]["condition"] == "service_completed_successfully"
 
 
 def test_two_scalable_workers_in_one_group(config: dict) -> None:
@@ -128,7 +141,7 @@ def test_two_scalable_workers_in_one_group(config: dict) -> None:
     assert volume["source"] == "checkpoints" and volume["read_only"] is True
 
 
-@pytest.mark.parametrize("service", ["train", "worker", "replay"])
+@pytest.mark.parametrize("service", ["train", "worker", "trainer", "replay"])
 def test_every_metarec_variable_is_a_flag_of_the_command(config: dict, service: str) -> None:
     """A misspelt METAREC_* variable would be ignored silently by the CLI: each must name a real flag."""
     import argparse

@@ -10,6 +10,7 @@ import yaml
 from metric_names import (
     DASHBOARD,
     EXPORTED_SERIES_NAMES,
+    TRAINER_SERIES_NAMES,
     PROMETHEUS_SYNTHETIC,
     WORKER_METRICS,
     dashboard_expressions,
@@ -71,6 +72,10 @@ REQUIRED_PANELS = {
     "DLQ rate by reason": "sum by (reason) (rate(metarec_events_invalid_total[",
     "model version": "metarec_model_info",
     "users active": "metarec_users_active",
+    # the continual trainer
+    "versions trained": "metarec_trainer_versions_total",
+    "last training time": "metarec_trainer_last_training_timestamp_seconds",
+    "training loss": "metarec_trainer_training_loss",
 }
 
 
@@ -96,7 +101,7 @@ def test_model_version_panel_shows_the_labels(dashboard: dict) -> None:
 def test_dashboard_and_alerts_use_only_exported_metrics() -> None:
     used = referenced_metric_names()
     unknown = {name: sorted(where) for name, where in used.items()
-               if name not in EXPORTED_SERIES_NAMES | PROMETHEUS_SYNTHETIC}
+               if name not in EXPORTED_SERIES_NAMES | TRAINER_SERIES_NAMES | PROMETHEUS_SYNTHETIC}
     assert unknown == {}, "metrics the worker does not export (see tests/deploy/metric_names.py)"
 
 
@@ -150,3 +155,16 @@ def test_worker_metrics_module_exports_the_expected_names() -> None:
     rendered = series_names_in_exposition(m.render().decode())
     assert EXPORTED_SERIES_NAMES - rendered == set()
     assert referenced_worker_series() - rendered == set()
+
+
+def test_the_trainer_exports_what_the_dashboard_uses():
+    """stream/trainer/metrics.py renders every trainer series of the dashboard (and every declared one)."""
+    from metric_names import referenced_trainer_series, series_names_in_exposition
+
+    from stream.trainer.metrics import TrainerMetrics
+
+    m = TrainerMetrics()
+    m.trained("v1", 1.0, 0.5)
+    rendered = series_names_in_exposition(m.render().decode())
+    assert referenced_trainer_series() and referenced_trainer_series() - rendered == set()
+    assert TRAINER_SERIES_NAMES - rendered == set()

@@ -11,6 +11,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "Offline evaluation (cold-start or prequential) with baselines in the same run.",
     "replay": "Replay a dataset, or a time range of a topic, into a topic.",
     "worker": "Run the stream processor: interactions in, per-user top-K lists out.",
+    "trainer": "Continual meta-training from a topic: a new model version every N events, workers switch to it.",
     "bench": "Run the performance benchmark.",
     "synth": "Generate a synthetic interaction stream with planted interest drift or item churn.",
     "demo": "Broker + training + replay + worker on MovieLens-100K, end to end (what `make demo` runs).",

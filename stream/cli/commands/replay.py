@@ -5,7 +5,7 @@ import argparse
 import signal
 import sys
 import threading
-from datetime import datetime, timezone
+from stream.cli.argtypes import iso_time
 from typing import Any
 
 DESCRIPTION = """\
@@ -34,14 +34,6 @@ examples:
 """
 
 
-def _iso_time(text: str) -> datetime:
-    try:
-        value = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r} (e.g. 2024-05-01T12:00:00Z)") from None
-    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
-
-
 def _non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -68,8 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--partitions", type=int, default=4,
                         help="partitions when the destination topic is created (default 4; a topic copy uses the "
                              "source's count)")
-    parser.add_argument("--from-time", type=_iso_time, help="start of the range (inclusive), ISO 8601")
-    parser.add_argument("--until", type=_iso_time, help="end of the range (exclusive), ISO 8601; default: the end")
+    parser.add_argument("--from-time", type=iso_time, help="start of the range (inclusive), ISO 8601")
+    parser.add_argument("--until", type=iso_time, help="end of the range (exclusive), ISO 8601; default: the end")
     parser.add_argument("--data-dir", default=None, help="dataset cache (default $METAREC_DATA_DIR or ~/.cache/metarec)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_kafka_arguments(parser)

@@ -19,6 +19,7 @@ examples:
   metarec train --dataset ml-100k --model mf --meta maml --out checkpoints/mf
   metarec train --dataset ml-100k --model mf --meta maml --history 0.5 --epochs 5 --out ck/mf-h50
   metarec train --dataset ml-1m --model melu --meta metasgd --split random --out ck/melu
+  metarec train --from-topic interactions --bootstrap kafka:9092 --since 2024-05-01T00:00:00Z --out ck/may
 """
 
 log = logging.getLogger(__name__)
@@ -29,12 +30,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults of :mod:`adapters.meta.config`."""
     from adapters.meta import config as defaults
     from adapters.meta.config import DEFAULT_META, TrainConfig as T
+    from stream.cli.argtypes import iso_time
 
     def per_model(table: dict[str, object]) -> str:
         return f"mf {table['mf']:g}, melu {table['melu']:g}"
 
     mf_fresh = defaults.DEFAULT_FRESHNESS["mf"]
-    parser.add_argument("--dataset", required=True, help="ml-100k, ml-1m or a CSV/TSV path (user_id,item_id,rating,timestamp)")
+    source = parser.add_argument_group("training data: --dataset, or a time range of a topic")
+    source.add_argument("--dataset", help="ml-100k, ml-1m or a CSV/TSV path (user_id,item_id,rating,timestamp)")
+    source.add_argument("--from-topic", metavar="TOPIC",
+                        help="meta-train on the interaction events of this topic instead (read with a plain consumer: "
+                             "joins no consumer group, commits nothing); needs --bootstrap")
+    source.add_argument("--bootstrap", help="Kafka bootstrap servers for --from-topic")
+    source.add_argument("--since", type=iso_time, default=None,
+                        help="--from-topic: first record time, ISO 8601, inclusive (default: the beginning)")
+    source.add_argument("--until", type=iso_time, default=None,
+                        help="--from-topic: end record time, ISO 8601, exclusive (default: the end now)")
     parser.add_argument("--model", choices=("seq", "mf", "melu"), default=T.model,
                         help=f"model (default {T.model}: attention over the user's window on top of mf)")
     parser.add_argument("--meta", choices=("maml", "fomaml", "reptile", "metasgd"), default=DEFAULT_META,
@@ -89,10 +100,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="train only on the users that `evaluate --protocol coldstart --seed S` does not hold out "
                              "(MeLU protocol, random split); the checkpoint is then accepted by that evaluation")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from stream.kafka.client import add_kafka_arguments
+
+    add_kafka_arguments(parser)
 
 
 def _check(args: argparse.Namespace) -> None:
     from adapters.errors import MetarecError
+    if (args.dataset is None) == (args.from_topic is None):
+        raise MetarecError("give either --dataset or --from-topic (with --bootstrap)")
+    if args.from_topic is not None and not args.bootstrap:
+        raise MetarecError("--from-topic needs --bootstrap")
+    if args.from_topic is None and (args.since is not None or args.until is not None or args.bootstrap):
+        raise MetarecError("--bootstrap/--since/--until only apply with --from-topic")
+    if args.since is not None and args.until is not None and args.until <= args.since:
+        raise MetarecError("--until must be later than --since")
     for name in ("epochs", "steps", "batch_users", "window", "query_size"):
         value = getattr(args, name)
         if value < (0 if name in ("epochs", "steps") else 1):
@@ -121,7 +143,8 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     console = Console(stderr=True)
-    ds = load_dataset(args.dataset, data_dir=args.data_dir, progress=not args.no_progress)
+    ds = _topic_dataset(args, console) if args.from_topic else load_dataset(args.dataset, data_dir=args.data_dir,
+                                                                           progress=not args.no_progress)
     model_config = {"dim": args.dim} if args.dim else {}
     cfg = TrainConfig(model=args.model, meta=args.meta, epochs=args.epochs, seed=args.seed, history=args.history,
                       steps=args.steps, inner_lr=args.inner_lr, inner_lr_rating=getattr(args, "inner_lr_rating", None),
@@ -130,7 +153,8 @@ def run(args: argparse.Namespace) -> int:
                       freshness_half_life=getattr(args, "freshness_half_life", None),
                       item_rating_lr=getattr(args, "item_rating_lr", None), batch_users=args.batch_users,
                       split=args.split, window=args.window, query_size=args.query_size, outer_lr=args.outer_lr,
-                      pretrain_epochs=args.pretrain_epochs, model_config=model_config, dataset_spec=args.dataset)
+                      pretrain_epochs=args.pretrain_epochs, model_config=model_config,
+                      dataset_spec=args.dataset or f"topic:{args.from_topic}")
     if args.coldstart_part:
         from dataclasses import replace
 
@@ -162,3 +186,25 @@ def run(args: argparse.Namespace) -> int:
                   f"({len(ck.item_ids) - 1} items, final meta-loss {last:.4f}, {seconds:.1f}s)")
     print(json.dumps({"checkpoint": str(args.out), "version": ck.version, "seconds": round(seconds, 2)}))
     return 0
+
+
+def _topic_dataset(args: argparse.Namespace, console: object) -> object:
+    """The events of ``--from-topic`` with a record time in ``[--since, --until)`` (invalid ones left out)."""
+    from adapters.errors import MetarecError
+    from stream.kafka.client import kafka_overrides, validate_bootstrap
+    from stream.kafka.topic_range import read_range
+    from stream.trainer.events import events_dataset
+
+    start_ms = int(args.since.timestamp() * 1000) if args.since is not None else 0
+    until_ms = int(args.until.timestamp() * 1000) if args.until is not None else None
+    pairs = []
+    for m in read_range(validate_bootstrap(args.bootstrap), args.from_topic, start_ms, overrides=kafka_overrides(args)):
+        _, ts = m.timestamp()
+        if ts >= start_ms and (until_ms is None or ts < until_ms):
+            pairs.append((m.value(), ts / 1000.0))
+    ds, invalid = events_dataset(pairs, f"topic:{args.from_topic}")
+    console.print(f"read {len(pairs):,} messages of {args.from_topic} in the range: {len(ds):,} events, "  # type: ignore[attr-defined]
+                  f"{invalid:,} invalid (left out)")
+    if len(ds) < 2:
+        raise MetarecError(f"topic {args.from_topic!r} has {len(ds)} valid events in that range: nothing to train on")
+    return ds

@@ -160,3 +160,13 @@ def test_doctests():
                    adapters.online.records):
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0, module.__name__
+
+
+def test_items_total_counts_the_rows_that_can_be_recommended_new_items_included(checkpoints):
+    core, metrics = _core(checkpoints[0])
+    core.set_model_metrics()
+    before = metrics.registry.get_sample_value("metarec_items_total")
+    assert before == len(ITEMS)  # the checkpoint's items (row 0 is no item)
+    out = core.process([_msg(0, 0, "a", "never-seen-item", T0)], MemoryState())
+    assert out.result.unknown_items == 1
+    assert metrics.registry.get_sample_value("metarec_items_total") == before + 1
