@@ -9,7 +9,6 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from adapters.errors import MetarecError
 from stream.kafka.schema import MAX_EVENT_BYTES
