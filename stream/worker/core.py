@@ -192,7 +192,8 @@ class WorkerCore:
         except Exception as exc:  # noqa: BLE001 - keep serving the current version
             log.error("cannot switch to model %s (%s); still serving %s", getattr(checkpoint, "version", "?"), exc,
                       old.version)
-            self.learner.switch(old)
+            if self.learner.checkpoint is not old:  # refused after it began: serve the old version again
+                self.learner.switch(old)
             return False
         self.metrics.model_switches.inc()
         self.set_model_metrics()
