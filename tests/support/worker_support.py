@@ -130,6 +130,11 @@ def start_worker(bootstrap: str, checkpoint: Path, workdir: Path, *, group: str,
            "--group", group, "--input", input_topic, "--output", output_topic, "--metrics-port", str(port),
            "--data-dir", str(workdir / f"{state or name}-data"), "--session-timeout", "2", "--partitions", "4",
            "--batch-ms", "50", *extra]
+    return spawn(cmd, port, log)
+
+
+def spawn(cmd: list[str], port: int, log: Path) -> Worker:
+    """Start ``cmd`` (a ``metarec`` process serving HTTP on ``port``) with this checkout's code, output to ``log``."""
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     fh = open(log, "w")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=REPO, env=env)

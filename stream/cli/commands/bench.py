@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+from stream.cli.argtypes import positive_float
+
 DESCRIPTION = """\
 Measure the performance of the whole system in one run and write the figures as JSON (--json OUT):
 
@@ -42,13 +44,6 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", required=True, metavar="OUT", help="write the figures here (JSON)")
     parser.add_argument("--dataset", default="ml-1m", help="ml-100k, ml-1m (default) or a CSV/TSV file")
@@ -64,9 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", choices=("rocksdb", "memory"), default="rocksdb",
                         help="worker state store (default rocksdb, the worker's default)")
     parser.add_argument("--batch-size", type=_positive_int, default=500, help="worker micro-batch size (default 500)")
-    parser.add_argument("--batch-ms", type=_positive_float, default=30.0,
+    parser.add_argument("--batch-ms", type=positive_float, default=30.0,
                         help="worker micro-batch wait in ms (default 30, the worker's default)")
-    parser.add_argument("--latency-seconds", type=_positive_float, default=None,
+    parser.add_argument("--latency-seconds", type=positive_float, default=None,
                         help="length of the paced latency run (default 30 s, 10 s with --quick)")
     parser.add_argument("--reference-events", type=_positive_int, default=None,
                         help="events for the River and naive-loop references (default 2,000; 500 with --quick)")

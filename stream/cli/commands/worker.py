@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
+from stream.cli.argtypes import non_negative_float, positive_float
+
 if TYPE_CHECKING:  # pragma: no cover
     from stream.worker.config import WorkerConfig
 
@@ -34,20 +36,6 @@ examples:
 """
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be ≥ 0, got {text}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from stream.kafka.client import add_kafka_arguments
     from stream.worker.config import WorkerConfig as W
@@ -63,10 +51,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "topics keep theirs, the state changelog always gets the input's)")
     k.add_argument("--replication-factor", type=int, default=W.replication_factor,
                    help=f"for topics the worker creates (default {W.replication_factor})")
-    k.add_argument("--session-timeout", type=_positive_float, default=W.session_timeout,
+    k.add_argument("--session-timeout", type=positive_float, default=W.session_timeout,
                    help=f"consumer group session timeout in seconds (default {W.session_timeout:g}; a stopped "
                         "worker's partitions move after about this long)")
-    k.add_argument("--commit-interval", type=_positive_float, default=W.commit_interval,
+    k.add_argument("--commit-interval", type=positive_float, default=W.commit_interval,
                    help=f"seconds between offset commits (default {W.commit_interval:g})")
     add_kafka_arguments(parser)
     _model_arguments(parser.add_argument_group("model"))
@@ -79,11 +67,11 @@ def _model_arguments(m: argparse._ArgumentGroup) -> None:
 
     m.add_argument("--checkpoint", required=True,
                    help="checkpoint directory, or directory of versioned checkpoints (LATEST file or newest)")
-    m.add_argument("--model-poll", type=_positive_float, default=W.model_poll,
+    m.add_argument("--model-poll", type=positive_float, default=W.model_poll,
                    help=f"seconds between checks for a new model version (default {W.model_poll:g})")
     m.add_argument("--window", type=int, default=W.window,
                    help=f"events kept per user as the support set (default {W.window})")
-    m.add_argument("--max-age", type=_positive_float, default=W.max_age,
+    m.add_argument("--max-age", type=positive_float, default=W.max_age,
                    help="drop window events older than this many seconds before the user's newest (default: none)")
     m.add_argument("--steps", type=int, default=W.steps,
                    help="inner-loop gradient steps per micro-batch (default: the checkpoint's)")
@@ -110,7 +98,7 @@ def _batch_arguments(k: argparse._ArgumentGroup, b: argparse._ArgumentGroup) -> 
                         "(a plain await) or faust (its own per-message wait_first, four asyncio tasks per message)")
     b.add_argument("--batch-size", type=int, default=W.batch_size,
                    help=f"max events per micro-batch (default {W.batch_size})")
-    b.add_argument("--batch-ms", type=_positive_float, default=W.batch_ms,
+    b.add_argument("--batch-ms", type=positive_float, default=W.batch_ms,
                    help=f"max milliseconds to wait to fill a micro-batch (default {W.batch_ms:g}; under load batches "
                         "fill to --batch-size first, so this mostly bounds the latency of a quiet stream)")
     b.add_argument("--store", choices=("rocksdb", "memory"), default=W.store,
@@ -121,7 +109,7 @@ def _batch_arguments(k: argparse._ArgumentGroup, b: argparse._ArgumentGroup) -> 
     b.add_argument("--torch-threads", type=int, default=W.torch_threads,
                    help=f"torch threads for adaptation (default {W.torch_threads}: on a small machine more threads "
                         "contend with the event loop and run slower; scale out with processes instead)")
-    b.add_argument("--state-ttl", type=_non_negative_float, default=W.state_ttl, metavar="SECONDS",
+    b.add_argument("--state-ttl", type=non_negative_float, default=W.state_ttl, metavar="SECONDS",
                    help="forget a user whose newest event is this many seconds (event time) older than their "
                         "partition's stream time: their record is deleted and tombstoned in the changelog "
                         f"(default {W.state_ttl:.0f} = {W.state_ttl / 86_400:.0f} days; 0 = never)")
@@ -137,10 +125,10 @@ def _http_arguments(h: argparse._ArgumentGroup) -> None:
                    help=f"interface for /metrics /healthz /readyz (default {W.metrics_host}; 0.0.0.0 in a container)")
     h.add_argument("--metrics-port", type=int, default=W.metrics_port,
                    help=f"port (default {W.metrics_port}; 0 = pick a free one)")
-    h.add_argument("--stall-after", type=_positive_float, default=W.stall_after, metavar="SECONDS",
+    h.add_argument("--stall-after", type=positive_float, default=W.stall_after, metavar="SECONDS",
                    help="/readyz answers 503 (with the reason) once the broker has been unreachable, or a "
                         f"micro-batch's delivery has waited, this long (default {W.stall_after:g}); /healthz stays 200")
-    h.add_argument("--probe-interval", type=_positive_float, default=W.probe_interval, metavar="SECONDS",
+    h.add_argument("--probe-interval", type=positive_float, default=W.probe_interval, metavar="SECONDS",
                    help=f"seconds between the broker probes behind /readyz (default {W.probe_interval:g})")
 
 

@@ -2,14 +2,12 @@
 worker's online item rows survive the switches."""
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 import time
 import uuid
 
 import pytest
-from worker_support import (REPO, Worker, event_bytes, free_port, latest_lists, make_checkpoint, produce, read_topic,
+from worker_support import (Worker, event_bytes, free_port, latest_lists, make_checkpoint, produce, read_topic, spawn,
                             start_worker)
 
 from stream.worker.versions import publish_version
@@ -24,9 +22,7 @@ def _start_trainer(broker: str, topic: str, out, workdir) -> Worker:
     log = workdir / "trainer.log"
     cmd = [sys.executable, "-m", "stream", "-v", "trainer", "--bootstrap", broker, "--topic", topic, "--out", str(out),
            "--every", "500", "--window-events", "300", "--epochs", "1", "--metrics-port", str(port)]
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    fh = open(log, "w")  # noqa: SIM115 - closed with the process
-    return Worker(subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=REPO, env=env), port, log)
+    return spawn(cmd, port, log)
 
 
 def _events(n: int, seed: int) -> list[tuple[bytes, bytes]]:
