@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from typing import Any
+
 from adapters.errors import MetarecError
+from adapters.online.itemshare import ShareConfig
 from adapters.online.records import UserRecord
 
 
@@ -33,6 +36,8 @@ class OnlineConfig:
     item_prior: float | None = None  #: weight of the co-occurrence prior (None = the checkpoint's; 0 = off)
     item_lr: float | None = None  #: online SGD rate of the item ranking rows (None = the checkpoint's; 0 = frozen)
     item_factor_lr: float | None = None  #: online SGD rate of the item rating factors (None = the checkpoint's)
+    #: set: the item side is the group's (adapters.online.sharedside): learned by contributions, applied from rows
+    shared_items: ShareConfig | None = None
 
     def __post_init__(self) -> None:
         if self.window < 1:
@@ -90,6 +95,8 @@ class BatchResult:
     unknown_items: int  #: events whose item had no row before the batch (new items: they get one now, up to max_items)
     adapt_seconds: float  #: time in the batched adaptation call
     timings: dict[str, float] = field(default_factory=dict)
+    #: shared item state: one contribution per item of the batch's new events (adapters.online.itemstep)
+    item_updates: list[tuple[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -104,5 +111,6 @@ class AppliedBatch:
     new_users: list[str] = field(default_factory=list)
     new_ratings: list[float] = field(default_factory=list)
     new_windows: list[list[int]] = field(default_factory=list)  #: each new event's user's last items before it
+    new_times: list[float] = field(default_factory=list)  #: the new events' times
     duplicates: int = 0  #: redelivered events skipped
     unknown: int = 0  #: new events whose item had no row before the batch

@@ -212,14 +212,24 @@ class ItemSide:
         log.debug("item table grown to %d rows", cap)
 
     def _evict(self, k: int) -> None:
-        """Free the ``k`` coldest rows (row 0 never): statistics cleared, tables reset to the unknown row."""
+        """Free the ``k`` coldest rows (row 0 never)."""
         heat = self.heat.copy()
         heat[0] = np.inf
         heat[self._pending] = np.inf
         k = min(k, int(np.isfinite(heat).sum()))
         if k <= 0:
             raise MetarecError(f"more new items in one micro-batch than max-items ({self.config.max_items}) can hold")
-        rows = np.argpartition(heat, k)[:k]
+        self._free_rows(np.argpartition(heat, k)[:k])
+
+    def drop(self, item_ids: Sequence[str]) -> None:
+        """Forget these items (those it holds): their rows are freed for other items."""
+        rows = [self.index[i] for i in item_ids if i in self.index]
+        if rows:
+            self._free_rows(np.asarray(rows, np.int64))
+
+    def _free_rows(self, rows: np.ndarray) -> None:
+        """Free ``rows``: statistics cleared, tables reset to the unknown row."""
+        k = len(rows)
         for r in rows.tolist():
             self.index.pop(self.ids[r], None)
             self.ids[r] = ""

@@ -45,6 +45,8 @@ from adapters.meta.warmstart import descends_from
 from adapters.online.carryover import Carried, carry_over, new_freshness, new_item_side
 from adapters.online.freshness import ItemFreshness
 from adapters.online.itemside import ItemSide
+from adapters.online.itemstep import apply_items, item_state, learn_items
+from adapters.online.sharedside import SharedItems
 from adapters.online.config import AppliedBatch, BatchResult, Interaction, OnlineConfig, Recommendation
 from adapters.online.records import UserRecord, vocab_hash
 
@@ -61,6 +63,8 @@ class OnlineLearner:
         self._vocabs: dict[int, list[str]] = {}
         self.freshness: ItemFreshness | None = None
         self.carried: Carried | None = None  #: what the last switch carried over (None: no switch yet)
+        #: shared mode: this learner's side of the group's item state (None: it learns its own items)
+        self.shared = None if self.config.shared_items is None else SharedItems(self.config.shared_items)
         self.switch(checkpoint)
 
     # -- model versions --------------------------------------------------------------------------------
@@ -124,8 +128,9 @@ class OnlineLearner:
 
     def _current(self, record: UserRecord | None) -> UserRecord:
         """``record`` in this model's vocabulary and item-table size (a fresh record for None)."""
-        if record is not None and record.vocab == self.vocab and record.n_items != self.n_items:
-            record = record.resized(self.n_items)
+        if record is not None and record.vocab == self.vocab:  # online rows by name, then this table's size
+            record = record.in_table(self.item_ids, self.item_index)
+            record = record.resized(self.n_items) if record.n_items != self.n_items else record
         if record is None:
             return UserRecord.empty(self.n_items, self.vocab)
         if record.vocab != self.vocab:
@@ -218,6 +223,8 @@ class OnlineLearner:
         """
         t0 = time.perf_counter()
         cfg = self.config
+        if self.shared is not None and events:  # popularity as of this batch, in event time
+            self.shared.refresh(self.items, self.freshness, max(ev.timestamp for ev in events))
         batch = self._apply(events, records)
         if not batch.touched:
             return BatchResult({}, [], math.nan, batch.duplicates, batch.unknown, 0.0)
@@ -233,8 +240,7 @@ class OnlineLearner:
             support_loss = (self._support_loss(states, users, [recs[n] for n in adapted], adapted,
                                                [batch.fresh[user_ids[n]] for n in adapted])
                             if adapted and measure_loss else math.nan)
-            self._learn_items(user_ids, states, users, batch.new_users, batch.new_rows, batch.new_ratings,
-                              batch.new_windows)
+            contributions = learn_items(self, user_ids, states, users, batch)
         for n in adapted:
             recs[n].trim(cfg.window, cfg.max_age_s)
         t2 = time.perf_counter()
@@ -247,11 +253,23 @@ class OnlineLearner:
         state_np = states.numpy()
         for n in adapted:
             r = recs[n]
-            r.state = state_np[n].copy()
-            r.model_version = self.model_version
-            out[user_ids[n]] = r
+            r.state, r.model_version = state_np[n].copy(), self.model_version
+            out[user_ids[n]] = r.name_online_rows(self.items.n_base, self.item_ids, self.items.online)
         return BatchResult(out, recommendations, support_loss, batch.duplicates, int(batch.unknown), t3 - t2,
-                           {"apply": t1 - t0, "loss": t2 - t1, "adapt": t3 - t2, "rank": t4 - t3})
+                           {"apply": t1 - t0, "loss": t2 - t1, "adapt": t3 - t2, "rank": t4 - t3}, contributions)
+
+    # -- the group's item state (shared mode, adapters.online.sharedside) ------------------------------------
+    def apply_items(self, updates: Sequence[tuple[str, bytes | None, float]]) -> int:
+        """Apply published item rows ``(item id, row bytes or None: deleted, record time)``; how many."""
+        return apply_items(self, updates)
+
+    def item_state(self, item_id: str) -> dict[str, Any] | None:
+        """What this learner holds about ``item_id`` (None: no row), JSON-ready."""
+        return item_state(self, item_id)
+
+    def shared_newest_update(self) -> float:
+        """Record time of the newest shared item update applied (NaN: none, or local mode)."""
+        return math.nan if self.shared is None else self.shared.newest_update
 
     def _apply(self, events: Sequence[Interaction], records: Mapping[str, UserRecord | None]) -> AppliedBatch:
         """Apply the batch's events to copies of their users' records (redeliveries skipped), in input order."""
@@ -277,6 +295,7 @@ class OnlineLearner:
             batch.new_rows.append(row)
             batch.new_users.append(ev.user_id)
             batch.new_ratings.append(rating)
+            batch.new_times.append(ev.timestamp)
             rec.mark_applied(row, ev.timestamp, ev.partition, ev.offset)
             g[0].append(row)
             g[1].append(rating)
@@ -310,7 +329,7 @@ class OnlineLearner:
                 states = self._adapt(states, users, recs, windowed)
             for n, (u, r) in enumerate(zip(ids, recs)):
                 r.state, r.model_version = None, ""
-                out[u] = r
+                out[u] = r.name_online_rows(self.items.n_base, self.item_ids, self.items.online)
             for n in windowed:
                 recs[n].state, recs[n].model_version = states[n].numpy().copy(), self.model_version
         return out
@@ -338,31 +357,6 @@ class OnlineLearner:
         if self.freshness is not None:
             self.freshness.resize(self.n_items)
             self.freshness.clear(self.items.take_cleared())
-
-    def _learn_items(self, user_ids: list[str], states: torch.Tensor, users: torch.Tensor, new_users: list[str],
-                     new_rows: list[int], new_ratings: list[float], new_windows: list[list[int]]) -> None:
-        """Item side, from the new events and the users' pre-update states (one batched call each): counts and
-        rating-bias corrections (:class:`ItemFreshness`), co-occurrences, item rows (:class:`ItemSide`)."""
-        f = self.freshness
-        if not new_rows:
-            return
-        rows = np.asarray(new_rows, dtype=np.int64)
-        errors = None
-        ratings = np.asarray(new_ratings, dtype=np.float64)
-        pos = {u: n for n, u in enumerate(user_ids)}
-        idx = torch.tensor([pos[u] for u in new_users], dtype=torch.long)
-        if np.isfinite(ratings).any():
-            pred = self._predict(states[idx], users[idx], torch.from_numpy(rows)).numpy().astype(np.float64)
-            errors = pred - ratings
-        if f is not None:
-            f.observe(rows, errors if f.config.rating_lr > 0 else None)
-        side = self.items
-        side.observe(new_windows, rows, half_life=f.config.half_life if f is not None else 5_000.0)
-        if side.adapter is not None:
-            ad = self.adapter
-            mine = states[idx]
-            side.learn_rows(ad.effective(mine), rows, ad._split(mine)[1], errors)
-            side.init_new_rows(rows)
 
     @torch.no_grad()
     def _rank(self, user_ids: list[str], recs: list[UserRecord], users: torch.Tensor, states: torch.Tensor,

@@ -63,6 +63,11 @@ class WorkerConfig:
     #: how faust's fetch loop hands each message to the stream: "direct" (a plain await, stream.runtime.faust.wait_first_per_message) or
     #: "faust" (its own per-message wait_first, four tasks per message)
     delivery: str = "direct"
+    #: "shared": one item state for the group (stream.runtime.faust.item_agent); "local": each process its own
+    item_state: str = "shared"
+    item_ttl: float = 0.0  #: shared: delete items idle this long in event time (0: never)
+    item_half_life: float = 86_400.0  #: shared: half-life of item popularity, seconds of event time
+    item_table_max: int = 100_000  #: shared: item rows at most in the group's table
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -89,6 +94,10 @@ class WorkerConfig:
             raise MetarecError(f"--max-event-bytes must be in [1, {MAX_DLQ_BYTES}], got {self.max_event_bytes}")
         if not self.stall_after > 0 or not self.probe_interval > 0:
             raise MetarecError("--stall-after and --probe-interval must be > 0")
+        if self.item_state not in ("shared", "local"):
+            raise MetarecError(f"--item-state must be shared or local, got {self.item_state!r}")
+        if not 0 <= self.item_ttl < float("inf") or not self.item_half_life > 0 or self.item_table_max < 1:
+            raise MetarecError("--item-ttl must be ≥ 0, --item-half-life > 0 and --item-table-max ≥ 1")
         if self.input == self.output:
             raise MetarecError("--input and --output must be different topics")
         self.checkpoint = Path(self.checkpoint)

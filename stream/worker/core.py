@@ -102,11 +102,12 @@ class BatchOutput:
     records: dict[str, UserRecord] = field(default_factory=dict)  #: the touched users' new records
     result: BatchResult | None = None  #: the learner's result (None: no valid event)
     expired: int = 0  #: users deleted by the TTL
+    item_updates: list[Outgoing] = field(default_factory=list)  #: contributions to the shared item state
 
     @property
     def publish(self) -> list[Outgoing]:
-        """Every message to produce: the lists, then the dead letters."""
-        return self.lists + self.dead
+        """Every message to produce: the lists, the dead letters, the item contributions."""
+        return self.lists + self.dead + self.item_updates
 
     @property
     def partitions_written(self) -> set[int]:
@@ -130,8 +131,10 @@ class WorkerCore:
     def __init__(self, learner: OnlineLearner | None, metrics: WorkerMetrics, input_topic: str = "interactions",
                  output_topic: str = "recommendations", dlq_topic: str | None = None,
                  hitrate: OnlineHitRate | None = None, active: ActiveUsers | None = None,
-                 max_event_bytes: int = MAX_EVENT_BYTES, expiry: StateExpiry | None = None) -> None:
+                 max_event_bytes: int = MAX_EVENT_BYTES, expiry: StateExpiry | None = None,
+                 item_updates_topic: str | None = None) -> None:
         self.learner = learner
+        self.item_updates_topic = item_updates_topic  #: shared item state: where contributions go (None: local)
         self.expiry = expiry or StateExpiry(None)
         self.max_event_bytes = int(max_event_bytes)
         self.metrics = metrics
@@ -182,6 +185,19 @@ class WorkerCore:
         m.state_expired.inc(len(gone))
         m.state_users.set(self.expiry.size())
         return gone
+
+    def apply_items(self, updates: Sequence[tuple[bytes, bytes | None, float]]) -> int:
+        """Apply published rows of the group's item state ``(item id, row or None: deleted, record time)``, between
+        two micro-batches; how many were applied."""
+        assert self.learner is not None
+        n = self.learner.apply_items([(k.decode("utf-8", "replace"), v, ts) for k, v, ts in updates])
+        self.metrics.item_updates_applied.inc(n)
+        self.metrics.items.set(self.learner.items.n_active)
+        return n
+
+    def item_row(self, item_id: str) -> dict | None:
+        """The learner's current row of ``item_id`` (None: it holds none): what ``GET /items?id=`` shows."""
+        return None if self.learner is None else self.learner.item_state(item_id)
 
     def switch(self, checkpoint: Any) -> bool:
         """Serve ``checkpoint`` from the next batch on; False (still serving the current one) if it cannot be."""
@@ -260,7 +276,11 @@ class WorkerCore:
         m.online_hit_rate.set(self.hitrate.rate)
         self.active.touch({ev.user_id for ev in events})
         m.users_active.set(self.active.count())
-        return BatchOutput([], lists, dead, list(good), result.records, result)
+        out = BatchOutput([], lists, dead, list(good), result.records, result)
+        if self.item_updates_topic is not None:
+            out.item_updates = [Outgoing(self.item_updates_topic, item.encode("utf-8"), c.to_bytes())
+                                for item, c in result.item_updates]
+        return out
 
     def _isolate(self, good: Sequence[tuple[Interaction, RawMessage]], records: Mapping[str, UserRecord | None]
                  ) -> tuple[BatchResult, list[Outgoing]]:
@@ -286,6 +306,7 @@ class WorkerCore:
             merged.duplicates += r.duplicates
             merged.unknown_items += r.unknown_items
             merged.adapt_seconds += r.adapt_seconds
+            merged.item_updates.extend(r.item_updates)
             if not math.isnan(r.support_loss):
                 losses.append(r.support_loss)
         merged.support_loss = sum(losses) / len(losses) if losses else math.nan

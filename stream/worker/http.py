@@ -4,10 +4,12 @@
 * ``GET /healthz`` — 200 while the processing loop is alive: the loop stamps :attr:`WorkerHealth.heartbeat` every
   iteration and every idle tick (1 s); 503 when the stamp is older than ``stale_after_s`` or the agent has died.
 * ``GET /readyz`` — 200 once a model is loaded and the consumer group has assigned this worker its partitions
-  (after the state tables were restored); 503 before, during a rebalance, and while the broker has been
+  (after the state tables, and the shared item state, were restored); 503 before, during a rebalance, and while the broker has been
   unreachable (the probe's metadata requests fail) or a micro-batch's delivery/commit has been stalled for more
   than ``stall_after_s`` (default 5 s). The body's ``reason`` says why, e.g.
   ``"broker unreachable since 2026-11-23T14:31:07Z (15.2 s): ..."``.
+
+* ``GET /items?id=ITEM`` (workers) — the worker's current row of an item, JSON: what it ranks with.
 
 Semantics for orchestrators: ``/healthz`` answers "is the process able to make progress by itself?" — a broker
 outage does NOT fail it (restarting the worker would not bring the broker back, and the worker resumes by itself
@@ -36,7 +38,8 @@ import time
 from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Protocol
+from typing import Callable, Protocol
+from urllib.parse import parse_qs
 
 from adapters.errors import MetarecError
 
@@ -61,6 +64,7 @@ class WorkerHealth:
     broker_error: str = ""
     stalled_since: float | None = None  #: wall time a micro-batch started waiting for delivery/commit
     stalled_what: str = ""
+    items_restored: bool = True  #: the shared item state was restored (False until then; True: local item state)
 
     def beat(self) -> None:
         self.heartbeat = time.monotonic()
@@ -110,12 +114,14 @@ class WorkerHealth:
             reason = "no model loaded"
         elif not self.assigned:
             reason = "waiting for partition assignment (rebalance or state restore)"
+        elif not self.items_restored:
+            reason = "restoring the shared item state"
         else:
             reason = problem
         ok = reason is None
         body = {"status": "ready" if ok else "not ready", "model_loaded": self.model_loaded,
                 "partitions_assigned": self.assigned, "partitions": self.partitions,
-                "model_version": self.model_version}
+                "model_version": self.model_version, "items_restored": self.items_restored}
         if reason is not None:
             body["reason"] = reason
         if problem is not None and reason != problem:
@@ -146,6 +152,8 @@ class HealthServer:
 
     def __init__(self, metrics: Exposition, health: Probes, host: str = "127.0.0.1", port: int = 9400) -> None:
         self.metrics, self.health = metrics, health
+        #: ``GET /items?id=ITEM``: the worker's current row of an item (JSON; 404 for an item it does not hold)
+        self.items: Callable[[str], dict | None] | None = None
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -160,6 +168,12 @@ class HealthServer:
                     elif path == "/readyz":
                         ok, body = outer.health.ready()
                         self._send(200 if ok else 503, json.dumps(body).encode(), "application/json")
+                    elif path == "/items" and outer.items is not None:
+                        query = parse_qs(self.path.split("?", 1)[1] if "?" in self.path else "")
+                        row = outer.items(query.get("id", [""])[0])
+                        self._send(200 if row is not None else 404,
+                                   json.dumps(row if row is not None else {"error": "unknown item"}).encode(),
+                                   "application/json")
                     else:
                         self._send(404, b'{"error": "not found"}', "application/json")
                 except BrokenPipeError:  # pragma: no cover - client went away

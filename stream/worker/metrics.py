@@ -17,6 +17,7 @@ metric                                     type       meaning
 ``metarec_online_hit_rate``                gauge      rolling share of events whose item was in the user's last list
 ``metarec_unknown_items_total``            counter    events whose item had no row yet (a new item: it gets one)
 ``metarec_items_total``                    gauge      item rows the worker can recommend, new items included
+``metarec_item_state_lag_seconds``         gauge      age of the newest shared item update this worker has applied
 ``metarec_batches_total``                  counter    micro-batches processed
 ``metarec_model_switches_total``           counter    model versions switched to without restart
 =========================================  =========  ==============================================================
@@ -29,7 +30,9 @@ Extra (not in the contract): ``metarec_duplicates_total`` (redelivered events sk
 expiry), ``metarec_state_expired_total`` (user records deleted by ``--state-ttl``: a changelog tombstone each),
 ``metarec_state_watermark_seconds{partition}`` (event-time watermark the TTL is measured from),
 ``metarec_gap_events_total`` (input events faust skipped and the worker fetched itself, see
-:mod:`stream.runtime.faust.skipped_ranges`).
+:mod:`stream.runtime.faust.skipped_ranges`); the shared item state's ``metarec_item_updates_applied_total`` (rows
+and deletions applied from ``<group>-items``), ``metarec_item_contributions_total`` (rows this worker's item agent
+merged into), ``metarec_item_contributions_invalid_total``, ``metarec_items_expired_total`` (rows it deleted).
 
 Example
 -------
@@ -94,6 +97,18 @@ class WorkerMetrics:
                                      registry=r)
         self.items = Gauge("metarec_items_total", "Item rows the worker can recommend, new items included.",
                            registry=r)
+        self.item_state_lag = Gauge("metarec_item_state_lag_seconds", "Age of the newest shared item update "
+                                    "this worker has applied (NaN before the first).", registry=r)
+        self.item_state_lag.set(float("nan"))
+        self.item_updates_applied = Counter("metarec_item_updates_applied", "Shared item rows (and deletions) "
+                                            "applied from <group>-items.", registry=r)
+        self.item_contributions = Counter("metarec_item_contributions", "Item rows the item agent of this "
+                                          "worker has merged contributions into (one per item and batch).",
+                                          registry=r)
+        self.item_contributions_invalid = Counter("metarec_item_contributions_invalid", "Unreadable item "
+                                                  "contributions skipped by the item agent.", registry=r)
+        self.items_expired = Counter("metarec_items_expired", "Item rows the item agent deleted (TTL or size "
+                                     "bound): one tombstone on <group>-items each.", registry=r)
         self.batches = Counter("metarec_batches", "Micro-batches processed.", registry=r)
         self.model_switches = Counter("metarec_model_switches", "Model versions switched to without restart.",
                                       registry=r)

@@ -13,6 +13,10 @@ One changelog-backed table ``users`` (changelog topic ``<group>-users-changelog`
 
 Readers of the table or of its changelog skip internal keys (:func:`is_internal_key`).
 
+The group's shared item state (:mod:`stream.runtime.faust.item_agent`): contributions travel on
+``<group>-item-updates`` (keyed by item id) to the item agent, whose table ``items`` has the compacted changelog
+``<group>-items`` (keyed by item id, the item's row; internal keys as above), which every worker reads.
+
 Example
 -------
 >>> mark_key(3)
@@ -21,8 +25,8 @@ b'\\xffmetarec/processed/3'
 (True, True, False)
 >>> decode_mark(encode_mark(1234))
 1234
->>> changelog_topic("metarec")
-'metarec-users-changelog'
+>>> changelog_topic("metarec"), items_topic("metarec"), item_updates_topic("metarec")
+('metarec-users-changelog', 'metarec-items', 'metarec-item-updates')
 """
 from __future__ import annotations
 
@@ -34,6 +38,19 @@ TABLE = "users"  #: name of the state table (faust names its changelog ``<app id
 INTERNAL = b"\xff"  #: first byte of every internal table/changelog key (never valid UTF-8)
 END_MARKER = INTERNAL + b"metarec/batch-end"  #: changelog key closing each micro-batch's writes (a tombstone)
 _MARK = INTERNAL + b"metarec/processed/"
+
+
+ITEMS_TABLE = "items"  #: the item agent's table (:mod:`stream.runtime.faust.item_agent`)
+
+
+def items_topic(group: str) -> str:
+    """The compacted topic of the group's item rows: the item agent's changelog, every worker's global table."""
+    return f"{group}-items"
+
+
+def item_updates_topic(group: str) -> str:
+    """The repartition topic of the workers' item contributions, keyed by item id."""
+    return f"{group}-item-updates"
 
 
 def changelog_topic(group: str) -> str:

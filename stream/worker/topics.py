@@ -5,7 +5,7 @@ from adapters.errors import MetarecError
 from stream.kafka.client import ensure_topics
 from stream.kafka.schema import dlq_topic
 from stream.worker.config import MAX_DLQ_BYTES, WorkerConfig
-from stream.worker.state_layout import changelog_topic
+from stream.worker.state_layout import changelog_topic, item_updates_topic, items_topic
 
 
 def prepare_topics(cfg: WorkerConfig) -> int:
@@ -18,6 +18,10 @@ def prepare_topics(cfg: WorkerConfig) -> int:
     ensure_topics(cfg.bootstrap, {cfg.output: (n, None), dlq_topic(cfg.input): (n, {"max.message.bytes": str(MAX_DLQ_BYTES)}),
                                   changelog_topic(cfg.group): (n, {"cleanup.policy": "compact"})},
                   overrides=cfg.kafka_options, replication_factor=cfg.replication_factor)
+    if cfg.item_state == "shared":  # partitioned like the input: faust gives each worker matching partitions
+        ensure_topics(cfg.bootstrap, {item_updates_topic(cfg.group): (n, None),
+                                      items_topic(cfg.group): (n, {"cleanup.policy": "compact"})},
+                      overrides=cfg.kafka_options, replication_factor=cfg.replication_factor)
     return n
 
 

@@ -105,7 +105,10 @@ def test_readiness_reasons_and_liveness_semantics():
     assert "assignment" in h.ready()[1]["reason"]
     h.assigned = True
     assert h.ready() == (True, {"status": "ready", "model_loaded": True, "partitions_assigned": True,
-                                "partitions": 0, "model_version": ""})
+                                "partitions": 0, "model_version": "", "items_restored": True})
+    h.items_restored = False  # a shared item state not restored yet
+    assert h.ready()[0] is False and h.ready()[1]["reason"] == "restoring the shared item state"
+    h.items_restored = True
     h.broker_probe(False, "metadata request failed: timed out", now=1000.0)
     assert h.problem(now=1004.0) is None  # shorter than the threshold
     assert h.problem(now=1006.0).startswith("broker unreachable since 1970-01-01T00:16:40Z (6.0 s)")

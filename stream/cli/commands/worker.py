@@ -113,6 +113,19 @@ def _batch_arguments(k: argparse._ArgumentGroup, b: argparse._ArgumentGroup) -> 
                    help="forget a user whose newest event is this many seconds (event time) older than their "
                         "partition's stream time: their record is deleted and tombstoned in the changelog "
                         f"(default {W.state_ttl:.0f} = {W.state_ttl / 86_400:.0f} days; 0 = never)")
+    b.add_argument("--item-state", choices=("shared", "local"), default=W.item_state,
+                   help=f"shared (default): one item state for the whole group: item updates go to an item agent "
+                        "that owns each item (topic <group>-item-updates), which publishes its row on the compacted "
+                        "topic <group>-items that every worker applies and restores before it is ready; local: each "
+                        "process learns its own items from its own events")
+    b.add_argument("--item-ttl", type=non_negative_float, default=W.item_ttl, metavar="SECONDS",
+                   help="shared item state: delete an item whose newest event is this many seconds (event time) older "
+                        "than the newest of its partition; it leaves every worker's table (default 0 = never)")
+    b.add_argument("--item-half-life", type=positive_float, default=W.item_half_life, metavar="SECONDS",
+                   help=f"shared item state: half-life of item popularity in event time (default {W.item_half_life:g})")
+    b.add_argument("--item-table-max", type=int, default=W.item_table_max,
+                   help=f"shared item state: rows at most in the group's item table; beyond it the least popular are "
+                        f"deleted (default {W.item_table_max}); each worker still keeps at most --max-items rows")
     b.add_argument("--max-event-bytes", type=int, default=W.max_event_bytes,
                    help=f"input values larger than this go to the DLQ with reason oversized (default "
                         f"{W.max_event_bytes})")

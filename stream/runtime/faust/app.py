@@ -4,7 +4,8 @@ Everything here only wires faust to :class:`~stream.runtime.faust.runner.FaustRu
 layout: :mod:`stream.worker.state_layout`; the table has as many partitions as the input topic, and every record is
 written to the changelog partition of its user's input events (:mod:`stream.runtime.faust.table`), so the worker
 that owns input partition *p* owns changelog partition *p*: after a rebalance the new owner restores exactly the
-users of the partitions it took over.
+users of the partitions it took over. With the shared item state (``--item-state shared``) the app also runs the
+item agent (:mod:`stream.runtime.faust.item_agent`).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import logging
 import signal
 from typing import Any
 
+from stream.runtime.faust.item_agent import ItemAgent, ItemBounds
 from stream.runtime.faust.runner import FaustRunner
 from stream.runtime.faust.wait_first_per_message import deliver_directly
 from stream.worker.config import MAX_DLQ_BYTES
@@ -58,6 +60,10 @@ def build_app(runner: FaustRunner, broker_credentials: Any = None) -> Any:
     table.key_serializer = table.value_serializer = "raw"
     runner.attach(app, table)
     _register(app, runner, source)
+    if cfg.item_state == "shared":
+        ItemAgent(app, cfg.group, runner.partitions, runner.metrics,
+                  runner.core.learner.config.shared_items,  # type: ignore[union-attr]
+                  ItemBounds(max_items=cfg.item_table_max, ttl_s=cfg.item_ttl)).register()
     return app
 
 

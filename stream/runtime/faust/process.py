@@ -29,16 +29,21 @@ def build_runner(cfg: WorkerConfig, partitions: int, metrics: WorkerMetrics | No
     from stream.worker.core import WorkerCore
     from stream.worker.expiry import StateExpiry
     from stream.worker.versions import CheckpointWatcher
+    from adapters.online.itemshare import ShareConfig
+    from stream.worker.state_layout import item_updates_topic
 
     metrics = metrics or WorkerMetrics()
-    health = health or WorkerHealth()
+    health = health or WorkerHealth(items_restored=cfg.item_state != "shared")
     watcher = CheckpointWatcher(cfg.checkpoint, Checkpoint.load)
     ckpt = watcher.load_initial()
+    shared = cfg.item_state == "shared"
     online = OnlineConfig(window=cfg.window, max_age_s=cfg.max_age, steps=cfg.steps, prox=cfg.prox, top_k=cfg.top_k,
-                          max_catalog=cfg.max_catalog, retrieval_m=cfg.retrieval_m, max_items=cfg.max_items)
+                          max_catalog=cfg.max_catalog, retrieval_m=cfg.retrieval_m, max_items=cfg.max_items,
+                          shared_items=ShareConfig(half_life_s=cfg.item_half_life) if shared else None)
     learner = OnlineLearner(ckpt, online)
     core = WorkerCore(learner, metrics, cfg.input, cfg.output, max_event_bytes=cfg.max_event_bytes,
-                      expiry=StateExpiry(cfg.state_ttl or None))
+                      expiry=StateExpiry(cfg.state_ttl or None),
+                      item_updates_topic=item_updates_topic(cfg.group) if shared else None)
     runner = FaustRunner(cfg, core, watcher, metrics, health, partitions)
     log.info("serving model %s (%s/%s) from %s", ckpt.version, ckpt.model, ckpt.meta, cfg.checkpoint)
     return runner
@@ -76,6 +81,8 @@ def run_worker(cfg: WorkerConfig) -> int:
     from stream.worker.localstate import DirLock, claim_local_state, release_local_state
     from stream.worker.probe import BrokerProbe
     from stream.worker.topics import prepare_topics
+    from stream.kafka.topic_feed import TopicFeed
+    from stream.worker.state_layout import is_internal_key, items_topic
     from stream.worker.versions import resolve_checkpoint
 
     cfg.bootstrap = validate_bootstrap(cfg.bootstrap)
@@ -87,14 +94,19 @@ def run_worker(cfg: WorkerConfig) -> int:
     assert cfg.data_dir is not None
     lock = DirLock(cfg.data_dir)
     claim_local_state(cfg.data_dir, cfg.store)
-    server = probe = None
+    server = probe = feed = None
     try:
-        metrics, health = WorkerMetrics(), WorkerHealth(stall_after_s=cfg.stall_after)
+        metrics = WorkerMetrics()
+        health = WorkerHealth(stall_after_s=cfg.stall_after, items_restored=cfg.item_state != "shared")
         server = HealthServer(metrics, health, cfg.metrics_host, cfg.metrics_port).start()
         probe = BrokerProbe(cfg.bootstrap, health, metrics, interval_s=cfg.probe_interval,
                             timeout_s=min(cfg.probe_interval, 2.0), overrides=cfg.kafka_options).start()
         partitions = prepare_topics(cfg)
         runner = build_runner(cfg, partitions, metrics, health)
+        server.items = runner.core.item_row
+        if cfg.item_state == "shared":
+            feed = runner.feed = TopicFeed(cfg.bootstrap, items_topic(cfg.group), cfg.kafka_options,
+                                           skip=is_internal_key).start()
         app = build_app(runner, credentials)
         worker = faust.Worker(app, loglevel=cfg.loglevel.upper(), quiet=True, redirect_stdouts=False,
                               override_logging=False)
@@ -114,6 +126,8 @@ def run_worker(cfg: WorkerConfig) -> int:
         print(summary_line(metrics, code), flush=True)
         return code
     finally:
+        if feed is not None:
+            feed.close()
         if probe is not None:
             probe.close()
         if server is not None:

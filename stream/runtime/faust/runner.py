@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from stream.kafka.messages import RawMessage
+from stream.kafka.topic_feed import TopicFeed
 from stream.runtime.faust.acked_unprocessed import recover_unprocessed
 from stream.runtime.faust.changelog_barrier import ChangelogBarrier
 from stream.runtime.faust.delivery import publish
@@ -53,6 +54,7 @@ class FaustRunner:
         self.app: Any = None
         self.store: TableStore | None = None
         self.barrier: ChangelogBarrier | None = None
+        self.feed: TopicFeed | None = None  #: shared item state: <group>-items, applied between micro-batches
         self.set_model_metrics()
 
     def attach(self, app: Any, table: Any) -> None:
@@ -77,7 +79,21 @@ class FaustRunner:
             cfg = self.config
             msgs = await fill_gaps(self.app.consumer, self.offsets, msgs, cfg.bootstrap, cfg.kafka_options,
                                    self.metrics, self.store.read_mark)
+            await self.apply_items()
             await self.run_batch(msgs)
+
+    async def apply_items(self) -> None:
+        """Apply what ``<group>-items`` brought since the last call (the lock held); ready once restored."""
+        feed = self.feed
+        if feed is None:
+            return
+        restored = feed.restored.is_set()  # read first: every record queued before it was set is applied below
+        updates = feed.take()
+        if updates:
+            await asyncio.get_running_loop().run_in_executor(self.executor, self.core.apply_items, updates)
+        if restored and not self.health.items_restored:
+            self.health.items_restored = True
+            log.info("shared item state restored: %d item rows", self.core.learner.items.n_active)  # type: ignore[union-attr]
 
     async def run_batch(self, msgs: list[RawMessage]) -> None:
         """Process one micro-batch (the lock held): learn, store, publish, then make the progress durable."""
@@ -119,6 +135,11 @@ class FaustRunner:
         if self.health.agent_alive:
             self.health.beat()
         self.metrics.users_active.set(self.core.active.count())
+        if self.feed is not None and not self.draining:
+            async with self.lock:
+                await self.apply_items()
+            newest = self.core.learner.shared_newest_update()  # type: ignore[union-attr]
+            self.metrics.item_state_lag.set(max(0.0, time.time() - newest) if newest == newest else float("nan"))
         consumer = self.app.consumer
         await self._update_lag(consumer)
         await self.commits.commit(consumer)
