@@ -88,6 +88,8 @@ class OnlineLearner:
         if old is not None:
             self.carried = carry_over(old, items, copy_rows=descends_from(checkpoint, self.model_version),
                                       keep_rows=vocab == self.vocab)
+            if self.shared is not None:
+                self.shared.switched(old, items)
         self.checkpoint = checkpoint
         self.model_version: str = checkpoint.version
         #: inner-loop steps per micro-batch: the config's, else the checkpoint's (what it was trained with)

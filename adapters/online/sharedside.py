@@ -58,6 +58,7 @@ class SharedItems:
         self.base = np.zeros(0)  #: per row: published popularity as of ``base_t``
         self.base_t = np.zeros(0)
         self.newest_update = math.nan  #: wall time of the newest applied update (its record's timestamp)
+        self.stream_time = -math.inf  #: the group's event time: the newest event of an applied row or of a batch
         self.updates_applied = 0
 
     # -- rows in ------------------------------------------------------------------------------------------
@@ -75,52 +76,79 @@ class SharedItems:
         """Apply published updates ``(item id, row bytes or None: the item is gone, record time)``, in order.
         Returns how many were applied."""
         n = 0
-        dropped: list[str] = []
+        latest: dict[str, ItemRow | None] = {}  # an item updated twice in one call: its last row only
         for item, value, ts in updates:
             n += 1
             if not math.isnan(ts) and not ts <= self.newest_update:
                 self.newest_update = ts
-            if value is None:
-                dropped.append(item)
-                self.inlinks.pop(item, None)
-                self.applied.pop(item, None)
-                continue
-            self._apply_row(side, freshness, space, item, ItemRow.from_bytes(value))
+            latest.pop(item, None)
+            latest[item] = None if value is None else ItemRow.from_bytes(value)
+        dropped = [item for item, row in latest.items() if row is None]
+        for item in dropped:
+            self.inlinks.pop(item, None)
+            self.applied.pop(item, None)
         if dropped:
             side.drop(dropped)
+        placed = [(side.add(item), item, row) for item, row in latest.items() if row is not None]
+        placed = [(r, item, row) for r, item, row in placed if r > 0]
+        self._fit(side, freshness)
+        if placed:
+            self._set_rows(side, freshness, space, placed)
         side.observe([], np.zeros(0, np.int64))  # rows added here are no batch's new rows: evictable
         self.updates_applied += n
         return n
 
-    def _apply_row(self, side: ItemSide, freshness: ItemFreshness | None, space: str, item: str, row: ItemRow) -> None:
-        r = side.add(item)
-        if r == 0:
-            return
-        self._fit(side, freshness)
-        side.total[r] = row.total
-        side.heat[r] = row.count
-        self.base[r], self.base_t[r] = row.count, row.count_t
+    def _set_rows(self, side: ItemSide, freshness: ItemFreshness | None, space: str,
+                  placed: list[tuple[int, str, ItemRow]]) -> None:
+        """Set the published ``rows`` at their rows ``r`` (the item side holds them already), vectorised."""
+        r = np.array([p[0] for p in placed], np.int64)
+        self.stream_time = max(self.stream_time, max(p[2].t_last for p in placed))
+        side.total[r] = [p[2].total for p in placed]
+        side.heat[r] = self.base[r] = [p[2].count for p in placed]
+        self.base_t[r] = [p[2].count_t for p in placed]
         if freshness is not None:
-            freshness.rated_seen[r] = row.rated
-            freshness.rating_delta[r] = row.rating_delta
-        if side.adapter is not None and row.space == space and row.tables is not None:
+            freshness.rated_seen[r] = [p[2].rated for p in placed]
+            freshness.rating_delta[r] = [p[2].rating_delta for p in placed]
+        if side.adapter is not None:
             width = sum(int(np.prod(t.shape[1:], dtype=np.int64)) for t in side.adapter.item_tables())
-            if len(row.tables) == width:
-                set_flat_rows(side.adapter, torch.tensor([r]), row.tables[None, :])
-        old = self.inlinks.get(item, {})
-        self.inlinks[item] = row.neighbours
-        for j in set(old) | set(row.neighbours):
-            rj = side.row(j) or side.add(j)
-            if rj == 0 or rj == r:
-                continue
+            mine = [(k, p[2].tables) for k, p in enumerate(placed) if p[2].space == space
+                    and p[2].tables is not None and len(p[2].tables) == width]
+            if mine:
+                set_flat_rows(side.adapter, torch.from_numpy(r[[k for k, _ in mine]]), np.stack([t for _, t in mine]))
+        cells_i: list[int] = []
+        cells_j: list[int] = []
+        values: list[float] = []
+        for ri, item, row in placed:  # co-occurrence cells whose in-link changed: in_i[j] + in_j[i], both ways
+            old, new = self.inlinks.get(item, {}), row.neighbours
+            self.inlinks[item] = new
+            self.applied[item] = (row.space, row.total)
+            for j in [j for j, v in new.items() if old.get(j) != v] + [j for j in old if j not in new]:
+                rj = side.row(j) or side.add(j)
+                if rj == 0 or rj == ri:
+                    continue
+                cells_i.append(ri)
+                cells_j.append(rj)
+                values.append(new.get(j, 0.0) + self.inlinks.get(j, {}).get(item, 0.0))
+        if cells_i:
             self._fit(side, freshness)
-            value = row.neighbours.get(j, 0.0) + self.inlinks.get(j, {}).get(item, 0.0)
-            side.cooc[r, rj] = side.cooc[rj, r] = value
-        self.applied[item] = (row.space, row.total)
+            ii, jj = np.asarray(cells_i), np.asarray(cells_j)
+            side.cooc[ii, jj] = values
+            side.cooc[jj, ii] = values
+
+    def switched(self, old: ItemSide, new: ItemSide) -> None:
+        """The learner switched model versions: the per-row popularity follows its items into ``new``'s rows."""
+        base, base_t = np.zeros(new.capacity), np.full(new.capacity, -np.inf)
+        rows = [(r, new.index[old.ids[r]]) for r in np.flatnonzero(old.active()).tolist()
+                if r < len(self.base) and old.ids[r] in new.index]
+        if rows and len(self.base):
+            o, n = (np.asarray(x, np.int64) for x in zip(*rows))
+            base[n], base_t[n] = self.base[o], self.base_t[o]
+        self.base, self.base_t = (base, base_t) if len(self.base) else (np.zeros(0), np.zeros(0))
 
     def refresh(self, side: ItemSide, freshness: ItemFreshness | None, t: float) -> None:
         """Popularity counts as of event time ``t`` (before a batch is scored). The checkpoint's counts stand for
         the items no published row has reached yet, as of the first batch."""
+        self.stream_time = max(self.stream_time, t)
         if freshness is None:
             return
         fresh = len(self.base) == 0

@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -156,6 +156,12 @@ def run_bench(cfg: BenchConfig, stage: Stage = _null_stage) -> dict[str, Any]:
     learning = _measure_learning(cfg, ds, ck_dir, timer, details)
     details["stage_seconds"] = timer.finish()
     result = _contract(cfg, len(ds), ck_dir, kafka, learning)
+    local, items = details["one_worker_local_items"], details["item_state"]
+    result["item_state"] = {  # the shared item state's cost: end to end, and per event without Kafka
+        "end_to_end_events_per_s": kafka.one.events_per_s,
+        "end_to_end_local_items_events_per_s": local["events_per_s"],
+        "agent_us_per_event": items["agent_us_per_event"], "us_per_event": items["us_per_event"],
+        "messages_per_event": items["messages_per_event"]}
     result.update(machine=_machine(load_before), seconds=time.time() - started, details=details)
     result["targets"] = check_targets(result)
     return result
@@ -195,6 +201,9 @@ def _measure_on_kafka(cfg: BenchConfig, ds: Any, settings: WorkerSettings, stage
         one = measure_throughput(bootstrap, settings, topic, n, 1, progress=stage("end-to-end, 1 worker", n),
                                  state_size=True)
         details["one_worker"] = one.summary()
+        local = replace(settings, extra=[*settings.extra, "--item-state", "local"])
+        details["one_worker_local_items"] = measure_throughput(
+            bootstrap, local, topic, n, 1, progress=stage("end-to-end, 1 worker, --item-state local", n)).summary()
 
         rate = 0.5 * one.events_per_s
         lat = measure_latency(bootstrap, settings, ds, rate, cfg.paced_seconds,
@@ -213,6 +222,7 @@ def _measure_learning(cfg: BenchConfig, ds: Any, ck_dir: Path, stage: Stage,
                       details: dict[str, Any]) -> _LearnerRuns:
     """Without Kafka: adaptation alone (seq, mf, melu), River full ranking, the naive loop, the batched learner."""
     from stream.bench.adaptation import measure_adaptation
+    from stream.bench.itemstate import measure_item_state
     from stream.bench.references import batched_learner, naive_loop, river_full_ranking
 
     adapt = {}
@@ -229,6 +239,9 @@ def _measure_learning(cfg: BenchConfig, ds: Any, ck_dir: Path, stage: Stage,
         lambda: batched_learner(ds, ck_dir, n_batched, cfg.batch_size,
                                 progress=stage("learner alone, batched", n_batched)), "events_per_s")
     details["river"] = asdict(river)
+    items = measure_item_state(ds, ck_dir, n_batched, cfg.batch_size,
+                               progress=stage("shared item state, per event", n_batched))
+    details["item_state"] = {**asdict(items), "agent_us_per_event": items.agent_us_per_event}
     return _LearnerRuns(adapt, river, naive, batched)
 
 

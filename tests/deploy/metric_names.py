@@ -47,6 +47,9 @@ WORKER_METRICS: dict[str, str] = {
     "metarec_items_total": "gauge",
     "metarec_batches_total": "counter",
     "metarec_model_switches_total": "counter",
+    "metarec_item_state_lag_seconds": "gauge",
+    "metarec_item_contributions_total": "counter",
+    "metarec_items_expired_total": "counter",
 }
 
 #: Metric names of the continual trainer (stream/trainer/metrics.py), with their type.

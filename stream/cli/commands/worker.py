@@ -120,7 +120,7 @@ def _batch_arguments(k: argparse._ArgumentGroup, b: argparse._ArgumentGroup) -> 
                         "process learns its own items from its own events")
     b.add_argument("--item-ttl", type=non_negative_float, default=W.item_ttl, metavar="SECONDS",
                    help="shared item state: delete an item whose newest event is this many seconds (event time) older "
-                        "than the newest of its partition; it leaves every worker's table (default 0 = never)")
+                        "than the group's newest event; it leaves every worker's table (default 0 = never)")
     b.add_argument("--item-half-life", type=positive_float, default=W.item_half_life, metavar="SECONDS",
                    help=f"shared item state: half-life of item popularity in event time (default {W.item_half_life:g})")
     b.add_argument("--item-table-max", type=int, default=W.item_table_max,

@@ -61,9 +61,11 @@ def build_app(runner: FaustRunner, broker_credentials: Any = None) -> Any:
     runner.attach(app, table)
     _register(app, runner, source)
     if cfg.item_state == "shared":
-        ItemAgent(app, cfg.group, runner.partitions, runner.metrics,
-                  runner.core.learner.config.shared_items,  # type: ignore[union-attr]
-                  ItemBounds(max_items=cfg.item_table_max, ttl_s=cfg.item_ttl)).register()
+        learner = runner.core.learner
+        assert learner is not None and learner.shared is not None
+        ItemAgent(app, cfg.group, runner.partitions, runner.metrics, learner.shared.config,
+                  ItemBounds(max_items=cfg.item_table_max, ttl_s=cfg.item_ttl),
+                  stream_time=lambda: learner.shared.stream_time).register()
     return app
 
 

@@ -14,7 +14,9 @@ of the last contribution applied, so a redelivered contribution is skipped: an a
 doubles nothing.
 
 Bounds, every ``sweep_s`` seconds over the rows this worker owns: an item whose newest event is more than ``ttl_s``
-of event time older than the newest event of its partition is deleted (a tombstone on ``<group>-items``: it leaves
+of event time older than the group's event time (the newest event of any item row this worker has applied, or of
+its own batches, as of the previous sweep: a partition without new items still moves on, and a contribution in
+flight is merged before its item can be judged idle) is deleted (a tombstone on ``<group>-items``: it leaves
 every worker's table); beyond ``max_items / partitions`` rows in a partition, the least popular are deleted too.
 """
 from __future__ import annotations
@@ -22,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,8 +51,10 @@ class ItemAgent:
     """The item agent of one worker process (register it on the app with :meth:`register`)."""
 
     def __init__(self, app: Any, group: str, partitions: int, metrics: WorkerMetrics, share: ShareConfig,
-                 bounds: ItemBounds) -> None:
+                 bounds: ItemBounds, stream_time: Callable[[], float] = lambda: -math.inf) -> None:
         self.app, self.partitions, self.metrics = app, int(partitions), metrics
+        self.stream_time = stream_time  #: the group's event time as this worker knows it (every item's row)
+        self._clock = -math.inf
         self.share, self.bounds = share, bounds
         raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
         self.topic = app.topic(item_updates_topic(group), partitions=self.partitions, **raw)
@@ -124,6 +128,8 @@ class ItemAgent:
     def sweep(self) -> set[int]:
         """Delete the rows past the TTL or beyond the size bound (the partitions written)."""
         b = self.bounds
+        # the group's event time as of the previous sweep: contributions sent before it have been merged since
+        clock, self._clock = self._clock, self.stream_time()
         by_partition: dict[int, list[tuple[bytes, float, float, float]]] = {}
         for key, raw in list(self.table.data.items()):
             if is_internal_key(key) or raw is None:
@@ -136,7 +142,7 @@ class ItemAgent:
         cap = max(1, math.ceil(b.max_items / self.partitions))
         gone: dict[int, list[bytes]] = {}
         for p, rows in by_partition.items():
-            newest = max(r[1] for r in rows)
+            newest = max(clock, max(r[1] for r in rows))
             keep = rows
             if b.ttl_s > 0:
                 keep = [r for r in rows if r[1] >= newest - b.ttl_s]

@@ -29,10 +29,13 @@ class Group:
         self.records: list[dict] = [{} for _ in range(n)]
         self.rows: dict[str, ItemRow] = {}
         self.offset = 0
+        self.positions: dict[int, int] = {}
         self.log: list[tuple[str, bytes | None, float]] = []  # <group>-items, in order
 
     def batch(self, k: int, events: list[tuple[str, str, float]], t0: float = 1e6):  # noqa: ANN201
-        evs = [Interaction(u, i, r, t0 + n, k, n) for n, (u, i, r) in enumerate(events)]
+        first = self.positions.get(k, 0)  # each learner reads its own partition k, offsets in order
+        evs = [Interaction(u, i, r, t0 + n, k, first + n) for n, (u, i, r) in enumerate(events)]
+        self.positions[k] = first + len(evs)
         out = self.learners[k].process(evs, self.records[k])
         self.records[k].update(out.records)
         for item, c in out.item_updates:  # through bytes, as on the topics
@@ -117,3 +120,29 @@ def test_popularity_follows_the_published_counts_in_event_time(checkpoint):
     fresh = learner.freshness.counts[learner.item_row(item)]
     learner.shared.refresh(learner.items, learner.freshness, 1e6 + 3 + SHARE.half_life_s)
     assert fresh == pytest.approx(4.0) and learner.freshness.counts[learner.item_row(item)] == pytest.approx(2.0)
+
+
+def test_a_model_switch_keeps_popularity_and_moves_the_shared_rows_to_the_new_version(checkpoint):
+    from synthetic_data import synthetic_dataset
+
+    g = Group(checkpoint, n=1)
+    item = checkpoint.item_ids[4]
+    for step in range(3):
+        g.batch(0, [(f"u{k}", item, 4.0) for k in range(8)], t0=1e6 + step)
+    g.deliver()
+    learner = g.learners[0]
+    learner.shared.refresh(learner.items, learner.freshness, 1e6 + 10)
+    popular = learner.freshness.counts[learner.item_row(item)]
+    other = train(synthetic_dataset(n_users=30, n_items=40, seed=3),
+                  TrainConfig(model="seq", meta="fomaml", epochs=1, pretrain_epochs=1, seed=5,
+                              model_config={"dim": 8, "rating_dim": 4}))
+    learner.switch(other)
+    learner.shared.refresh(learner.items, learner.freshness, 1e6 + 10)
+    assert learner.freshness.counts[learner.item_row(item)] == pytest.approx(popular) and popular > 20
+    assert g.rows[item].space == checkpoint.version
+    out = g.batch(0, [("u1", item, 4.0)], t0=1e6 + 11)
+    mine = dict(out.item_updates)[item]
+    assert mine.space == other.version and mine.init is not None  # the row is set again, in the new version
+    g.deliver()
+    assert g.rows[item].space == other.version and g.rows[item].total == 25
+    np.testing.assert_allclose(learner.item_state(item)["tables"], g.rows[item].tables, rtol=1e-6)

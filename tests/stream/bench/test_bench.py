@@ -53,6 +53,13 @@ def test_quick_bench_writes_the_contract_json(broker: str, tmp_path: Path, capsy
     # every event was published: lists exist and the worker consumed exactly the pre-loaded events
     assert r["details"]["one_worker"]["lists"] > 0
     assert r["details"]["latency"]["missing"] == 0
+    # the shared item state's cost: an end-to-end run without it, and the per-event steps (some items learned)
+    items = r["item_state"]
+    assert items["end_to_end_events_per_s"] == e2e["events_per_s"]
+    assert _positive(items["end_to_end_local_items_events_per_s"])
+    assert 0 < items["messages_per_event"] <= 1
+    for step in ("learner", "encode", "agent", "apply"):
+        assert _positive(items["us_per_event"][step]), step
     # the targets judge this run's own figures, and "met" agrees with each threshold
     targets = {t["target"]: t for t in r["targets"]}
     assert len(targets) == 7
@@ -70,7 +77,7 @@ def test_quick_bench_writes_the_contract_json(broker: str, tmp_path: Path, capsy
     for t in r["targets"]:
         assert t["met"] == (t["value"] >= t["threshold"] if t["op"] == ">=" else t["value"] <= t["threshold"]), t
     printed = capsys.readouterr().out
-    assert "targets" in printed and f"wrote {out}" in printed
+    assert "targets" in printed and f"wrote {out}" in printed and "shared item state per event" in printed
 
 
 @pytest.mark.parametrize("argv, message", [
