@@ -185,6 +185,37 @@ class ItemRow:
             "space", "offset", "t_last", "count", "count_t", "total", "rated", "rating_delta", "neighbours"))
 
 
+def pack_bundle(contributions: list[tuple[bytes, bytes]]) -> bytes:
+    """Many ``(item key, contribution bytes)`` in one value: one message per owner and micro-batch.
+
+    >>> unpack_bundle(pack_bundle([(b"a", b"xy"), (b"b", b"")]))
+    [(b'a', b'xy'), (b'b', b'')]
+    """
+    parts = [struct.pack("<2sI", b"MB", len(contributions))]
+    for key, value in contributions:
+        parts += [struct.pack("<HI", len(key), len(value)), key, value]
+    return b"".join(parts)
+
+
+def unpack_bundle(data: bytes) -> list[tuple[bytes, bytes]]:
+    """The ``(item key, contribution bytes)`` of a :func:`pack_bundle` value."""
+    try:
+        magic, n = struct.unpack_from("<2sI", data, 0)
+        if magic != b"MB":
+            raise MetarecError("corrupt item bundle")
+        pos, out = 6, []
+        for _ in range(n):
+            lk, lv = struct.unpack_from("<HI", data, pos)
+            pos += 6
+            out.append((bytes(data[pos:pos + lk]), bytes(data[pos + lk:pos + lk + lv])))
+            pos += lk + lv
+    except (struct.error, TypeError) as exc:
+        raise MetarecError(f"corrupt item bundle: {exc}") from None
+    if pos != len(data):
+        raise MetarecError("corrupt item bundle: trailing bytes")
+    return out
+
+
 def row_header(data: bytes) -> tuple[float, float, float]:
     """``(t_last, count, count_t)`` of an :class:`ItemRow`'s bytes, read from its header only."""
     try:

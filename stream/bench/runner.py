@@ -161,7 +161,7 @@ def run_bench(cfg: BenchConfig, stage: Stage = _null_stage) -> dict[str, Any]:
         "end_to_end_events_per_s": kafka.one.events_per_s,
         "end_to_end_local_items_events_per_s": local["events_per_s"],
         "agent_us_per_event": items["agent_us_per_event"], "us_per_event": items["us_per_event"],
-        "messages_per_event": items["messages_per_event"]}
+        "messages_per_event": items["messages_per_event"], "rows_per_event": items["rows_per_event"]}
     result.update(machine=_machine(load_before), seconds=time.time() - started, details=details)
     result["targets"] = check_targets(result)
     return result
@@ -239,7 +239,7 @@ def _measure_learning(cfg: BenchConfig, ds: Any, ck_dir: Path, stage: Stage,
         lambda: batched_learner(ds, ck_dir, n_batched, cfg.batch_size,
                                 progress=stage("learner alone, batched", n_batched)), "events_per_s")
     details["river"] = asdict(river)
-    items = measure_item_state(ds, ck_dir, n_batched, cfg.batch_size,
+    items = measure_item_state(ds, ck_dir, n_batched, cfg.batch_size, cfg.partitions,
                                progress=stage("shared item state, per event", n_batched))
     details["item_state"] = {**asdict(items), "agent_us_per_event": items.agent_us_per_event}
     return _LearnerRuns(adapt, river, naive, batched)

@@ -28,3 +28,4 @@ class Outgoing:
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes]] = field(default_factory=list)
+    partition: int | None = None  #: None: the producer's partitioner (by key)

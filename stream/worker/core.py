@@ -34,8 +34,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from adapters.online.learner import BatchResult, Interaction, OnlineLearner
+from adapters.online.itemshare import pack_bundle
 from adapters.online.records import UserRecord
 from stream.kafka.messages import Outgoing, RawMessage
+from stream.kafka.partitioner import partition_for
 from stream.kafka.schema import MAX_EVENT_BYTES, REASONS, InvalidEvent, parse_event
 from stream.kafka.schema import dlq_topic as dlq_topic_of
 from stream.worker.expiry import StateExpiry
@@ -132,9 +134,10 @@ class WorkerCore:
                  output_topic: str = "recommendations", dlq_topic: str | None = None,
                  hitrate: OnlineHitRate | None = None, active: ActiveUsers | None = None,
                  max_event_bytes: int = MAX_EVENT_BYTES, expiry: StateExpiry | None = None,
-                 item_updates_topic: str | None = None) -> None:
+                 item_updates_topic: str | None = None, item_partitions: int = 1) -> None:
         self.learner = learner
         self.item_updates_topic = item_updates_topic  #: shared item state: where contributions go (None: local)
+        self.item_partitions = int(item_partitions)  #: partitions of that topic
         self.expiry = expiry or StateExpiry(None)
         self.max_event_bytes = int(max_event_bytes)
         self.metrics = metrics
@@ -278,9 +281,18 @@ class WorkerCore:
         m.users_active.set(self.active.count())
         out = BatchOutput([], lists, dead, list(good), result.records, result)
         if self.item_updates_topic is not None:
-            out.item_updates = [Outgoing(self.item_updates_topic, item.encode("utf-8"), c.to_bytes())
-                                for item, c in result.item_updates]
+            out.item_updates = self._bundles(result.item_updates)
         return out
+
+    def _bundles(self, contributions: Sequence[tuple[str, Any]]) -> list[Outgoing]:
+        """The batch's item contributions, one message per partition of the item agents' topic (each item in the
+        partition its key hashes to, as a keyed record would be): one message per owner, not one per item."""
+        by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
+        for item, c in contributions:
+            key = item.encode("utf-8")
+            by_partition.setdefault(partition_for(key, self.item_partitions), []).append((key, c.to_bytes()))
+        return [Outgoing(str(self.item_updates_topic), None, pack_bundle(parts), partition=p)
+                for p, parts in sorted(by_partition.items())]
 
     def _isolate(self, good: Sequence[tuple[Interaction, RawMessage]], records: Mapping[str, UserRecord | None]
                  ) -> tuple[BatchResult, list[Outgoing]]:

@@ -17,7 +17,7 @@ async def publish(producer: Any, messages: Sequence[Outgoing], metrics: WorkerMe
     futures = []
     for o in messages:
         try:
-            futures.append(await producer.send(o.topic, o.key, o.value, None, None, o.headers or None))
+            futures.append(await producer.send(o.topic, o.key, o.value, o.partition, None, o.headers or None))
         except Exception as exc:  # noqa: BLE001
             metrics.publish_errors.inc()
             log.error("cannot produce to %s: %s", o.topic, exc)

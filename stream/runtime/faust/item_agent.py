@@ -1,16 +1,17 @@
 """The item agent: the single owner of each item's row in the group's shared item state.
 
 Every worker sends, per micro-batch, one :class:`~adapters.online.itemshare.ItemContribution` per item to the
-repartition topic ``<group>-item-updates``, keyed by item id (:mod:`stream.worker.state_layout`). The topic is
-partitioned like the input, so the group's consumer protocol gives each of its partitions, hence each item, to
-exactly one worker: that worker's item agent folds the contributions into the item's
+repartition topic ``<group>-item-updates`` (:mod:`stream.worker.state_layout`), in the partition its item id hashes
+to (murmur2, as a keyed record), bundled: one message per partition and micro-batch, not one per item (faust's cost
+is per message). The topic is partitioned like the input, so the group's consumer protocol gives each of its
+partitions, hence each item, to exactly one worker: that worker's item agent folds the contributions into the item's
 :class:`~adapters.online.itemshare.ItemRow` (:func:`~adapters.online.itemshare.merge`, the merge rule) in a
 changelog-backed faust table whose changelog *is* the compacted topic ``<group>-items``: the agent's durable state
 and what every worker reads as a global table (:class:`~stream.kafka.topic_feed.TopicFeed`) are one topic.
 
 Each batch's row writes are delivered before faust acks the contributions (the same
 :class:`~stream.runtime.faust.changelog_barrier.ChangelogBarrier` as the user table), and each row keeps the offset
-of the last contribution applied, so a redelivered contribution is skipped: an agent killed at any point loses and
+of the last bundle applied to it, so a redelivered contribution is skipped: an agent killed at any point loses and
 doubles nothing.
 
 Bounds, every ``sweep_s`` seconds over the rows this worker owns: an item whose newest event is more than ``ttl_s``
@@ -29,7 +30,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from adapters.errors import MetarecError
-from adapters.online.itemshare import ItemContribution, ItemRow, ShareConfig, merge, row_header
+from adapters.online.itemshare import ItemContribution, ItemRow, ShareConfig, merge, row_header, unpack_bundle
+from stream.kafka.partitioner import partition_for
 from stream.runtime.faust.changelog_barrier import ChangelogBarrier
 from stream.runtime.faust.table import PartitionEvent, current_event
 from stream.worker.metrics import WorkerMetrics
@@ -99,24 +101,30 @@ class ItemAgent:
 
     # -- contributions -------------------------------------------------------------------------------------
     def on_contributions(self, messages: Iterable[Any]) -> set[int]:
-        """Merge a batch of contributions (faust messages) into their rows; write each changed row once. Returns
-        the partitions written."""
+        """Merge a batch of bundles of contributions (faust messages, :func:`~adapters.online.itemshare.pack_bundle`)
+        into their rows; write each changed row once. Returns the partitions written."""
         rows: dict[bytes, tuple[int, ItemRow | None]] = {}
         for m in messages:
-            key, p = m.key, m.partition
-            if key is None:
-                continue
-            if key not in rows:
-                with self._at(p):
-                    raw = self.table.get(key)
-                rows[key] = (p, _decode(key, raw))
+            p = m.partition
             try:
-                c = ItemContribution.from_bytes(m.value)
+                bundle = unpack_bundle(m.value)
             except MetarecError as exc:
-                log.warning("item agent: unreadable contribution at %s/%d/%d: %s", m.topic, p, m.offset, exc)
+                log.warning("item agent: unreadable bundle at %s/%d/%d: %s", m.topic, p, m.offset, exc)
                 self.metrics.item_contributions_invalid.inc()
                 continue
-            rows[key] = (p, merge(rows[key][1], c, m.offset, self.share))
+            for key, value in bundle:
+                if key not in rows:
+                    with self._at(p):
+                        raw = self.table.get(key)
+                    rows[key] = (p, _decode(key, raw))
+                try:
+                    c = ItemContribution.from_bytes(value)
+                except MetarecError as exc:
+                    log.warning("item agent: unreadable contribution of %r at %s/%d/%d: %s", key[:60], m.topic, p,
+                                m.offset, exc)
+                    self.metrics.item_contributions_invalid.inc()
+                    continue
+                rows[key] = (p, merge(rows[key][1], c, m.offset, self.share))
         for key, (p, row) in rows.items():
             if row is not None:
                 with self._at(p):
@@ -165,12 +173,9 @@ class ItemAgent:
         return {p for p, keys in gone.items() if keys}
 
     def partition_of(self, key: bytes) -> int:
-        """The partition of ``<group>-item-updates`` (and of ``<group>-items``) that holds ``key``: the producer's
-        murmur2 partitioner, as the workers' contributions were sent."""
-        from aiokafka.partitioner import DefaultPartitioner
-
-        every = list(range(self.partitions))
-        return int(DefaultPartitioner()(key, every, every))
+        """The partition of ``<group>-item-updates`` (and of ``<group>-items``) that holds ``key``: murmur2, as the
+        workers' bundles were partitioned."""
+        return partition_for(key, self.partitions)
 
 
 def _decode(key: bytes, raw: bytes | None) -> ItemRow | None:

@@ -43,7 +43,8 @@ def build_runner(cfg: WorkerConfig, partitions: int, metrics: WorkerMetrics | No
     learner = OnlineLearner(ckpt, online)
     core = WorkerCore(learner, metrics, cfg.input, cfg.output, max_event_bytes=cfg.max_event_bytes,
                       expiry=StateExpiry(cfg.state_ttl or None),
-                      item_updates_topic=item_updates_topic(cfg.group) if shared else None)
+                      item_updates_topic=item_updates_topic(cfg.group) if shared else None,
+                      item_partitions=partitions)
     runner = FaustRunner(cfg, core, watcher, metrics, health, partitions)
     log.info("serving model %s (%s/%s) from %s", ckpt.version, ckpt.model, ckpt.meta, cfg.checkpoint)
     return runner

@@ -97,3 +97,14 @@ def test_config_is_checked():
         ShareConfig(half_life_s=0)
     with pytest.raises(MetarecError):
         ShareConfig(max_neighbours=0)
+
+
+def test_bundles_carry_many_contributions_and_reject_corruption():
+    from adapters.online.itemshare import pack_bundle, unpack_bundle
+
+    parts = [(b"a", _c(events=2).to_bytes()), ("é".encode(), _c(init=np.ones(3, np.float32)).to_bytes()), (b"z", b"")]
+    assert unpack_bundle(pack_bundle(parts)) == parts and unpack_bundle(pack_bundle([])) == []
+    data = pack_bundle(parts)
+    for bad in (data[:-1], data + b"x", b"XX" + data[2:], b""):
+        with pytest.raises(MetarecError):
+            unpack_bundle(bad)

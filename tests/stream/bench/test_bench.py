@@ -57,7 +57,7 @@ def test_quick_bench_writes_the_contract_json(broker: str, tmp_path: Path, capsy
     items = r["item_state"]
     assert items["end_to_end_events_per_s"] == e2e["events_per_s"]
     assert _positive(items["end_to_end_local_items_events_per_s"])
-    assert 0 < items["messages_per_event"] <= 1
+    assert 0 < items["messages_per_event"] <= 1 and 0 < items["rows_per_event"] <= 1
     for step in ("learner", "encode", "agent", "apply"):
         assert _positive(items["us_per_event"][step]), step
     # the targets judge this run's own figures, and "met" agrees with each threshold
