@@ -186,6 +186,7 @@ class SharedItems:
         steps = self._table_steps(side, items, inverse, vectors[torch.from_numpy(ok)],
                                   None if rating_vectors is None else rating_vectors[torch.from_numpy(ok)], err[ok])
         out = []
+        sets: list[tuple[int, bool]] = []  # (k, young) of the items whose rows are set, not stepped
         for k, r in enumerate(items.tolist()):
             item = side.ids[r]
             c = ItemContribution(space, float(t[k]), float(events[k]), float(rated[k]), float(d_rating[k]),
@@ -194,10 +195,14 @@ class SharedItems:
             if steps is not None:
                 young = applied is None or applied[0] == space and applied[1] < self.config.young_events
                 if applied is None or applied[0] != space or young:
-                    c.init = self._init_row(side, r, neighbours[k], steps[k], young=young and bool(side.online[r]))
+                    sets.append((k, young and bool(side.online[r])))
                 else:
                     c.d_tables = steps[k]
             out.append((item, c))
+        if sets and steps is not None:
+            rows_set = self._set_values(side, items, neighbours, steps, sets)
+            for (k, _), value in zip(sets, rows_set):
+                out[k][1].init = value
         side.observe([], np.zeros(0, np.int64))
         return out
 
@@ -239,7 +244,8 @@ class SharedItems:
         if ad is None:
             return None
         idx = torch.from_numpy(items)
-        steps = np.zeros_like(flat_rows(ad, idx))
+        width = sum(int(np.prod(t.shape[1:], dtype=np.int64)) for t in ad.item_tables())
+        steps = np.zeros((len(items), width), np.float32)
         names = list(ad.ITEM_TABLES)
         widths = [int(np.prod(t.shape[1:], dtype=np.int64)) for t in ad.item_tables()]
         start = dict(zip(names, np.cumsum([0] + widths[:-1]).tolist()))
@@ -262,19 +268,27 @@ class SharedItems:
         return steps
 
     @staticmethod
-    def _init_row(side: ItemSide, r: int, neighbours: dict[str, float], step: np.ndarray, young: bool) -> np.ndarray:
-        """The rows a worker sets for an item: a young one's follow the items it co-occurred with (its local
-        co-occurrences and this batch's), else (a new model version) its local rows with this batch's step."""
-        ad = side.adapter
-        here = flat_rows(ad, torch.tensor([r]))[0]
-        if not young:
-            return here + step
-        weights = side.cooc[r].astype(np.float64)
-        for j, inc in neighbours.items():
-            weights[side.row(j)] += inc
-        weights[0] = weights[r] = 0.0
-        total = weights.sum()
-        if total <= 0:
-            return here
-        nz = np.flatnonzero(weights)
-        return (weights[nz] / total) @ flat_rows(ad, torch.from_numpy(nz))
+    def _set_values(side: ItemSide, items: np.ndarray, neighbours: list[dict[str, float]], steps: np.ndarray,
+                    sets: list[tuple[int, bool]]) -> np.ndarray:
+        """The rows a worker sets for items ``sets`` (index into ``items``, young?), in one batched product: a young
+        online item's rows follow the items it co-occurred with (its local co-occurrences and this batch's), like
+        :meth:`ItemSide.init_new_rows`; any other item's are its local rows plus this batch's step."""
+        ks = np.array([k for k, _ in sets], np.int64)
+        table = flat_rows(side.adapter, torch.arange(side.capacity))  # [capacity, D], one copy per batch
+        out = table[items[ks]] + steps[ks]
+        young = [n for n, (_, y) in enumerate(sets) if y]
+        if young:
+            rows = items[ks[young]]
+            weights = side.cooc[rows].astype(np.float64)
+            for n, k in enumerate(ks[young].tolist()):
+                for j, inc in neighbours[k].items():
+                    weights[n, side.row(j)] += inc
+            weights[:, 0] = 0.0
+            weights[np.arange(len(rows)), rows] = 0.0
+            total = weights.sum(1)
+            has = total > 0
+            mean = (weights[has] / total[has, None]) @ table
+            here = table[rows]
+            here[has] = mean
+            out[young] = here
+        return out.astype(np.float32)
