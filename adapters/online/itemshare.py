@@ -41,6 +41,7 @@ True
 """
 from __future__ import annotations
 
+import heapq
 import math
 import struct
 from dataclasses import dataclass, field, replace
@@ -228,15 +229,28 @@ def row_header(data: bytes) -> tuple[float, float, float]:
 
 
 def _add_neighbours(kept: dict[str, float], increments: dict[str, float], cap: int) -> None:
-    """Space-Saving: add ``increments`` to ``kept`` (at most ``cap`` entries), in place."""
+    """Space-Saving: add ``increments`` to ``kept`` (at most ``cap`` entries), in place. The newcomers that do not
+    fit replace the smallest entries, each inheriting the count it replaces (one sort per call, not per newcomer).
+
+    >>> kept = {"a": 5.0, "b": 1.0}
+    >>> _add_neighbours(kept, {"a": 1.0, "c": 2.0}, cap=2); kept
+    {'a': 6.0, 'c': 3.0}
+    """
+    new: list[str] = []
     for j, inc in increments.items():
         if j in kept:
             kept[j] += inc
-        elif len(kept) < cap:
-            kept[j] = inc
         else:
-            smallest = min(kept, key=kept.__getitem__)
-            kept[j] = kept.pop(smallest) + inc
+            new.append(j)
+    room = cap - len(kept)
+    for j in new[:max(0, room)]:
+        kept[j] = increments[j]
+    rest = new[max(0, room):]
+    if rest:
+        smallest = heapq.nsmallest(min(len(rest), len(kept)), kept.items(), key=lambda kv: kv[1])
+        for (old, count), j in zip(smallest, rest):
+            del kept[old]
+            kept[j] = count + increments[j]
 
 
 def merge(row: ItemRow | None, c: ItemContribution, offset: int, config: ShareConfig) -> ItemRow:

@@ -122,7 +122,7 @@ class SharedItems:
             old, new = self.inlinks.get(item, {}), row.neighbours
             self.inlinks[item] = new
             self.applied[item] = (row.space, row.total)
-            for j in [j for j, v in new.items() if old.get(j) != v] + [j for j in old if j not in new]:
+            for j in [j for j, _ in new.items() - old.items()] + [j for j in old.keys() - new.keys()]:
                 rj = side.row(j) or side.add(j)
                 if rj == 0 or rj == ri:
                     continue
