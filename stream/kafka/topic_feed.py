@@ -66,8 +66,10 @@ class TopicFeed:
     def _run(self) -> None:
         from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
+        # prefetch bounded (librdkafka's default queues up to 64 MiB): the owner takes records between batches
         consumer = Consumer(consumer_config(self.bootstrap, overrides=self.overrides, enable_partition_eof=True,
-                                            fetch_wait_max_ms=int(self.poll_s * 1000)))
+                                            fetch_wait_max_ms=int(self.poll_s * 1000),
+                                            queued_max_messages_kbytes=8192))
         try:
             partitions = self._partitions(consumer)
             consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in partitions])
