@@ -79,8 +79,8 @@ class FaustRunner:
             cfg = self.config
             msgs = await fill_gaps(self.app.consumer, self.offsets, msgs, cfg.bootstrap, cfg.kafka_options,
                                    self.metrics, self.store.read_mark)
-            await self.apply_items()
             await self.run_batch(msgs)
+            await self.apply_items()  # after the batch's lists are out: off their event→list path
 
     async def apply_items(self) -> None:
         """Apply what ``<group>-items`` brought since the last call (the lock held); ready once restored."""
