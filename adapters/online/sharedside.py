@@ -96,6 +96,9 @@ class SharedItems:
             self._set_rows(side, freshness, space, placed)
         side.observe([], np.zeros(0, np.int64))  # rows added here are no batch's new rows: evictable
         self.updates_applied += n
+        if len(self.inlinks) > 2 * side.capacity:  # items evicted here (--max-items): their published rows too
+            self.inlinks = {i: v for i, v in self.inlinks.items() if i in side.index}
+            self.applied = {i: v for i, v in self.applied.items() if i in side.index}
         return n
 
     def _set_rows(self, side: ItemSide, freshness: ItemFreshness | None, space: str,

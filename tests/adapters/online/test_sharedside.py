@@ -146,3 +146,23 @@ def test_a_model_switch_keeps_popularity_and_moves_the_shared_rows_to_the_new_ve
     g.deliver()
     assert g.rows[item].space == other.version and g.rows[item].total == 25
     np.testing.assert_allclose(learner.item_state(item)["tables"], g.rows[item].tables, rtol=1e-6)
+
+
+def test_what_a_worker_keeps_of_the_group_is_bounded_by_its_item_table(checkpoint):
+    cfg = OnlineConfig(top_k=5, item_prior=4.0, max_items=48, shared_items=SHARE)
+    learner = OnlineLearner(checkpoint, cfg)
+    rows, offset = {}, 0
+    for k in range(300):  # a group catalog far larger than this worker's 48 rows
+        offset += 1
+        c = _contribution(checkpoint.version, f"new-{k - 1}" if k else None)
+        rows[f"new-{k}"] = merge(None, c, offset, SHARE)
+        learner.apply_items([(f"new-{k}", rows[f"new-{k}"].to_bytes(), float(k))])
+    assert learner.items.capacity <= 48 and learner.items.n_active <= 47
+    assert len(learner.shared.inlinks) <= 2 * learner.items.capacity + 2
+    assert learner.item_row("new-299") > 0  # the newest stay
+
+
+def _contribution(space: str, previous: str | None):  # noqa: ANN202
+    from adapters.online.itemshare import ItemContribution
+
+    return ItemContribution(space, 1e6, 1.0, neighbours={previous: 1.0} if previous else {})
