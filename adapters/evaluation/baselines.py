@@ -187,6 +187,7 @@ class LearnerModel:
         self.records: dict[str, Any] = {}
         self._version = -1
         self._side: Any = None
+        self._owner: Any = None
         self._refresh_columns()
         known = int((self.col_rows > 0).sum())
         log.info("%s: %d of %d stream items in the checkpoint vocabulary", name, known, stream.n_cols)
@@ -203,6 +204,11 @@ class LearnerModel:
 
     def _process(self, events: list[Any]) -> None:
         result = self.learner.process(events, self.records, publish=False, measure_loss=False)
+        if self.learner.shared is not None:  # --item-state shared: the group's owner, in this process
+            if self._owner is None:
+                from adapters.online.sharedside import InProcessOwner
+                self._owner = InProcessOwner(self.learner.shared.config)
+            self._owner.settle(self.learner, result.item_updates)
         self.records.update(result.records)
         self.adapt_seconds += result.adapt_seconds
 

@@ -203,8 +203,10 @@ def run_prequential(config: EvaluationConfig) -> dict[str, Any]:
     from adapters.evaluation.prequential import EventStream, run_protocol
     from adapters.evaluation.retrain import no_retraining
     from adapters.online.config import OnlineConfig
+    from adapters.online.itemshare import ShareConfig
 
-    online = OnlineConfig(steps=config.steps, max_items=config.max_items)  # checked before any work
+    shared = ShareConfig(half_life_s=config.item_half_life) if config.item_state == "shared" else None
+    online = OnlineConfig(steps=config.steps, max_items=config.max_items, shared_items=shared)  # checked first
     _check(config)
     protocol = _protocol_config(config)
     if config.report:

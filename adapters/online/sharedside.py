@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from adapters.online.freshness import ItemFreshness
-from adapters.online.itemshare import ItemContribution, ItemRow, ShareConfig
+from adapters.online.itemshare import ItemContribution, ItemRow, ShareConfig, merge
 from adapters.online.itemside import ItemSide
 
 
@@ -295,3 +295,21 @@ class SharedItems:
             here[has] = mean
             out[young] = here
         return out.astype(np.float32)
+
+
+class InProcessOwner:
+    """The owner of every item, in the learner's own process: each batch's contributions are merged and applied at
+    once (no round trip). What the prequential evaluation uses to measure the shared item state's learning."""
+
+    def __init__(self, config: ShareConfig) -> None:
+        self.config = config
+        self.rows: dict[str, ItemRow] = {}
+        self.offset = 0
+
+    def settle(self, learner: Any, contributions: Sequence[tuple[str, ItemContribution]]) -> None:
+        updates: list[tuple[str, bytes | None, float]] = []
+        for item, c in contributions:
+            self.offset += 1
+            row = self.rows[item] = merge(self.rows.get(item), c, self.offset, self.config)
+            updates.append((item, row.to_bytes(), math.nan))
+        learner.apply_items(updates)

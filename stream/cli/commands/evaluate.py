@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from stream.cli.argtypes import positive_float
+
 if TYPE_CHECKING:
     from adapters.evaluation.config import EvaluationConfig
 
@@ -82,6 +84,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "users keep their records, items learned online keep their rows; each retraining costs "
                              "about one θ0 training (the JSON's retrain section counts and times them) "
                              f"(default {preq.retrain_every}: never)")
+    parser.add_argument("--item-state", choices=("local", "shared"), default=preq.item_state,
+                        help="prequential: local (default): the learners learn their item side from each batch at "
+                             "once; shared: as a worker does with the group's item state (contributions merged by "
+                             "the items' owner, here in the same process, and applied back)")
+    parser.add_argument("--item-half-life", type=positive_float, default=preq.item_half_life, metavar="SECONDS",
+                        help=f"prequential, --item-state shared: half-life of item popularity in event time "
+                             f"(default {preq.item_half_life:g}, the worker's)")
     parser.add_argument("--retrain-window", type=int, default=preq.retrain_window, metavar="M",
                         help="prequential, with --retrain-every: train each retraining on the last M past events only "
                              "(bounds its cost; the warm start keeps what older events taught) "
@@ -147,6 +156,7 @@ def evaluation_config(args: argparse.Namespace) -> EvaluationConfig:
                             epochs=args.epochs, steps=args.steps, max_items=args.max_items, seed=args.seed,
                             batch_size=args.batch_size, batch_seconds=args.batch_seconds or None,
                             retrain_every=args.retrain_every, retrain_window=args.retrain_window,
+                            item_state=args.item_state, item_half_life=args.item_half_life,
                             data_dir=args.data_dir, progress=not args.no_progress, command=command_line())
 
 
