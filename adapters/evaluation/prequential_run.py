@@ -149,6 +149,9 @@ def _check(config: EvaluationConfig) -> None:
         raise MetarecError(f"--retrain-window must be ≥ 0 events (0 = all past events), got {config.retrain_window}")
     if config.retrain_window and not config.retrain_every:
         raise MetarecError("--retrain-window needs --retrain-every")
+    if config.item_state not in ("local", "shared") or not config.item_half_life > 0:
+        raise MetarecError(f"--item-state must be local or shared and --item-half-life > 0, got "
+                           f"{config.item_state!r} and {config.item_half_life}")
 
 
 def _protocol_config(config: EvaluationConfig) -> PrequentialConfig:

@@ -77,7 +77,8 @@ def test_bad_settings_fail_before_any_work(csv_path: Path, monkeypatch: pytest.M
 
     monkeypatch.setattr("adapters.data.datasets.load_dataset", no_work)
     for bad, message in (({"steps": -1}, "steps"), ({"max_items": 1}, "max-items"), ({"history": 1.0}, "history"),
-                         ({"batch_size": 0}, "batch size")):
+                         ({"batch_size": 0}, "batch size"), ({"item_state": "global"}, "item-state"),
+                         ({"item_half_life": 0.0}, "item-half-life")):
         with pytest.raises(MetarecError, match=message):
             prequential_run.run_prequential(EvaluationConfig(dataset=str(csv_path), progress=False, **bad))
 
@@ -117,16 +118,17 @@ def test_cli_flags_reach_the_config(monkeypatch: pytest.MonkeyPatch) -> None:
                                             "--epochs", "1", "--max-items", "99", "--seed", "4", "--batch-size", "8",
                                             "--batch-seconds", "0", "--checkpoint", "ck", "--report", "rep",
                                             "--data-dir", "dd", "--no-progress", "--retrain-every", "50",
-                                            "--retrain-window", "70"))
+                                            "--retrain-window", "70", "--item-state", "shared",
+                                            "--item-half-life", "3600"))
     assert cfg == EvaluationConfig(dataset="d.csv", model="mf", meta="fomaml", history=0.3, steps=2, epochs=1,
                                    max_items=99, seed=4, batch_size=8, batch_seconds=None, checkpoint="ck",
                                    report="rep", data_dir="dd", progress=False, command="metarec evaluate",
-                                   retrain_every=50, retrain_window=70)
+                                   retrain_every=50, retrain_window=70, item_state="shared", item_half_life=3600.0)
     # every setting has its flag (a new field needs one, and a line here)
     covered = {f.name for f in fields(EvaluationConfig)}
     assert covered == {"dataset", "model", "meta", "history", "checkpoint", "report", "epochs", "steps", "max_items",
                        "seed", "batch_size", "batch_seconds", "data_dir", "progress", "command", "retrain_every",
-                       "retrain_window"}
+                       "retrain_window", "item_state", "item_half_life"}
 
 
 def test_the_library_never_reads_the_command_line() -> None:
@@ -134,3 +136,34 @@ def test_the_library_never_reads_the_command_line() -> None:
     offenders = [str(p.relative_to(root.parent)) for p in root.rglob("*.py")
                  if "sys.argv" in p.read_text(encoding="utf-8") or "import argparse" in p.read_text(encoding="utf-8")]
     assert offenders == []
+
+
+def test_item_state_shared_gives_the_learners_the_group_s_item_state(csv_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = _fake_models(monkeypatch, inner_steps=3)
+    prequential_run.run_prequential(EvaluationConfig(dataset=str(csv_path), progress=False))
+    prequential_run.run_prequential(EvaluationConfig(dataset=str(csv_path), progress=False, item_state="shared",
+                                                     item_half_life=600.0))
+    assert seen[0]["online"].shared_items is None
+    assert seen[1]["online"].shared_items.half_life_s == 600.0
+
+
+def test_a_shared_learner_model_learns_its_items_through_the_in_process_owner(csv_path: Path) -> None:
+    from adapters.data.datasets import load_dataset
+    from adapters.evaluation.baselines import LearnerModel
+    from adapters.evaluation.prequential import EventStream
+    from adapters.meta.training import TrainConfig, train
+    from adapters.online.config import OnlineConfig
+    from adapters.online.itemshare import ShareConfig
+    from adapters.online.learner import OnlineLearner
+
+    ds = load_dataset(str(csv_path))
+    ck = train(ds, TrainConfig(model="seq", meta="fomaml", epochs=1, pretrain_epochs=1, seed=0,
+                               model_config={"dim": 8, "rating_dim": 4}))
+    stream = EventStream.from_dataset(ds, history=0.5)
+    model = LearnerModel(stream, OnlineLearner(ck, OnlineConfig(shared_items=ShareConfig())), "metarec")
+    model.learn(0, 100)
+    shared, owner = model.learner.shared, model._owner
+    assert owner is not None and len(owner.rows) > 5 and set(shared.applied) == set(owner.rows)
+    item = max(owner.rows, key=lambda i: owner.rows[i].total)
+    assert model.learner.item_state(item)["events"] == owner.rows[item].total > 1
