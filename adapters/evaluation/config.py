@@ -52,7 +52,7 @@ class EvaluationConfig:
     #: "local": each learner learns its item side at once (the default); "shared": as a worker with the group's
     #: item state (adapters.online.sharedside), the owner merging in this process, popularity half-life in seconds
     item_state: str = "local"
-    item_half_life: float = 86_400.0
+    item_half_life: float = 7 * 86_400.0
     data_dir: str | None = None  #: dataset cache (None = $METAREC_DATA_DIR or ~/.cache/metarec)
     progress: bool = True  #: show progress bars
     command: str = ""  #: the command line that started the run, recorded in the report

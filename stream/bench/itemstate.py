@@ -15,7 +15,7 @@ the worker's path:
 
 It also reports the messages per event on ``<group>-item-updates``, the rows written to ``<group>-items`` per
 event, and their mean sizes. The end-to-end cost, faust and the broker included, is the bench's one-worker run with and without
-``--item-state local``.
+``--item-state shared``.
 """
 from __future__ import annotations
 

@@ -84,8 +84,8 @@ def render_table(r: dict[str, Any], console: Any = None) -> None:
         rows.insert(7, ("learner alone, 500-event batches, events/s", _fmt(ref["batched_learner_events_per_s"])))
     items = r.get("item_state")
     if items:
-        rows.insert(1, ("end-to-end with --item-state local, events/s",
-                        _fmt(items["end_to_end_local_items_events_per_s"])))
+        rows.insert(1, ("end-to-end with --item-state shared, events/s",
+                        _fmt(items["end_to_end_shared_items_events_per_s"])))
         per = items["us_per_event"]
         rows.append(("shared item state per event: agent / apply / encode",
                      f"{_fmt(per['agent'], ' µs')} / {_fmt(per['apply'], ' µs')} / {_fmt(per['encode'], ' µs')}"))

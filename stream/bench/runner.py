@@ -156,10 +156,10 @@ def run_bench(cfg: BenchConfig, stage: Stage = _null_stage) -> dict[str, Any]:
     learning = _measure_learning(cfg, ds, ck_dir, timer, details)
     details["stage_seconds"] = timer.finish()
     result = _contract(cfg, len(ds), ck_dir, kafka, learning)
-    local, items = details["one_worker_local_items"], details["item_state"]
+    shared, items = details["one_worker_shared_items"], details["item_state"]
     result["item_state"] = {  # the shared item state's cost: end to end, and per event without Kafka
         "end_to_end_events_per_s": kafka.one.events_per_s,
-        "end_to_end_local_items_events_per_s": local["events_per_s"],
+        "end_to_end_shared_items_events_per_s": shared["events_per_s"],
         "agent_us_per_event": items["agent_us_per_event"], "us_per_event": items["us_per_event"],
         "messages_per_event": items["messages_per_event"], "rows_per_event": items["rows_per_event"]}
     result.update(machine=_machine(load_before), seconds=time.time() - started, details=details)
@@ -201,9 +201,9 @@ def _measure_on_kafka(cfg: BenchConfig, ds: Any, settings: WorkerSettings, stage
         one = measure_throughput(bootstrap, settings, topic, n, 1, progress=stage("end-to-end, 1 worker", n),
                                  state_size=True)
         details["one_worker"] = one.summary()
-        local = replace(settings, extra=[*settings.extra, "--item-state", "local"])
-        details["one_worker_local_items"] = measure_throughput(
-            bootstrap, local, topic, n, 1, progress=stage("end-to-end, 1 worker, --item-state local", n)).summary()
+        shared = replace(settings, extra=[*settings.extra, "--item-state", "shared"])
+        details["one_worker_shared_items"] = measure_throughput(
+            bootstrap, shared, topic, n, 1, progress=stage("end-to-end, 1 worker, --item-state shared", n)).summary()
 
         rate = 0.5 * one.events_per_s
         lat = measure_latency(bootstrap, settings, ds, rate, cfg.paced_seconds,

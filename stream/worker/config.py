@@ -63,10 +63,11 @@ class WorkerConfig:
     #: how faust's fetch loop hands each message to the stream: "direct" (a plain await, stream.runtime.faust.wait_first_per_message) or
     #: "faust" (its own per-message wait_first, four tasks per message)
     delivery: str = "direct"
-    #: "shared": one item state for the group (stream.runtime.faust.item_agent); "local": each process its own
-    item_state: str = "shared"
+    #: "local": each process learns its own items (the evaluated default); "shared": one item state for the group
+    #: (stream.runtime.faust.item_agent)
+    item_state: str = "local"
     item_ttl: float = 0.0  #: shared: delete items idle this long in event time (0: never)
-    item_half_life: float = 86_400.0  #: shared: half-life of item popularity, seconds of event time
+    item_half_life: float = 7 * 86_400.0  #: shared: half-life of item popularity, seconds of event time
     item_table_max: int = 100_000  #: shared: item rows at most in the group's table
 
     def __post_init__(self) -> None:

@@ -56,7 +56,7 @@ def test_quick_bench_writes_the_contract_json(broker: str, tmp_path: Path, capsy
     # the shared item state's cost: an end-to-end run without it, and the per-event steps (some items learned)
     items = r["item_state"]
     assert items["end_to_end_events_per_s"] == e2e["events_per_s"]
-    assert _positive(items["end_to_end_local_items_events_per_s"])
+    assert _positive(items["end_to_end_shared_items_events_per_s"])
     assert 0 < items["messages_per_event"] <= 1 and 0 < items["rows_per_event"] <= 1
     for step in ("learner", "encode", "agent", "apply"):
         assert _positive(items["us_per_event"][step]), step

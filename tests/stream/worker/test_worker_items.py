@@ -84,7 +84,8 @@ def wait(predicate, timeout: float, what: str, workers=(), step: float = 0.3):  
 
 def two_workers(broker: str, ck: Path, tmp: Path, extra=()):  # noqa: ANN001, ANN201
     tag = uuid.uuid4().hex[:8]
-    common = dict(group=f"g-{tag}", input_topic=f"in-{tag}", output_topic=f"out-{tag}", extra=list(extra))
+    common = dict(group=f"g-{tag}", input_topic=f"in-{tag}", output_topic=f"out-{tag}",
+                  extra=["--item-state", "shared", *extra])
     a = start_worker(broker, ck, tmp, name="a", **common)
     a.wait_ready()
     b = start_worker(broker, ck, tmp, name="b", **common)
@@ -144,7 +145,7 @@ def test_a_killed_worker_restores_the_item_state_before_it_is_ready(broker, tmp_
         wait(lambda: all(same_row(item(a, i), item(b, i)) for i in probe), 60, "both workers to agree", [a, b])
         before = {i: item(b, i) for i in probe}
         b.kill()  # SIGKILL: no goodbye; its item agent's partitions move to a, then back
-        b2 = start_worker(broker, seq_checkpoint, tmp_path, name="b2", **{**common, "extra": ["--store", "memory"]})
+        b2 = start_worker(broker, seq_checkpoint, tmp_path, name="b2", **{**common, "extra": ["--item-state", "shared", "--store", "memory"]})
         seen: list[tuple[int, str]] = []
 
         def ready() -> bool:
@@ -168,7 +169,7 @@ def test_a_killed_worker_restores_the_item_state_before_it_is_ready(broker, tmp_
         produce(broker, common["input_topic"], [(u.encode(), event_bytes(u, i, r, t)) for u, i, r, t in more])
         wait(lambda: a.value("metarec_events_consumed_total") > 0.3 * len(events), 30, "a in the new events", [a])
         a.kill()
-        a2 = start_worker(broker, seq_checkpoint, tmp_path, name="a2", **{**common, "extra": ["--store", "memory"]})
+        a2 = start_worker(broker, seq_checkpoint, tmp_path, name="a2", **{**common, "extra": ["--item-state", "shared", "--store", "memory"]})
         a2.wait_ready(90)
         produced: dict[str, int] = {}
         for e in events + more:
