@@ -1,5 +1,9 @@
-import sys, json
-sys.path.insert(0, '/work/main')
+"""ML-100K prequential, metarec only, --item-state shared with NEIGHBOURS in-links per item and a popularity
+half-life of HALF_LIFE_S seconds: python docs/results/shared_neighbours_experiment.py NEIGHBOURS HALF_LIFE_S TAG"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from dataclasses import replace
 import adapters.evaluation.prequential_run as pr
 from adapters.evaluation.config import EvaluationConfig
