@@ -95,6 +95,14 @@ def _unpack_neighbours(data: bytes) -> dict[str, float]:
     return dict(zip(names, counts))
 
 
+def _unpack_body(data: bytes, pos: int, space_len: int, floats: int) -> tuple[str, np.ndarray | None, dict[str, float]]:
+    """``(model version, item-table floats or None, neighbours)``: what follows the header of both formats."""
+    space = bytes(data[pos:pos + space_len]).decode("utf-8")
+    pos += space_len
+    tables = np.frombuffer(data, "<f4", floats, pos).astype(np.float32) if floats else None
+    return space, tables, _unpack_neighbours(data[pos + 4 * floats:])
+
+
 @dataclass(eq=False)
 class ItemContribution:
     """What one worker's micro-batch teaches about one item (the key, the item id, travels beside it)."""
@@ -127,11 +135,7 @@ class ItemContribution:
             raise MetarecError(f"corrupt item contribution: {exc}") from None
         if magic != b"MC" or fmt != _FORMAT or len(data) != _CONTRIB.size + ls + 4 * lt + ln:
             raise MetarecError("corrupt item contribution")
-        pos = _CONTRIB.size
-        space = bytes(data[pos:pos + ls]).decode("utf-8")
-        pos += ls
-        tables = np.frombuffer(data, "<f4", lt, pos).astype(np.float32) if lt else None
-        neigh = _unpack_neighbours(data[pos + 4 * lt:])
+        space, tables, neigh = _unpack_body(data, _CONTRIB.size, ls, lt)
         return cls(space, t, events, rated, d_rating, None if flags & _SET else tables,
                    tables if flags & _SET else None, neigh)
 
@@ -173,12 +177,8 @@ class ItemRow:
             raise MetarecError(f"corrupt item row: {exc}") from None
         if magic != b"MI" or fmt != _FORMAT or len(data) != _ROW.size + ls + 4 * lt + ln:
             raise MetarecError("corrupt item row")
-        pos = _ROW.size
-        space = bytes(data[pos:pos + ls]).decode("utf-8")
-        pos += ls
-        tables = np.frombuffer(data, "<f4", lt, pos).astype(np.float32) if lt else None
-        return cls(space, offset, t_last, count, count_t, total, rated, delta, tables,
-                   _unpack_neighbours(data[pos + 4 * lt:]))
+        space, tables, neigh = _unpack_body(data, _ROW.size, ls, lt)
+        return cls(space, offset, t_last, count, count_t, total, rated, delta, tables, neigh)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ItemRow):

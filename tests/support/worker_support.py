@@ -122,6 +122,22 @@ class Worker:
             self.proc.wait(timeout=10)
 
 
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str, step: float = 0.5,
+               alive: Iterable[Worker] = ()) -> Any:
+    """Poll ``predicate`` every ``step`` seconds until it returns a true value (returned); fail when one of the
+    ``alive`` workers exits or after ``timeout`` seconds (with the tail of their logs)."""
+    alive = list(alive)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for w in alive:
+            assert w.proc.poll() is None, f"worker exited ({w.proc.returncode}):\n{w.tail()}"
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"timeout waiting for {what}\n" + "\n".join(w.tail(15) for w in alive))
+
+
 def start_worker(bootstrap: str, checkpoint: Path, workdir: Path, *, group: str, input_topic: str,
                  output_topic: str, extra: Iterable[str] = (), name: str = "w", state: str | None = None) -> Worker:
     port = free_port()

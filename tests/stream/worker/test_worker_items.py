@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import json
 import re
-import time
 import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
-from worker_support import event_bytes, latest_lists, produce, read_topic, start_worker
+from worker_support import event_bytes, latest_lists, produce, read_topic, start_worker, wait_until
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -71,15 +70,7 @@ def same_row(a: dict | None, b: dict | None) -> bool:
 
 
 def wait(predicate, timeout: float, what: str, workers=(), step: float = 0.3):  # noqa: ANN001, ANN201
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for w in workers:
-            assert w.proc.poll() is None, f"worker exited ({w.proc.returncode}):\n{w.tail()}"
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"timeout waiting for {what}\n" + "\n".join(w.tail(15) for w in workers))
+    return wait_until(predicate, timeout, what, step=step, alive=workers)
 
 
 def two_workers(broker: str, ck: Path, tmp: Path, extra=()):  # noqa: ANN001, ANN201

@@ -2,29 +2,17 @@
 with their state (windows) restored from the changelog."""
 from __future__ import annotations
 
-import time
 import uuid
 
 import pytest
 from worker_support import (event_bytes, input_positions, latest_lists, make_checkpoint, ml100k, produce,
                             read_topic, start_worker)
+from worker_support import wait_until as _wait
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 PHASE = 2000
 WINDOW = 8
-
-
-def _wait(predicate, timeout: float, what: str, step: float = 0.5, alive=()):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for w in alive:
-            assert w.proc.poll() is None, f"worker exited ({w.proc.returncode}):\n{w.tail()}"
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"timeout waiting for {what}")
 
 
 def test_survivor_takes_over_users_with_windows_intact(broker, tmp_path):
