@@ -37,13 +37,17 @@ def flat_rows(adapter: Any, rows: torch.Tensor) -> np.ndarray:
     return torch.cat(parts, dim=1).to(torch.float32).numpy()
 
 
+def table_widths(adapter: Any) -> list[int]:
+    """Floats per item of each item table of ``adapter``, in :func:`flat_rows` order."""
+    return [int(np.prod(t.shape[1:], dtype=np.int64)) for t in adapter.item_tables()]
+
+
 def set_flat_rows(adapter: Any, rows: torch.Tensor, flat: np.ndarray) -> None:
     """Set the rows ``rows`` of every item table from their :func:`flat_rows` layout."""
     src = torch.from_numpy(np.asarray(flat, np.float32))
     pos = 0
     with torch.no_grad():
-        for t in adapter.item_tables():
-            width = int(np.prod(t.shape[1:], dtype=np.int64))
+        for t, width in zip(adapter.item_tables(), table_widths(adapter)):
             t[rows] = src[:, pos:pos + width].reshape(len(rows), *t.shape[1:]).to(t.dtype)
             pos += width
 
@@ -113,7 +117,7 @@ class SharedItems:
             freshness.rated_seen[r] = [p[2].rated for p in placed]
             freshness.rating_delta[r] = [p[2].rating_delta for p in placed]
         if side.adapter is not None:
-            width = sum(int(np.prod(t.shape[1:], dtype=np.int64)) for t in side.adapter.item_tables())
+            width = sum(table_widths(side.adapter))
             mine = [(k, p[2].tables) for k, p in enumerate(placed) if p[2].space == space
                     and p[2].tables is not None and len(p[2].tables) == width]
             if mine:
@@ -247,11 +251,9 @@ class SharedItems:
         if ad is None:
             return None
         idx = torch.from_numpy(items)
-        width = sum(int(np.prod(t.shape[1:], dtype=np.int64)) for t in ad.item_tables())
-        steps = np.zeros((len(items), width), np.float32)
-        names = list(ad.ITEM_TABLES)
-        widths = [int(np.prod(t.shape[1:], dtype=np.int64)) for t in ad.item_tables()]
-        start = dict(zip(names, np.cumsum([0] + widths[:-1]).tolist()))
+        widths = table_widths(ad)
+        steps = np.zeros((len(items), sum(widths)), np.float32)
+        start = dict(zip(ad.ITEM_TABLES, np.cumsum([0] + widths[:-1]).tolist()))
         with torch.no_grad():
             if cfg.embed_lr > 0:
                 q, c = ad.item_emb[idx], ad.item_bias[idx]
