@@ -53,6 +53,11 @@ class EvaluationConfig:
     #: item state (adapters.online.sharedside), the owner merging in this process, popularity half-life in seconds
     item_state: str = "local"
     item_half_life: float = 7 * 86_400.0
+    #: how ``metarec`` adapts a user: "gradient" or "bayes" (adapters.meta.bayes; θ0 trained here is then trained
+    #: through it, its prior precision meta-learned); ``explore`` ("none", "thompson", "ucb") ranks from its posterior
+    task_learner: str = "gradient"
+    explore: str = "none"
+    explore_scale: float = 1.0
     data_dir: str | None = None  #: dataset cache (None = $METAREC_DATA_DIR or ~/.cache/metarec)
     progress: bool = True  #: show progress bars
     command: str = ""  #: the command line that started the run, recorded in the report

@@ -51,6 +51,8 @@ def _train_config(config: EvaluationConfig, model: str, meta: str) -> Any:
         cfg.epochs = config.epochs
     if config.steps is not None:
         cfg.steps = config.steps
+    if meta != "erm":
+        cfg.task_learner = config.task_learner
     return cfg
 
 
@@ -92,15 +94,17 @@ def load_matching_checkpoint(path: str, ds: Any, history: float) -> Any:
 
 
 def build_models(stream: Any, checkpoint: Any, erm_checkpoint: Any, online: Any) -> list[Any]:
-    """The models of the contract, in report order."""
+    """The models of the contract, in report order (``online``'s task learner and exploration are ``metarec``'s;
+    ``no_adaptation`` shares its task learner, without exploration; ``erm_finetune`` adapts as its checkpoint says)."""
     from adapters.evaluation.baselines import HALF_LIFE_EVENTS, LearnerModel, Popularity, RiverBiasedMF
     from adapters.evaluation.cooccurrence import Cooccurrence
     from adapters.online.learner import OnlineLearner
 
     return [
         LearnerModel(stream, OnlineLearner(checkpoint, online), "metarec"),
-        LearnerModel(stream, OnlineLearner(checkpoint, replace(online, steps=0)), "no_adaptation"),
-        LearnerModel(stream, OnlineLearner(erm_checkpoint, online), "erm_finetune"),
+        LearnerModel(stream, OnlineLearner(checkpoint, replace(online, steps=0, explore="none")), "no_adaptation"),
+        LearnerModel(stream, OnlineLearner(erm_checkpoint, replace(online, task_learner=None, explore="none")),
+                     "erm_finetune"),
         Popularity(stream),
         Popularity(stream, half_life=HALF_LIFE_EVENTS),
         RiverBiasedMF(stream),
@@ -209,7 +213,8 @@ def run_prequential(config: EvaluationConfig) -> dict[str, Any]:
     from adapters.online.itemshare import ShareConfig
 
     shared = ShareConfig(half_life_s=config.item_half_life) if config.item_state == "shared" else None
-    online = OnlineConfig(steps=config.steps, max_items=config.max_items, shared_items=shared)  # checked first
+    online = OnlineConfig(steps=config.steps, max_items=config.max_items, shared_items=shared,  # checked first
+                          task_learner=config.task_learner, explore=config.explore, explore_scale=config.explore_scale)
     _check(config)
     protocol = _protocol_config(config)
     if config.report:

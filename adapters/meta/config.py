@@ -78,6 +78,7 @@ class TrainConfig:
     inner_lr_rating: float | None = None  #: inner lr of the rating block (mf); None = the model's default
     prox: float | None = None  #: None = the model's default (DEFAULT_PROX)
     rating_solver: str | None = None  #: "gd" or "ridge"; None = the model's default (DEFAULT_RATING_SOLVER)
+    task_learner: str = "gradient"  #: "gradient" or "bayes" (adapters.meta.bayes): the inner loop trained through
     ridge_lambda: float | None = None  #: None = the model's default (DEFAULT_RIDGE_LAMBDA)
     ridge_mean: bool | None = None  #: ridge data term mean (True) or sum (False); None = DEFAULT_RIDGE_MEAN
     batch_users: int = 64

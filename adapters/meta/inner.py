@@ -75,8 +75,13 @@ class InnerConfig:
     #: ratings a user has); False = their sum (a Gaussian prior of fixed precision λ around θ0: the more ratings,
     #: the less the pull)
     ridge_mean: bool = True
+    #: how a user's state adapts: "gradient" = the gradient steps below; "bayes" = a Gaussian posterior around θ0 with
+    #: a meta-learned prior precision (:mod:`adapters.meta.bayes`; models with a closed-form rating block)
+    task_learner: str = "gradient"
 
     def __post_init__(self) -> None:
+        if self.task_learner not in ("gradient", "bayes"):
+            raise MetarecError(f"unknown task learner {self.task_learner!r} (choose gradient or bayes)")
         if self.rating_solver not in RATING_SOLVERS:
             raise MetarecError(f"unknown rating solver {self.rating_solver!r} (choose {' or '.join(RATING_SOLVERS)})")
         if not self.ridge_lambda > 0:

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from adapters.base import SupportBatch
+from adapters.meta import bayes
 from adapters.meta.inner import inner_loop
 
 META_NAMES = ("maml", "fomaml", "reptile", "metasgd")
@@ -45,6 +46,8 @@ def meta_objective(model: Any, meta: str, support: SupportBatch, query: SupportB
     """Scalar outer loss of one batch of tasks under meta-learner ``meta``."""
     steps = model.inner.steps if steps is None else steps
     prox = model.inner.prox if prox is None else prox
+    if getattr(model.inner, "task_learner", "gradient") == "bayes" and meta != "erm":
+        return _bayes_objective(model, meta, support, query)
     theta0 = model.init_states(support.users)
     lr = model.inner_lr()
     method = model.inner.grad
@@ -68,3 +71,18 @@ def meta_objective(model: Any, meta: str, support: SupportBatch, query: SupportB
             return model.batch_loss(prepare(theta0, support), query).mean()
         return model.batch_loss(theta0, concat(support, query)).mean()
     raise ValueError(f"unknown meta-learner {meta!r}; choose from {ALL_META}")
+
+
+def _bayes_objective(model: Any, meta: str, support: SupportBatch, query: SupportBatch) -> torch.Tensor:
+    """The outer loss with the Bayesian task learner: the query loss at the posterior mean after one update from
+    the prior (θ0, Λ0). Its gradient reaches θ0, Λ0 and the item tables through the update's closed form (first
+    order in the ranking gradient and Hessian, so ``maml``, ``fomaml`` and ``metasgd`` coincide); ``reptile`` moves
+    θ0 toward the posterior mean on support ∪ query instead."""
+    s0 = bayes.init_states(model, support.users)
+    if meta == "reptile":
+        both = concat(support, query)
+        adapted = bayes.split(model, bayes.adapt(model, s0.detach(), both))[0].detach()
+        pull = 0.5 * ((s0[:, :model.state_dim] - adapted) ** 2).sum(1).mean()
+        return model.batch_loss(adapted, both).mean() + pull
+    adapted = bayes.split(model, bayes.adapt(model, s0, support))[0]
+    return model.batch_loss(adapted, query).mean()

@@ -257,7 +257,8 @@ def inner_config(cfg: TrainConfig) -> InnerConfig:
                        prox=DEFAULT_PROX[m] if cfg.prox is None else cfg.prox, metasgd=(cfg.meta == "metasgd"),
                        rating_solver=cfg.rating_solver or DEFAULT_RATING_SOLVER[m],
                        ridge_lambda=DEFAULT_RIDGE_LAMBDA[m] if cfg.ridge_lambda is None else cfg.ridge_lambda,
-                       ridge_mean=DEFAULT_RIDGE_MEAN[m] if cfg.ridge_mean is None else cfg.ridge_mean)
+                       ridge_mean=DEFAULT_RIDGE_MEAN[m] if cfg.ridge_mean is None else cfg.ridge_mean,
+                       task_learner=cfg.task_learner)
 
 
 def _build(cfg: TrainConfig, part: Any, vocab: Vocab, init: Checkpoint | None) -> Any:

@@ -89,6 +89,12 @@ class AdapterModule(nn.Module):
         if self.inner.lr_rating is not None and self.rating_block is not None:
             log_lr[self.rating_block] = math.log(self.inner.lr_rating)
         self.log_lr = nn.Parameter(log_lr, requires_grad=self.inner.metasgd)
+        if self.inner.task_learner == "bayes":  # the prior precision Λ0 of the Bayesian task learner, meta-learned
+            if self.rating_block is None or getattr(self, "analytic_grad_fn", None) is None:
+                raise MetarecError(f"model {self.name} has no closed-form rating block: the bayes task learner "
+                                   f"needs mf or seq")
+            from adapters.meta.bayes import default_prior_precision
+            self.log_prior_prec = nn.Parameter(default_prior_precision(self).log())
 
     def inner_lr(self) -> torch.Tensor:
         """Per-parameter inner learning rates ``[state_dim]`` (all equal unless Meta-SGD learned them)."""

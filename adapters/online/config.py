@@ -38,6 +38,12 @@ class OnlineConfig:
     item_factor_lr: float | None = None  #: online SGD rate of the item rating factors (None = the checkpoint's)
     #: set: the item side is the group's (adapters.online.sharedside): learned by contributions, applied from rows
     shared_items: ShareConfig | None = None
+    #: how a user's state adapts: "gradient" or "bayes" (adapters.online.tasklearner); None = the checkpoint's
+    task_learner: str | None = None
+    explore: str = "none"  #: "none", "thompson" or "ucb" (bayes only): exploration when ranking
+    explore_scale: float = 1.0  #: posterior standard deviations per unit of exploration
+    explore_seed: int = 0  #: seed of Thompson sampling's draws
+    explain: bool = True  #: name, for each listed item, the window item that supports it most (``because``)
 
     def __post_init__(self) -> None:
         if self.window < 1:
@@ -58,6 +64,8 @@ class OnlineConfig:
             raise MetarecError(f"freshness half-life must be > 0 events, got {self.freshness_half_life}")
         if self.max_items is not None and self.max_items < 2:
             raise MetarecError(f"max-items must be ≥ 2, got {self.max_items}")
+        if not self.explore_scale >= 0:
+            raise MetarecError(f"explore-scale must be ≥ 0, got {self.explore_scale}")
         if self.retrieval_m < self.top_k:
             raise MetarecError(f"retrieval-m ({self.retrieval_m}) must be ≥ top-k ({self.top_k})")
 
@@ -84,6 +92,8 @@ class Recommendation:
     partition: int
     offset: int
     event_timestamp: float
+    because: list[str | None] | None = None  #: per listed item, the user's window item that supports it most
+    uncertainty: list[float] | None = None  #: per listed item, the posterior std of its score (bayes only)
 
 
 @dataclass

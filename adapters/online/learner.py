@@ -47,6 +47,8 @@ from adapters.online.freshness import ItemFreshness
 from adapters.online.itemside import ItemSide
 from adapters.online.itemstep import apply_items, item_state, learn_items
 from adapters.online.sharedside import SharedItems
+from adapters.online.explain import explain
+from adapters.online.tasklearner import TaskLearner, support_batch
 from adapters.online.config import AppliedBatch, BatchResult, Interaction, OnlineConfig, Recommendation
 from adapters.online.records import UserRecord, vocab_hash
 
@@ -97,6 +99,9 @@ class OnlineLearner:
         self.user_index: dict[str, int] = dict(checkpoint.user_index)
         self.vocab = vocab
         self.adapter, self.items = adapter, items
+        cfg = self.config
+        self.task = TaskLearner(adapter, cfg.task_learner or adapter.inner.task_learner, cfg.explore,
+                                cfg.explore_scale, cfg.explore_seed)
         self.item_ids = items.ids  # grows online (the same list object)
         self.item_index = items.index
         self._vocabs[self.vocab] = self.item_ids
@@ -148,7 +153,7 @@ class OnlineLearner:
 
     def _states(self, records: Sequence[UserRecord | None], users: torch.Tensor) -> torch.Tensor:
         """Current states: the stored one when it comes from this model version (and vocabulary), else θ0."""
-        states = self.adapter.init_states(users)
+        states = self.task.init_states(users)
         for n, r in enumerate(records):
             if (r is not None and r.state is not None and r.model_version == self.model_version
                     and r.vocab == self.vocab and r.state.shape[0] == states.shape[1]):
@@ -156,17 +161,7 @@ class OnlineLearner:
         return states
 
     def _support(self, records: Sequence[UserRecord], users: torch.Tensor) -> SupportBatch:
-        length = max(1, max(len(r.items) for r in records))
-        b = len(records)
-        items = np.zeros((b, length), np.int64)
-        ratings = np.full((b, length), np.nan, np.float32)
-        mask = np.zeros((b, length), bool)
-        for n, r in enumerate(records):
-            k = len(r.items)
-            items[n, :k], ratings[n, :k], mask[n, :k] = r.items, r.ratings, True
-        rated = mask & ~np.isnan(ratings)
-        return SupportBatch(items=torch.from_numpy(items), ratings=torch.from_numpy(np.nan_to_num(ratings)),
-                            mask=torch.from_numpy(mask), rated=torch.from_numpy(rated), users=users)
+        return support_batch(records, users)
 
     # -- score before learn (prequential evaluation) ------------------------------------------------------
     def _event_states(self, events: Sequence[Interaction], records: Mapping[str, UserRecord | None]
@@ -191,7 +186,7 @@ class OnlineLearner:
     def _scores(self, states: torch.Tensor, users: torch.Tensor, candidates: torch.Tensor | None = None,
                 windows: Sequence[np.ndarray] | None = None) -> torch.Tensor:
         """Ranking scores: the model's, the item-popularity bonus, the co-occurrence prior of each user's window."""
-        scores = self.adapter.score(states, users, candidates)
+        scores = self.task.scores(states, users, candidates)
         if self.freshness is not None and self.freshness.active:
             bonus = self.freshness.bonus()
             scores = scores + (bonus if candidates is None else bonus[candidates])
@@ -202,7 +197,7 @@ class OnlineLearner:
 
     def _predict(self, states: torch.Tensor, users: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """``[n]`` predicted ratings of item ``rows[n]`` by state ``n`` (with the online item-bias corrections)."""
-        pred = self.adapter.predict(states, users, rows[:, None])[:, 0]
+        pred = self.adapter.predict(self.task.model_states(states), users, rows[:, None])[:, 0]
         if self.freshness is not None and self.freshness.config.rating_lr > 0:
             ad = self.adapter
             pred = (pred + torch.from_numpy(self.freshness.rating_delta)[rows]).clamp(ad.rating_min, ad.rating_max)
@@ -242,7 +237,7 @@ class OnlineLearner:
             support_loss = (self._support_loss(states, users, [recs[n] for n in adapted], adapted,
                                                [batch.fresh[user_ids[n]] for n in adapted])
                             if adapted and measure_loss else math.nan)
-            contributions = learn_items(self, user_ids, states, users, batch)
+            contributions = learn_items(self, user_ids, self.task.model_states(states), users, batch)
         for n in adapted:
             recs[n].trim(cfg.window, cfg.max_age_s)
         t2 = time.perf_counter()
@@ -342,7 +337,7 @@ class OnlineLearner:
         sub = torch.tensor(adapted, dtype=torch.long)
         incoming = [UserRecord(n_items=r.n_items, vocab=r.vocab, items=r.items[f], ratings=r.ratings[f])
                     for r, f in zip(recs, fresh)]
-        return float(self.adapter.loss(states[sub], self._support(incoming, users[sub])).mean())
+        return float(self.adapter.loss(self.task.model_states(states[sub]), self._support(incoming, users[sub])).mean())
 
     def _adapt(self, states: torch.Tensor, users: torch.Tensor, recs: list[UserRecord],
                adapted: list[int]) -> torch.Tensor:
@@ -351,7 +346,7 @@ class OnlineLearner:
         support = self._support([recs[n] for n in adapted], users[sub])
         states = states.clone()
         with torch.no_grad():  # the global parameters stay fixed online (torch.func transforms ignore this)
-            states[sub] = self.adapter.adapt(states[sub], support, steps=self.steps, prox=self.config.prox)
+            states[sub] = self.task.adapt(states[sub], support, self.steps, self.config.prox)
         return states
 
     def _sync_item_tables(self) -> None:
@@ -381,6 +376,8 @@ class OnlineLearner:
         values, index = top.values.numpy(), top.indices.numpy()
         if rows is not None:
             index = rows.numpy()[index]
+        because = explain(self, recs, users, states, index) if self.config.explain else None
+        std = self.task.score_std(states, torch.from_numpy(index))
         result = []
         for n, u in enumerate(user_ids):
             ok = np.isfinite(values[n])  # fewer than k candidates left: a shorter list
@@ -389,5 +386,7 @@ class OnlineLearner:
                                      (recs[n].partition, recs[n].last_offset, recs[n].last_timestamp))
             result.append(Recommendation(
                 user_id=u, items=[self.item_ids[i] for i in index[n][ok]], scores=values[n][ok].tolist(),
-                partition=partition, offset=offset, event_timestamp=ts))
+                partition=partition, offset=offset, event_timestamp=ts,
+                because=None if because is None else [because[n][j] for j in np.flatnonzero(ok)],
+                uncertainty=None if std is None else std[n][torch.from_numpy(ok)].tolist()))
         return result

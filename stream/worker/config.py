@@ -41,6 +41,9 @@ class WorkerConfig:
     max_age: float | None = None
     steps: int | None = None  #: inner-loop steps per micro-batch (None = the checkpoint's)
     prox: float | None = None
+    task_learner: str | None = None  #: "gradient" or "bayes" (None = the checkpoint's)
+    explore: str = "none"  #: "none", "thompson" or "ucb" (bayes): exploration when ranking
+    explore_scale: float = 1.0  #: posterior standard deviations per unit of exploration
     top_k: int = 10
     batch_size: int = 500
     batch_ms: float = 30.0

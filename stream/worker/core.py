@@ -330,6 +330,10 @@ class WorkerCore:
                  "model_version": self.learner.model_version,
                  "as_of": {"topic": self.input_topic, "partition": int(rec.partition), "offset": int(rec.offset)},
                  "event_timestamp": float(rec.event_timestamp), "generated_at": now}
+        if rec.because is not None:  # optional (contract): the window item that supports each listed item most
+            value["because"] = list(rec.because)
+        if rec.uncertainty is not None:  # --task-learner bayes: the posterior std of each score
+            value["uncertainty"] = [float(u) for u in rec.uncertainty]
         return Outgoing(self.output_topic, rec.user_id.encode("utf-8"),
                         json.dumps(value, separators=(",", ":")).encode("utf-8"))
 

@@ -91,6 +91,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--item-half-life", type=positive_float, default=preq.item_half_life, metavar="SECONDS",
                         help=f"prequential, --item-state shared: half-life of item popularity in event time "
                              f"(default {preq.item_half_life:g}, the worker's)")
+    parser.add_argument("--task-learner", choices=("gradient", "bayes"), default=preq.task_learner,
+                        help="prequential: " + "how a user's state adapts: gradient = the inner-loop gradient steps; bayes = a Gaussian posterior "
+                             "around θ0 with a meta-learned prior precision (one Newton step per micro-batch; scores get an "
+                             "uncertainty; mf and seq; see the README)" + f" (default {preq.task_learner}; θ0 trained here is trained through it)")
+    parser.add_argument("--explore", choices=("none", "thompson", "ucb"), default=preq.explore,
+                        help="prequential, --task-learner bayes: rank metarec's lists with exploration from the posterior: "
+                             "thompson = a state drawn from it, ucb = mean score + scale × its std "
+                             f"(default {preq.explore})")
+    parser.add_argument("--explore-scale", type=float, default=preq.explore_scale, metavar="X",
+                        help=f"posterior standard deviations per unit of exploration (default {preq.explore_scale:g})")
     parser.add_argument("--retrain-window", type=int, default=preq.retrain_window, metavar="M",
                         help="prequential, with --retrain-every: train each retraining on the last M past events only "
                              "(bounds its cost; the warm start keeps what older events taught) "
@@ -157,6 +167,7 @@ def evaluation_config(args: argparse.Namespace) -> EvaluationConfig:
                             batch_size=args.batch_size, batch_seconds=args.batch_seconds or None,
                             retrain_every=args.retrain_every, retrain_window=args.retrain_window,
                             item_state=args.item_state, item_half_life=args.item_half_life,
+                            task_learner=args.task_learner, explore=args.explore, explore_scale=args.explore_scale,
                             data_dir=args.data_dir, progress=not args.no_progress, command=command_line())
 
 

@@ -67,6 +67,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prox", type=float, default=T.prox,
                         help="proximal weight λ of λ‖θ−θ0‖², in training and (by default) in the worker "
                              f"(default: {per_model(defaults.DEFAULT_PROX)})")
+    parser.add_argument("--task-learner", choices=("gradient", "bayes"), default=T.task_learner,
+                        help="how a user's state adapts: gradient = the inner-loop gradient steps; bayes = a Gaussian posterior "
+                             "around θ0 with a meta-learned prior precision (one Newton step per micro-batch; scores get an "
+                             "uncertainty; mf and seq; see the README)" + f" (default {T.task_learner})")
     parser.add_argument("--rating-solver", choices=("gd", "ridge"), default=T.rating_solver,
                         help="how mf's rating block [v|b_u] adapts: gd = the inner gradient steps, ridge = its exact "
                              "closed-form minimiser, also inside meta-training (default: "
@@ -149,6 +153,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig(model=args.model, meta=args.meta, epochs=args.epochs, seed=args.seed, history=args.history,
                       steps=args.steps, inner_lr=args.inner_lr, inner_lr_rating=getattr(args, "inner_lr_rating", None),
                       prox=args.prox, rating_solver=getattr(args, "rating_solver", None),
+                      task_learner=args.task_learner,
                       ridge_lambda=getattr(args, "ridge_lambda", None), freshness=getattr(args, "freshness", None),
                       freshness_half_life=getattr(args, "freshness_half_life", None),
                       item_rating_lr=getattr(args, "item_rating_lr", None), batch_users=args.batch_users,

@@ -76,6 +76,16 @@ def _model_arguments(m: argparse._ArgumentGroup) -> None:
     m.add_argument("--steps", type=int, default=W.steps,
                    help="inner-loop gradient steps per micro-batch (default: the checkpoint's)")
     m.add_argument("--prox", type=float, default=W.prox, help="pull toward θ0 (default: the checkpoint's)")
+    m.add_argument("--task-learner", choices=("gradient", "bayes"), default=W.task_learner,
+                   help="how a user's state adapts: gradient steps, or bayes: a Gaussian posterior around θ0 (one "
+                        "Newton step per micro-batch; lists carry an \"uncertainty\" per item) (default: the "
+                        "checkpoint's, what it was trained with; a gradient checkpoint under bayes uses its prox and "
+                        "ridge λ as the prior precision)")
+    m.add_argument("--explore", choices=("none", "thompson", "ucb"), default=W.explore,
+                   help="with --task-learner bayes: thompson = rank with a state drawn from the posterior, ucb = mean "
+                        f"score + scale × its std (default {W.explore})")
+    m.add_argument("--explore-scale", type=non_negative_float, default=W.explore_scale, metavar="X",
+                   help=f"posterior standard deviations per unit of exploration (default {W.explore_scale:g})")
     m.add_argument("--top-k", type=int, default=W.top_k, help=f"list length (default {W.top_k})")
     m.add_argument("--max-items", type=int, default=W.max_items,
                    help="item rows kept: the model's items plus those first seen online, which get their own row at "

@@ -1,0 +1,89 @@
+"""``because``: for each listed item, the item of the user's own window that contributes most to its score.
+
+A ranking score is ``s(i) = (u + g·ctx)·Q_i + c_i + prior(window, i) + bonus_i`` (``seq``; ``mf`` has no context).
+Two of its terms come from the window, event by event:
+
+* the learned part, ``g · a_l · K_{j_l}·Q_i`` for window position ``l`` (attention weight ``a_l``, context
+  embedding ``K`` of its item ``j_l``);
+* the counted part, the co-occurrence prior ``w·log1p(Σ_l d_l·C[j_l, i] / damp_i)``, shared among positions in
+  proportion to ``d_l·C[j_l, i]`` (their terms inside the logarithm).
+
+The window item with the largest sum of both is the reason; none (``None``) when no position contributes a positive
+amount. Nothing here is fitted after the fact: these are the terms the model ranked with.
+
+Example
+-------
+>>> import numpy as np
+>>> best_positions(np.array([[[0.2, -1.0], [0.5, -0.3]]]))   # 1 user, 2 window positions, 2 listed items
+[[1, None]]
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def best_positions(contrib: np.ndarray) -> list[list[int | None]]:
+    """``contrib`` ``[B, L, k]`` (window position × listed item) → per user and item the position of the largest
+    positive contribution (None: no positive one)."""
+    if contrib.shape[1] == 0:
+        return [[None] * contrib.shape[2] for _ in range(contrib.shape[0])]
+    arg = contrib.argmax(1)
+    top = np.take_along_axis(contrib, arg[:, None, :], 1)[:, 0, :]
+    return [[int(a) if t > 0 else None for a, t in zip(arg[n], top[n])] for n in range(contrib.shape[0])]
+
+
+@torch.no_grad()
+def explain(learner: Any, recs: Sequence[Any], users: torch.Tensor, states: torch.Tensor,
+            index: np.ndarray) -> list[list[str | None]]:
+    """Item id of the reason for each listed row ``index`` ``[B, k]`` of each user (records ``recs``, their
+    ``states`` as the learner holds them)."""
+    windows = [learner._window(r) for r in recs]
+    length = max([len(w) for w in windows] + [0])
+    b, k = index.shape
+    contrib = np.zeros((b, length, k), np.float32)
+    if length == 0:
+        return [[None] * k for _ in range(b)]
+    items = np.zeros((b, length), np.int64)
+    for n, w in enumerate(windows):
+        items[n, :len(w)] = w
+    model = learner.adapter
+    listed = torch.from_numpy(index)
+    if hasattr(model, "attention"):  # seq: the learned, order-aware part
+        from adapters.online.tasklearner import support_batch
+        support = support_batch([_Window(w) for w in windows], users)
+        a = model.attention(support)  # [B, L]
+        s = learner.task.model_states(states)
+        g = s[:, model.gain_index]
+        dots = torch.bmm(model.ctx_emb[support.items], model.item_emb[listed].transpose(1, 2))  # [B, L, k]
+        contrib[:, :support.items.shape[1]] += (g[:, None, None] * a[..., None] * dots).numpy()
+    side = learner.items
+    cfg = side.config
+    if cfg.cooc_weight > 0:
+        damp = np.power(side.total + 1.0, cfg.cooc_alpha, dtype=np.float32)
+        for n, w in enumerate(windows):
+            tail = w[-cfg.cooc_window:]
+            if not len(tail):
+                continue
+            start = len(w) - len(tail)
+            decay = (cfg.cooc_decay ** np.arange(len(tail) - 1, -1, -1)).astype(np.float32)
+            terms = decay[:, None] * side.cooc[tail][:, index[n]] * (tail > 0)[:, None]  # [l, k]
+            inside = terms.sum(0) / damp[index[n]]
+            total = cfg.cooc_weight * np.log1p(inside)
+            share = np.divide(terms, terms.sum(0, keepdims=True), out=np.zeros_like(terms),
+                              where=terms.sum(0, keepdims=True) > 0)
+            contrib[n, start:start + len(tail)] += share * total
+    ids = learner.item_ids
+    return [[None if p is None else ids[int(items[n, p])] for p in row]
+            for n, row in enumerate(best_positions(contrib))]
+
+
+class _Window:
+    """A window's rows as the support builder reads a record (ratings unused by the attention)."""
+
+    def __init__(self, rows: np.ndarray) -> None:
+        self.items = rows
+        self.ratings = np.full(len(rows), np.nan, np.float32)
