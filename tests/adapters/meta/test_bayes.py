@@ -1,0 +1,180 @@
+"""The Bayesian task learner (adapters/meta/bayes.py, adapters/online/tasklearner.py): its maths against plain
+autograd and the ridge solver, and the conformance points every task learner obeys (batched == per-user loop,
+deterministic under a seed, states round-trip through bytes), over every model that supports it × meta-learner."""
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+from synthetic_data import synthetic_dataset
+
+from adapters.base import SupportBatch
+from adapters.errors import MetarecError
+from adapters.meta import bayes
+from adapters.meta.inner import solve_rating_block
+from adapters.meta.learners import META_NAMES
+from adapters.meta.training import TrainConfig, train
+from adapters.online.records import UserRecord
+from adapters.online.tasklearner import TaskLearner
+
+MODELS = ("seq", "mf")
+PAIRS = list(itertools.product(MODELS, META_NAMES))
+SMALL = {"dim": 16, "rating_dim": 8}
+
+
+@functools.lru_cache(maxsize=None)
+def trained(model: str, meta: str, seed: int = 0, task_learner: str = "bayes"):
+    return train(synthetic_dataset(), TrainConfig(model=model, meta=meta, epochs=1, seed=seed, batch_users=16,
+                                                  pretrain_epochs=1, model_config=SMALL, task_learner=task_learner))
+
+
+def supports(ck, n: int = 10, seed: int = 1) -> SupportBatch:
+    """Ragged windows of ``n`` users (user 3 empty, user 5 unknown with an unknown item, some unrated events)."""
+    rng = np.random.default_rng(seed)
+    items, ratings, users = [], [], []
+    for k in range(n):
+        length = 0 if k == 3 else int(rng.integers(1, 12))
+        items.append(rng.integers(1, ck.adapter.n_items, length).tolist())
+        ratings.append([math.nan if rng.random() < 0.2 else float(rng.integers(1, 6)) for _ in range(length)])
+        users.append(int(rng.integers(1, len(ck.user_ids))))
+    items[5], ratings[5], users[5] = [0, 2, 3], [4.0, math.nan, 3.0], 0
+    return SupportBatch.from_lists(items, ratings, users)
+
+
+# ---- the maths ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("model", MODELS)
+def test_ranking_hessian_is_the_diagonal_of_autograd_s(model):
+    a = trained(model, "fomaml").adapter
+    sb = supports(trained(model, "fomaml"))
+    s = bayes.split(a, bayes.adapt(a, bayes.init_states(a, sb.users), sb))[0].detach()
+    s = a.prepare_states(s, sb) if hasattr(a, "prepare_states") else s
+    h = bayes._ranking_hessian(a, s, sb)
+    rank_only = SupportBatch(sb.items, sb.ratings, sb.mask, torch.zeros_like(sb.rated), sb.users)
+    entries = list(range(a.config.dim)) + ([a.gain_index] if model == "seq" else [])
+    for k in (0, 1, 5):
+        def loss(x, k=k):
+            full = s[k:k + 1].clone()
+            full[0, entries] = x
+            return a.batch_loss(full, rank_only.select(slice(k, k + 1)))[0]
+        exact = torch.autograd.functional.hessian(loss, s[k, entries].clone()).diagonal()
+        assert torch.allclose(h[k, entries], exact, atol=1e-5, rtol=1e-3)
+
+
+def test_rating_posterior_mean_is_the_ridge_solution_with_half_the_prior_precision():
+    a = trained("mf", "fomaml", task_learner="gradient").adapter  # no meta-learned prior: Λ0 = 2·(prox | ridge λ)
+    sb = supports(trained("mf", "fomaml", task_learner="gradient"))
+    s0 = bayes.init_states(a, sb.users)
+    theta0 = a.init_states(sb.users)
+    mean, prec, rated = bayes._rating_posterior(a, theta0, sb, theta0, bayes.prior_precision(a))
+    ridge = solve_rating_block(a, theta0, sb, theta0, a.inner.ridge_lambda, mean=a.inner.ridge_mean)
+    blk = a.rating_block
+    assert torch.allclose(mean[rated[:, 0]], ridge[rated[:, 0], blk], atol=1e-5)
+    prior = bayes.prior_precision(a)[blk]
+    assert (prec[rated[:, 0]] > prior).all() and torch.allclose(prec[~rated[:, 0]], prior.expand_as(prec[~rated[:, 0]]))
+    assert s0.shape[1] == a.state_dim + len(bayes.posterior_entries(a))
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_the_newton_step_lowers_the_posterior_objective_and_data_adds_precision(model):
+    ck = trained(model, "fomaml")
+    a, full = ck.adapter, supports(ck)
+    sb = SupportBatch(full.items, full.ratings, full.mask, torch.zeros_like(full.rated), full.users)  # ranking only
+    s0 = bayes.init_states(a, sb.users)
+    s1 = bayes.adapt(a, s0, sb).detach()
+    prior, theta0, e = bayes.prior_precision(a), a.init_states(sb.users), bayes.posterior_entries(a)
+
+    def objective(states: torch.Tensor) -> torch.Tensor:  # −log posterior up to a constant
+        m = bayes.split(a, states)[0]
+        m = a.prepare_states(m, sb) if hasattr(a, "prepare_states") else m
+        return a.batch_loss(m, sb) + 0.5 * (prior[e] * (m[:, e] - theta0[:, e]) ** 2).sum(1)
+
+    active = sb.mask.any(1)
+    before, after = objective(s0)[active], objective(s1)[active]
+    assert bool((after < before).all())
+    p0, p1 = bayes.split(a, s0)[1], bayes.split(a, s1)[1]
+    assert bool((p1 >= p0 - 1e-6).all()) and bool((p1[active] > p0[active]).any())
+    assert torch.equal(s1[3], s0[3])  # an empty window changes nothing
+
+
+def test_meta_training_learns_the_prior_precision():
+    ck = trained("seq", "fomaml")
+    default = bayes.default_prior_precision(ck.adapter)
+    learned = bayes.prior_precision(ck.adapter)
+    assert ck.adapter.inner.task_learner == "bayes"
+    assert not torch.allclose(learned, default)  # it moved with the meta-gradient
+
+
+def test_the_bayes_task_learner_refuses_a_model_without_a_closed_form_rating_block():
+    ck = train(synthetic_dataset(), TrainConfig(model="melu", meta="fomaml", epochs=1, batch_users=16,
+                                                model_config={"emb_dim": 8, "hidden": 16, "n_negatives": 16}))
+    with pytest.raises(MetarecError, match="closed-form rating block"):
+        TaskLearner(ck.adapter, "bayes")
+    with pytest.raises(MetarecError, match="needs --task-learner bayes"):
+        TaskLearner(ck.adapter, "gradient", explore="thompson")
+
+
+# ---- conformance: every task learner over every model × meta-learner ---------------------------------------
+@pytest.mark.parametrize("model,meta", PAIRS)
+def test_batched_update_equals_per_user_loop(model, meta):
+    ck = trained(model, meta)
+    tl, sb = TaskLearner(ck.adapter, "bayes"), supports(ck)
+    s0 = tl.init_states(sb.users)
+    batched = tl.adapt(s0, sb, steps=1, prox=None)
+    for k in range(sb.batch_size):
+        one = tl.adapt(s0[k:k + 1], sb.select(slice(k, k + 1)), steps=1, prox=None)
+        assert torch.allclose(batched[k], one[0], atol=1e-5), k
+
+
+@pytest.mark.parametrize("model,meta", PAIRS)
+def test_same_seed_same_training_and_update(model, meta):
+    a, b = trained(model, meta, seed=3), train(synthetic_dataset(), TrainConfig(
+        model=model, meta=meta, epochs=1, seed=3, batch_users=16, pretrain_epochs=1, model_config=SMALL,
+        task_learner="bayes"))
+    for (name, p), (_, q) in zip(a.adapter.state_dict().items(), b.adapter.state_dict().items()):
+        assert torch.equal(p, q), name
+    sb = supports(a)
+    ta, tb = TaskLearner(a.adapter, "bayes", "thompson", seed=7), TaskLearner(b.adapter, "bayes", "thompson", seed=7)
+    sa, sb_ = ta.adapt(ta.init_states(sb.users), sb, 1, None), tb.adapt(tb.init_states(sb.users), sb, 1, None)
+    assert torch.equal(sa, sb_)
+    assert torch.equal(ta.scores(sa, sb.users), tb.scores(sb_, sb.users))  # Thompson draws too
+
+
+@pytest.mark.parametrize("model,meta", PAIRS)
+def test_states_round_trip_through_records(model, meta):
+    ck = trained(model, meta)
+    tl, sb = TaskLearner(ck.adapter, "bayes"), supports(ck)
+    s = tl.adapt(tl.init_states(sb.users), sb, 1, None)
+    rec = UserRecord.empty(ck.adapter.n_items, 1)
+    rec.state, rec.model_version = s[0].numpy().copy(), "v"
+    back = UserRecord.from_bytes(rec.to_bytes())
+    assert np.array_equal(back.state, s[0].numpy()) and back.state.shape == (tl.width,)
+    assert 4 * tl.width <= 2048  # the durable state per user stays within 2 KB
+
+
+# ---- uncertainty and exploration -------------------------------------------------------------------------
+def test_score_std_is_the_spread_of_thompson_scores():
+    ck = trained("seq", "fomaml")
+    tl, sb = TaskLearner(ck.adapter, "bayes", "thompson", scale=1.0, seed=0), supports(ck)
+    s = tl.adapt(tl.init_states(sb.users), sb, 1, None)
+    draws = torch.stack([tl.scores(s[:2], sb.users[:2]) for _ in range(4000)])
+    std = tl.score_std(s[:2])
+    assert torch.allclose(draws.std(0)[:, 1:], std[:, 1:], rtol=0.08, atol=1e-3)
+    assert torch.allclose(draws.mean(0)[:, 1:], ck.adapter.score(tl.model_states(s[:2]), sb.users[:2])[:, 1:],
+                          atol=4 * float(std.max()) / math.sqrt(4000) + 1e-4)
+
+
+def test_ucb_adds_scale_times_the_std_and_scale_zero_is_no_exploration():
+    ck = trained("mf", "fomaml")
+    sb = supports(ck)
+    none = TaskLearner(ck.adapter, "bayes")
+    s = none.adapt(none.init_states(sb.users), sb, 1, None)
+    ucb = TaskLearner(ck.adapter, "bayes", "ucb", scale=2.0)
+    assert torch.allclose(ucb.scores(s, sb.users), none.scores(s, sb.users) + 2.0 * none.score_std(s))
+    zero = TaskLearner(ck.adapter, "bayes", "thompson", scale=0.0)
+    assert torch.equal(zero.scores(s, sb.users), none.scores(s, sb.users))
+    cand = torch.tensor([[1, 2, 3]] * sb.batch_size)
+    assert torch.allclose(ucb.scores(s, sb.users, cand), torch.gather(ucb.scores(s, sb.users), 1, cand))
