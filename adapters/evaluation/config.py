@@ -56,6 +56,7 @@ class EvaluationConfig:
     #: how ``metarec`` adapts a user: "gradient" or "bayes" (adapters.meta.bayes; θ0 trained here is then trained
     #: through it, its prior precision meta-learned); ``explore`` ("none", "thompson", "ucb") ranks from its posterior
     task_learner: str = "gradient"
+    models: tuple[str, ...] = ()  #: only these models of the report (empty: all of them)
     explore: str = "none"
     explore_scale: float = 1.0
     data_dir: str | None = None  #: dataset cache (None = $METAREC_DATA_DIR or ~/.cache/metarec)

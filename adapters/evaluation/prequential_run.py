@@ -93,23 +93,31 @@ def load_matching_checkpoint(path: str, ds: Any, history: float) -> Any:
     return ck
 
 
-def build_models(stream: Any, checkpoint: Any, erm_checkpoint: Any, online: Any) -> list[Any]:
+#: the models of a prequential report, in report order
+MODEL_NAMES = ("metarec", "no_adaptation", "erm_finetune", "popularity", "popularity_decayed", "river_biasedmf",
+               "cooccurrence")
+
+
+def build_models(stream: Any, checkpoint: Any, erm_checkpoint: Any, online: Any,
+                 names: tuple[str, ...] = ()) -> list[Any]:
     """The models of the contract, in report order (``online``'s task learner and exploration are ``metarec``'s;
     ``no_adaptation`` shares its task learner, without exploration; ``erm_finetune`` adapts as its checkpoint says)."""
     from adapters.evaluation.baselines import HALF_LIFE_EVENTS, LearnerModel, Popularity, RiverBiasedMF
     from adapters.evaluation.cooccurrence import Cooccurrence
     from adapters.online.learner import OnlineLearner
 
-    return [
-        LearnerModel(stream, OnlineLearner(checkpoint, online), "metarec"),
-        LearnerModel(stream, OnlineLearner(checkpoint, replace(online, steps=0, explore="none")), "no_adaptation"),
-        LearnerModel(stream, OnlineLearner(erm_checkpoint, replace(online, task_learner=None, explore="none")),
-                     "erm_finetune"),
-        Popularity(stream),
-        Popularity(stream, half_life=HALF_LIFE_EVENTS),
-        RiverBiasedMF(stream),
-        Cooccurrence(stream),
-    ]
+    factories = {
+        "metarec": lambda: LearnerModel(stream, OnlineLearner(checkpoint, online), "metarec"),
+        "no_adaptation": lambda: LearnerModel(
+            stream, OnlineLearner(checkpoint, replace(online, steps=0, explore="none")), "no_adaptation"),
+        "erm_finetune": lambda: LearnerModel(
+            stream, OnlineLearner(erm_checkpoint, replace(online, task_learner=None, explore="none")), "erm_finetune"),
+        "popularity": lambda: Popularity(stream),
+        "popularity_decayed": lambda: Popularity(stream, half_life=HALF_LIFE_EVENTS),
+        "river_biasedmf": lambda: RiverBiasedMF(stream),
+        "cooccurrence": lambda: Cooccurrence(stream),
+    }
+    return [factories[name]() for name in MODEL_NAMES if not names or name in names]
 
 
 def _retrainer(ds: Any, stream: Any, config: EvaluationConfig) -> Any:
@@ -153,6 +161,9 @@ def _check(config: EvaluationConfig) -> None:
         raise MetarecError(f"--retrain-window must be ≥ 0 events (0 = all past events), got {config.retrain_window}")
     if config.retrain_window and not config.retrain_every:
         raise MetarecError("--retrain-window needs --retrain-every")
+    unknown = sorted(set(config.models) - set(MODEL_NAMES))
+    if unknown:
+        raise MetarecError(f"unknown model {', '.join(unknown)} in --models (choose from {', '.join(MODEL_NAMES)})")
     if config.item_state not in ("local", "shared") or not config.item_half_life > 0:
         raise MetarecError(f"--item-state must be local or shared and --item-half-life > 0, got "
                            f"{config.item_state!r} and {config.item_half_life}")
@@ -186,7 +197,8 @@ def _checkpoints(ds: Any, config: EvaluationConfig, progress: bool) -> tuple[Any
             raise MetarecError(f"--model {config.model} but the checkpoint is a {checkpoint.model} model")
     else:
         checkpoint = _train(ds, config, config.model or TrainConfig.model, config.meta, progress)
-    erm = _train(ds, config, config.model or checkpoint.model, "erm", progress)
+    erm = (_train(ds, config, config.model or checkpoint.model, "erm", progress)
+           if not config.models or "erm_finetune" in config.models else None)
     return checkpoint, erm, time.perf_counter() - t0
 
 
@@ -227,7 +239,8 @@ def run_prequential(config: EvaluationConfig) -> dict[str, Any]:
     checkpoint, erm, train_seconds = _checkpoints(ds, config, config.progress)
     if online.steps is None:  # θ0's inner steps, for erm_finetune too: the same learner config for both
         online = replace(online, steps=checkpoint.adapter.inner.steps)
-    models, retraining = _with_retraining(build_models(stream, checkpoint, erm, online), ds, stream, config)
+    models, retraining = _with_retraining(build_models(stream, checkpoint, erm, online, config.models), ds, stream,
+                                          config)
     result = run_protocol(stream, models, protocol, progress=config.progress)
     summary = result.summary()
     report: dict[str, Any] = {
@@ -235,7 +248,7 @@ def run_prequential(config: EvaluationConfig) -> dict[str, Any]:
         "scored_events": len(stream) - stream.start, "positive_events": int(len(result.positive_positions)),
         "history": protocol.history,
         "checkpoint": {"version": checkpoint.version, "model": checkpoint.model, "meta": checkpoint.meta,
-                       "trained_here": not config.checkpoint, "erm_version": erm.version},
+                       "trained_here": not config.checkpoint, "erm_version": erm.version if erm is not None else None},
         "online": asdict(online),
         "seconds": {name: round(tr.seconds, 2) for name, tr in result.traces.items()} | {
             "training": round(train_seconds, 2)},

@@ -12,7 +12,7 @@ import adapters.online.sharedside as ss
 
 nb = int(sys.argv[1]); hl = float(sys.argv[2]); tag = sys.argv[3]
 orig = pr.build_models
-def only_metarec(stream, ck, erm, online):
+def only_metarec(stream, ck, erm, online, names=()):
     online = replace(online, shared_items=ShareConfig(half_life_s=hl, max_neighbours=nb))
     return [m for m in orig(stream, ck, erm, online) if m.name == "metarec"]
 pr.build_models = only_metarec

@@ -95,6 +95,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="prequential: " + "how a user's state adapts: gradient = the inner-loop gradient steps; bayes = a Gaussian posterior "
                              "around θ0 with a meta-learned prior precision (one Newton step per micro-batch; scores get an "
                              "uncertainty; mf and seq; see the README)" + f" (default {preq.task_learner}; θ0 trained here is trained through it)")
+    parser.add_argument("--models", type=_model_list, default=preq.models, metavar="NAME,…",
+                        help="prequential: only these models (comma-separated, e.g. metarec,popularity; default: all of "
+                             "them: metarec, no_adaptation, erm_finetune, popularity, popularity_decayed, "
+                             "river_biasedmf, cooccurrence); leaving erm_finetune out skips its training")
     parser.add_argument("--explore", choices=("none", "thompson", "ucb"), default=preq.explore,
                         help="prequential, --task-learner bayes: rank metarec's lists with exploration from the posterior: "
                              "thompson = a state drawn from it, ucb = mean score + scale × its std "
@@ -110,6 +114,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", default=preq.data_dir,
                         help="dataset cache (default $METAREC_DATA_DIR or ~/.cache/metarec)")
     parser.add_argument("--no-progress", action="store_true", help="no progress output")
+
+
+def _model_list(text: str) -> tuple[str, ...]:
+    """``--models``: comma-separated names (checked against the report's models when the run starts)."""
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not names:
+        raise argparse.ArgumentTypeError("expected at least one model name")
+    return names
 
 
 def _write_json(path: str, report: dict[str, Any]) -> None:
@@ -167,7 +179,7 @@ def evaluation_config(args: argparse.Namespace) -> EvaluationConfig:
                             batch_size=args.batch_size, batch_seconds=args.batch_seconds or None,
                             retrain_every=args.retrain_every, retrain_window=args.retrain_window,
                             item_state=args.item_state, item_half_life=args.item_half_life,
-                            task_learner=args.task_learner, explore=args.explore, explore_scale=args.explore_scale,
+                            task_learner=args.task_learner, models=args.models, explore=args.explore, explore_scale=args.explore_scale,
                             data_dir=args.data_dir, progress=not args.no_progress, command=command_line())
 
 

@@ -40,7 +40,7 @@ def _fake_models(monkeypatch: pytest.MonkeyPatch, inner_steps: int) -> list[dict
                            adapter=SimpleNamespace(inner=SimpleNamespace(steps=inner_steps)))
     seen: list[dict] = []
 
-    def build(stream, checkpoint, erm, online):  # noqa: ANN001, ANN202
+    def build(stream, checkpoint, erm, online, names=()):  # noqa: ANN001, ANN202
         seen.append({"checkpoint": checkpoint, "erm": erm, "online": online})
         return [Popularity(stream)]
 
@@ -120,17 +120,20 @@ def test_cli_flags_reach_the_config(monkeypatch: pytest.MonkeyPatch) -> None:
                                             "--data-dir", "dd", "--no-progress", "--retrain-every", "50",
                                             "--retrain-window", "70", "--item-state", "shared",
                                             "--item-half-life", "3600", "--task-learner", "bayes",
-                                            "--explore", "ucb", "--explore-scale", "0.5"))
+                                            "--explore", "ucb", "--explore-scale", "0.5",
+                                            "--models", "metarec,popularity"))
     assert cfg == EvaluationConfig(dataset="d.csv", model="mf", meta="fomaml", history=0.3, steps=2, epochs=1,
                                    max_items=99, seed=4, batch_size=8, batch_seconds=None, checkpoint="ck",
                                    report="rep", data_dir="dd", progress=False, command="metarec evaluate",
                                    retrain_every=50, retrain_window=70, item_state="shared", item_half_life=3600.0,
-                                   task_learner="bayes", explore="ucb", explore_scale=0.5)
+                                   task_learner="bayes", explore="ucb", explore_scale=0.5,
+                                   models=("metarec", "popularity"))
     # every setting has its flag (a new field needs one, and a line here)
     covered = {f.name for f in fields(EvaluationConfig)}
     assert covered == {"dataset", "model", "meta", "history", "checkpoint", "report", "epochs", "steps", "max_items",
                        "seed", "batch_size", "batch_seconds", "data_dir", "progress", "command", "retrain_every",
-                       "retrain_window", "item_state", "item_half_life", "task_learner", "explore", "explore_scale"}
+                       "retrain_window", "item_state", "item_half_life", "task_learner", "explore", "explore_scale",
+                       "models"}
 
 
 def test_the_library_never_reads_the_command_line() -> None:
@@ -169,3 +172,17 @@ def test_a_shared_learner_model_learns_its_items_through_the_in_process_owner(cs
     assert owner is not None and len(owner.rows) > 5 and set(shared.applied) == set(owner.rows)
     item = max(owner.rows, key=lambda i: owner.rows[i].total)
     assert model.learner.item_state(item)["events"] == owner.rows[item].total > 1
+
+
+def test_models_restricts_the_report_and_skips_the_erm_training(csv_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                                ) -> None:
+    trained: list[str] = []
+    fake = SimpleNamespace(version="fake", model="mf", meta="maml",
+                           adapter=SimpleNamespace(inner=SimpleNamespace(steps=1)))
+    monkeypatch.setattr(prequential_run, "_train", lambda ds, cfg, model, meta, progress: trained.append(meta) or fake)
+    report = prequential_run.run_prequential(EvaluationConfig(dataset=str(csv_path), progress=False,
+                                                              models=("popularity", "cooccurrence")))
+    assert list(report["models"]) == ["popularity", "cooccurrence"]
+    assert trained == ["maml"] and report["checkpoint"]["erm_version"] is None
+    with pytest.raises(MetarecError, match="unknown model nope"):
+        prequential_run.run_prequential(EvaluationConfig(dataset=str(csv_path), progress=False, models=("nope",)))

@@ -55,6 +55,9 @@ def test_a_batch_gives_one_list_and_one_record_per_user_in_their_partition(check
     assert lst["as_of"] == {"topic": "in", "partition": 0, "offset": 1}  # the user's newest event
     assert len(lst["items"]) == 5 and lst["model_version"] == checkpoints[0].version
     assert not {"1", "3"} & set(lst["items"])  # items the user has seen are never recommended
+    # the optional "because": per listed item, one of the user's own items or null
+    assert len(lst["because"]) == 5 and set(lst["because"]) <= {"1", "3", None}
+    assert "uncertainty" not in lst  # the gradient task learner has no posterior
     rec = UserRecord.from_bytes(next(w.value for w in out.writes if w.key == b"a"))
     assert rec.offsets.tolist() == [0, 1] and rec.last_offset == 1  # applied in offset order
     assert metrics.registry.get_sample_value("metarec_events_consumed_total") == 3
