@@ -104,23 +104,36 @@ def _ranking_entries(model: Any) -> tuple[slice, int | None]:
 
 
 @torch.no_grad()
-def _ranking_hessian(model: Any, states: torch.Tensor, support: SupportBatch) -> torch.Tensor:
-    """``[B, state_dim]`` diagonal of the Hessian of the ranking loss (0 outside the ranking block and for users
-    without a ranking event)."""
-    u = model.effective(states)
-    q, bias = model.item_emb.detach()[1:], model.item_bias.detach()[1:]
-    p = torch.softmax(torch.addmm(bias, u, q.t()), dim=1)
-    has = (support.mask & (support.items > 0)).any(1, keepdim=True).to(states.dtype)
-    w = float(model.config.rank_weight)
-    mean_q = p @ q
-    h = torch.zeros_like(states)
+def _ranking_grad_hessian(model: Any, states: torch.Tensor, support: SupportBatch
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[B, state_dim]`` gradient and diagonal Hessian of the ranking loss w.r.t. the ranking block (0 elsewhere and
+    for users without a ranking event), from one catalogue softmax."""
+    items = support.items
+    q_all = model.item_emb.detach()
+    q, bias = q_all[1:], model.item_bias.detach()[1:]
+    weights = getattr(model, "positive_weights", None)
+    if weights is not None:  # seq: recency weights summing to 1
+        w = weights(support).detach()
+    else:  # mf: the mean over the window's known items
+        valid = (support.mask & (items > 0)).to(q.dtype)
+        w = valid / valid.sum(1, keepdim=True).clamp(min=1)
+    has = (w.sum(1, keepdim=True) > 0).to(q.dtype)
+    rw = float(model.config.rank_weight)
+    mean_pos = torch.nn.functional.embedding_bag(items, q_all, mode="sum", per_sample_weights=w)
+    p = torch.softmax(torch.addmm(bias, model.effective(states), q.t()), dim=1)
+    mq = p @ q
+    g, h = torch.zeros_like(states), torch.zeros_like(states)
     u_blk, gain = _ranking_entries(model)
-    h[:, u_blk] = (p @ (q * q) - mean_q * mean_q).clamp(min=0) * has * w
+    gu = (mq * has - mean_pos) * rw
+    g[:, u_blk] = gu
+    h[:, u_blk] = (p @ (q * q) - mq * mq).clamp(min=0) * has * rw
     if gain is not None:
-        z = q @ states[:, model.ctx_block].t()  # [N, B]: q_i·ctx
-        m1 = (p * z.t()).sum(1)
-        h[:, gain] = ((p * (z * z).t()).sum(1) - m1 * m1).clamp(min=0) * has[:, 0] * w
-    return h
+        ctx = states[:, model.ctx_block]
+        g[:, gain] = (gu * ctx).sum(1)
+        z = ctx @ q.t()  # [B, N]: q_i·ctx
+        m1 = (mq * ctx).sum(1)
+        h[:, gain] = ((p * z * z).sum(1) - m1 * m1).clamp(min=0) * has[:, 0] * rw
+    return g, h
 
 
 def _rating_posterior(model: Any, states: torch.Tensor, support: SupportBatch, theta0: torch.Tensor,
@@ -159,9 +172,7 @@ def adapt(model: Any, states: torch.Tensor, support: SupportBatch, first_order: 
     rank[u_blk] = True
     if gain is not None:
         rank[gain] = True
-    with torch.no_grad():
-        g = model.analytic_grad_fn(support, rating=False)(s.detach())
-        h = _ranking_hessian(model, s.detach(), support)
+    g, h = _ranking_grad_hessian(model, s.detach(), support)
     pull = prior * (s - theta0)
     step = (g + pull) / (h + prior)
     new_s = torch.where(rank & active, s - step, s)

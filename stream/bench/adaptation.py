@@ -66,12 +66,16 @@ def _model(dataset: Any, name: str, steps: int) -> tuple[Any, Any, list]:
 
 def measure_adaptation(dataset: Any, model_name: str, *, steps: int = 3, support: int = 32, top_k: int = 10,
                        batch_users: int = 256, max_users: int = 20_000, max_seconds: float = 20.0,
-                       progress: Callable[[int, int], None] | None = None) -> AdaptationResult:
-    """Users adapted and ranked per second by ``model_name`` (see the module docstring)."""
+                       progress: Callable[[int, int], None] | None = None,
+                       task_learner: str = "gradient") -> AdaptationResult:
+    """Users adapted and ranked per second by ``model_name`` (see the module docstring); ``task_learner="bayes"``:
+    one Bayesian update per user instead of the gradient steps (:mod:`adapters.online.tasklearner`)."""
     from adapters.base import SupportBatch
+    from adapters.online.tasklearner import TaskLearner
 
     torch.manual_seed(0)
     model, vocab, users = _model(dataset, model_name, steps)
+    learner = TaskLearner(model, task_learner)
     if not users:
         from adapters.errors import MetarecError
         raise MetarecError("the dataset has no users to adapt")
@@ -84,10 +88,10 @@ def measure_adaptation(dataset: Any, model_name: str, *, steps: int = 3, support
         batches.append(sb)
     done, t_adapt, t_rank = 0, 0.0, 0.0
     with torch.no_grad():
-        _one(model, batches[0], steps, top_k)  # warm-up (allocations, lazy init)
+        _one(learner, batches[0], steps, top_k)  # warm-up (allocations, lazy init)
         t0 = time.perf_counter()
         for sb in batches[1:]:
-            a, r = _one(model, sb, steps, top_k)
+            a, r = _one(learner, sb, steps, top_k)
             t_adapt, t_rank = t_adapt + a, t_rank + r
             done += sb.batch_size
             if progress is not None:
@@ -95,15 +99,15 @@ def measure_adaptation(dataset: Any, model_name: str, *, steps: int = 3, support
             if done >= total or time.perf_counter() - t0 > max_seconds:
                 break
         seconds = time.perf_counter() - t0
-    return AdaptationResult(model_name, done, seconds, done / seconds, batch_users, steps, support, model.n_items,
+    return AdaptationResult(model_name if task_learner == "gradient" else f"{model_name}_{task_learner}", done, seconds, done / seconds, batch_users, steps, support, model.n_items,
                             model.state_dim, t_adapt, t_rank)
 
 
-def _one(model: Any, sb: Any, steps: int, top_k: int) -> tuple[float, float]:
+def _one(learner: Any, sb: Any, steps: int, top_k: int) -> tuple[float, float]:
     t0 = time.perf_counter()
-    states = model.adapt(model.init_states(sb.users), sb, steps=steps)
+    states = learner.adapt(learner.init_states(sb.users), sb, steps, None)
     t1 = time.perf_counter()
-    scores = model.score(states, sb.users)
+    scores = learner.scores(states, sb.users)
     scores.scatter_(1, sb.items * sb.mask, -math.inf)  # support items (padding → column 0, masked anyway)
     scores[:, 0] = -math.inf
     torch.topk(scores, top_k, dim=1)

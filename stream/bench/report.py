@@ -74,6 +74,8 @@ def render_table(r: dict[str, Any], console: Any = None) -> None:
          f"{_fmt(so['one_process_events_per_s'])} / {_fmt(so['two_processes_events_per_s'])}"),
         ("adaptation seq / mf / melu, users/s",
          " / ".join(_fmt(ad[m]["users_per_s"]) if m in ad else "–" for m in ("seq", "mf", "melu"))),
+        ("adaptation seq, bayes task learner, users/s", _fmt(ad["seq_bayes"]["users_per_s"]) if "seq_bayes" in ad
+         else "–"),
         ("faust pass-through, events/s", _fmt(ref["faust_passthrough_events_per_s"])),
         ("River full ranking, lists/s", _fmt(ref["river_full_ranking_events_per_s"])),
         ("naive loop (1 event per call), events/s", _fmt(ref["naive_loop_events_per_s"])),

@@ -231,6 +231,9 @@ def _measure_learning(cfg: BenchConfig, ds: Any, ck_dir: Path, stage: Stage,
             ds, m, max_seconds=5.0 if cfg.quick else 20.0, max_users=4_096 if cfg.quick else 20_000,
             progress=stage(f"adaptation {m}", None)), "users_per_s")
         adapt[model] = a
+    adapt["seq_bayes"], details["adaptation_seq_bayes"] = best_of_threads(lambda: measure_adaptation(
+        ds, "seq", max_seconds=5.0 if cfg.quick else 20.0, max_users=4_096 if cfg.quick else 20_000,
+        progress=stage("adaptation seq, bayes task learner", None), task_learner="bayes"), "users_per_s")
     river = river_full_ranking(ds, cfg.subset, progress=stage("River full ranking", cfg.subset))
     naive, details["naive_loop"] = best_of_threads(
         lambda: naive_loop(ds, ck_dir, cfg.subset, progress=stage("naive loop", cfg.subset)), "events_per_s")

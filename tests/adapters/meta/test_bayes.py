@@ -47,12 +47,12 @@ def supports(ck, n: int = 10, seed: int = 1) -> SupportBatch:
 
 # ---- the maths ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("model", MODELS)
-def test_ranking_hessian_is_the_diagonal_of_autograd_s(model):
+def test_ranking_gradient_and_hessian_are_autograd_s(model):
     a = trained(model, "fomaml").adapter
     sb = supports(trained(model, "fomaml"))
     s = bayes.split(a, bayes.adapt(a, bayes.init_states(a, sb.users), sb))[0].detach()
     s = a.prepare_states(s, sb) if hasattr(a, "prepare_states") else s
-    h = bayes._ranking_hessian(a, s, sb)
+    g, h = bayes._ranking_grad_hessian(a, s, sb)
     rank_only = SupportBatch(sb.items, sb.ratings, sb.mask, torch.zeros_like(sb.rated), sb.users)
     entries = list(range(a.config.dim)) + ([a.gain_index] if model == "seq" else [])
     for k in (0, 1, 5):
@@ -62,6 +62,8 @@ def test_ranking_hessian_is_the_diagonal_of_autograd_s(model):
             return a.batch_loss(full, rank_only.select(slice(k, k + 1)))[0]
         exact = torch.autograd.functional.hessian(loss, s[k, entries].clone()).diagonal()
         assert torch.allclose(h[k, entries], exact, atol=1e-5, rtol=1e-3)
+        grad = torch.autograd.functional.jacobian(loss, s[k, entries].clone())
+        assert torch.allclose(g[k, entries], grad, atol=1e-5, rtol=1e-3)
 
 
 def test_rating_posterior_mean_is_the_ridge_solution_with_half_the_prior_precision():
