@@ -269,6 +269,13 @@ class OnlineLearner:
         """What this learner holds about ``item_id`` (None: no row), JSON-ready."""
         return item_state(self, item_id)
 
+    def item_vectors(self, item_ids: Sequence[str]) -> np.ndarray | None:
+        """``[n, d]`` ranking embeddings of ``item_ids`` (no row: row 0's); None without any (list diversity)."""
+        emb = getattr(self.adapter, "item_emb", None)
+        if emb is None and hasattr(self.adapter, "catalog_embeddings"):
+            emb = self.adapter.catalog_embeddings()  # melu: cached per model version
+        return None if emb is None else emb.detach().numpy()[[self.items.row(i) for i in item_ids]]
+
     def shared_newest_update(self) -> float:
         """Record time of the newest shared item update applied (NaN: none, or local mode)."""
         return math.nan if self.shared is None else self.shared.newest_update
