@@ -271,10 +271,9 @@ class OnlineLearner:
 
     def item_vectors(self, item_ids: Sequence[str]) -> np.ndarray | None:
         """``[n, d]`` ranking embeddings of ``item_ids`` (no row: row 0's); None without any (list diversity)."""
-        emb = getattr(self.adapter, "item_emb", None)
-        if emb is None and hasattr(self.adapter, "catalog_embeddings"):
-            emb = self.adapter.catalog_embeddings()  # melu: cached per model version
-        return None if emb is None else emb.detach().numpy()[[self.items.row(i) for i in item_ids]]
+        a, rows = self.adapter, np.fromiter(map(self.items.index.get, item_ids, [0] * len(item_ids)), np.int64)
+        emb = a.item_emb if hasattr(a, "item_emb") else getattr(a, "catalog_embeddings", lambda: None)()  # melu
+        return None if emb is None else emb.detach().numpy()[rows]
 
     def shared_newest_update(self) -> float:
         """Record time of the newest shared item update applied (NaN: none, or local mode)."""

@@ -9,12 +9,13 @@ whatever time they span, so they do not depend on the traffic rate:
   recommend (``metarec_items_total``), capped at 1 (an item evicted from the table may still be in the window).
   The online counterpart of the prequential ``coverage@10`` (:func:`adapters.evaluation.listmetrics.coverage`),
   which counts over every scored list instead of a window: the two are comparable only in trend;
-* **diversity** (:attr:`ListStats.diversity`): mean over the window's lists of ≥ 2 items of the mean pairwise
-  ``1 − cos`` of the listed items' ranking embeddings, taken from the model when the list is published
-  (:meth:`adapters.online.learner.OnlineLearner.item_vectors`). Same formula as the offline
-  :func:`adapters.evaluation.listmetrics.diversity` (Σ_{a<b} u_a·u_b = (|Σ u|² − Σ |u|²) / 2 over the unit vectors;
-  a zero vector has cosine 0 with everything), with embeddings instead of genres. NaN when no list of ≥ 2 items
-  is in the window or the model has no item embeddings.
+* **diversity** (:attr:`ListStats.diversity`): mean over the last ``window`` lists it was computed for of the mean
+  pairwise ``1 − cos`` of the listed items' ranking embeddings, taken from the model when the list is published
+  (:meth:`adapters.online.learner.OnlineLearner.item_vectors`). It is computed for every list of a micro-batch of
+  at most ``sample`` (64) lists, else for 64 evenly spaced ones (a sample, to stay cheap on large batches). Same
+  formula as the offline :func:`adapters.evaluation.listmetrics.diversity` (Σ_{a<b} u_a·u_b = (|Σ u|² − Σ |u|²) / 2
+  over the unit vectors; a zero vector has cosine 0 with everything), with embeddings instead of genres. NaN when
+  no list of ≥ 2 items is in the window or the model has no item embeddings.
 
 Cost: a few dict updates per listed item and one vectorised numpy pass per batch (``python -m
 stream.worker.liststats`` measures it per list). Thread-safe, bounded memory (``window`` lists).
@@ -90,14 +91,16 @@ class ListStats:
     Slots of items that left the window are recycled when they outnumber the live ones.
     """
 
-    def __init__(self, window: int = 1_000) -> None:
-        if window < 1:
-            raise ValueError(f"window must be >= 1, got {window}")
+    def __init__(self, window: int = 1_000, sample: int = 64) -> None:
+        if window < 1 or sample < 1:
+            raise ValueError(f"window and sample must be >= 1, got {window}, {sample}")
         self.window = int(window)
+        self.sample = int(sample)  #: most lists of one batch whose diversity is computed (evenly spaced)
+        self._sampled = 0  #: lists whose diversity was computed so far
         self._seq = 0  #: lists published so far (the newest list's number)
         self._slot: dict[str, int] = {}
         self._newest = np.zeros(1024, np.int64)  #: slot → number of the newest list holding its item (0: none)
-        self._divs = np.full(self.window, np.nan)  #: ring: list number n's diversity at n % window (NaN: none)
+        self._divs = np.full(self.window, np.nan)  #: ring: sampled list n's diversity at n % window (NaN: none)
         self._lock = threading.Lock()
 
     def on_published(self, lists: Sequence[Sequence[str]], vectors: VectorLookup | None) -> None:
@@ -106,13 +109,19 @@ class ListStats:
             return
         flat = [i for items in lists for i in items]
         lengths = np.fromiter(map(len, lists), np.int64, len(lists))
-        divs = _diversities(flat, lengths, vectors)
+        step = -(-len(lists) // self.sample)  # every step-th list: at most `sample` of them
+        if step == 1:
+            divs = _diversities(flat, lengths, vectors)
+        else:
+            divs = _diversities([i for items in lists[::step] for i in items], lengths[::step], vectors)
         with self._lock:
             numbers = np.arange(self._seq + 1, self._seq + 1 + len(lists))
             self._seq += len(lists)
             slots = self._slots(flat)  # (may replace self._newest: before indexing it)
             self._newest[slots] = np.repeat(numbers, lengths)  # an item listed twice: either number, both in the batch
-            self._divs[numbers[-self.window:] % self.window] = divs[-self.window:]
+            sampled = np.arange(self._sampled, self._sampled + len(divs))
+            self._sampled += len(divs)
+            self._divs[sampled[-self.window:] % self.window] = divs[-self.window:]
 
     def _slots(self, flat: list[str]) -> np.ndarray:
         slot = self._slot
@@ -184,5 +193,7 @@ if __name__ == "__main__":  # pragma: no cover - the micro-benchmark quoted in t
     import logging
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    logging.getLogger(__name__).info("ListStats: %.2f CPU µs per list (batches of 250 lists of 10 items, "
-                                     "64-d mf embeddings of 3,700 items)", _benchmark())
+    for batch_lists, batches in ((250, 200), (20, 2500)):
+        logging.getLogger(__name__).info(
+            "ListStats: %.2f CPU µs per list (batches of %d lists of 10 items, 64-d mf embeddings of 3,700 items)",
+            _benchmark(batches=batches, batch_lists=batch_lists), batch_lists)

@@ -28,8 +28,8 @@ metric                                     type       meaning
 ``metarec_model_version_age_seconds``      gauge      now − write time of the served version's checkpoint files
 ``metarec_list_coverage_ratio``            gauge      distinct items of the last 1,000 published lists ÷
                                                       ``metarec_items_total`` (:mod:`.liststats`)
-``metarec_list_diversity``                 gauge      mean over the last 1,000 lists of their mean pairwise
-                                                      1 − cosine of the model's item embeddings
+``metarec_list_diversity``                 gauge      mean over the last 1,000 lists (≤ 64 sampled per batch) of
+                                                      their mean pairwise 1 − cosine of the item embeddings
 =========================================  =========  ==============================================================
 
 Extra (not in the contract): ``metarec_duplicates_total`` (redelivered events skipped),
@@ -125,27 +125,7 @@ class WorkerMetrics:
         self.batches = Counter("metarec_batches", "Micro-batches processed.", registry=r)
         self.model_switches = Counter("metarec_model_switches", "Model versions switched to without restart.",
                                       registry=r)
-        self.model_load_failures = Counter(
-            "metarec_model_load_failures", "Distinct failures to load or switch to the model version --checkpoint "
-            "designates (LATEST), by reason: missing, corrupt, incompatible, other. Counted once per distinct "
-            "(version, reason) while the roll-out fails, not once per poll.", ["reason"], registry=r)
-        self.model_rollout_failing = Gauge(
-            "metarec_model_rollout_failing", "1 while the model version --checkpoint designates (LATEST) cannot be "
-            "served and the worker keeps serving the previous one; 0 once it serves the designated version.",
-            registry=r)
-        self.model_version_age = Gauge(
-            "metarec_model_version_age_seconds", "Seconds since the served model version's checkpoint was written "
-            "(newest modification time of its directory and files; NaN before a model is served).", registry=r)
-        #: the roll-out state behind the three metrics above (see :mod:`stream.worker.rollout`)
-        self.rollout = ModelRollout(self.model_load_failures, self.model_rollout_failing, self.model_version_age)
-        self.list_coverage = Gauge(
-            "metarec_list_coverage_ratio", "Distinct items in the last 1000 lists this worker published, divided "
-            "by metarec_items_total (the items it can recommend).", registry=r)
-        self.list_diversity = Gauge(
-            "metarec_list_diversity", "Mean over the last 1000 published lists of 2+ items of their mean pairwise "
-            "1 - cosine of the model's item embeddings (NaN before such a list or for a model without them).",
-            registry=r)
-        self.list_diversity.set(float("nan"))
+        self._rollout_and_list_metrics(r)
         # extras
         self.duplicates = Counter("metarec_duplicates", "Redelivered input events skipped.", registry=r)
         self.processing_errors = Counter("metarec_processing_errors",
@@ -171,6 +151,31 @@ class WorkerMetrics:
         self._model_labels: tuple[str, str, str] | None = None
         self._lag_labels: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
+
+    def _rollout_and_list_metrics(self, r: CollectorRegistry) -> None:
+        """The model roll-out metrics (:mod:`stream.worker.rollout`) and the list gauges (:mod:`.liststats`)."""
+        self.model_load_failures = Counter(
+            "metarec_model_load_failures", "Distinct failures to load or switch to the model version --checkpoint "
+            "designates (LATEST), by reason: missing, corrupt, incompatible, other. Counted once per distinct "
+            "(version, reason) while the roll-out fails, not once per poll.", ["reason"], registry=r)
+        self.model_rollout_failing = Gauge(
+            "metarec_model_rollout_failing", "1 while the model version --checkpoint designates (LATEST) cannot be "
+            "served and the worker keeps serving the previous one; 0 once it serves the designated version.",
+            registry=r)
+        self.model_version_age = Gauge(
+            "metarec_model_version_age_seconds", "Seconds since the served model version's checkpoint was written "
+            "(newest modification time of its directory and files; NaN before a model is served).", registry=r)
+        #: the roll-out state behind the three metrics above (see :mod:`stream.worker.rollout`)
+        self.rollout = ModelRollout(self.model_load_failures, self.model_rollout_failing, self.model_version_age)
+        self.list_coverage = Gauge(
+            "metarec_list_coverage_ratio", "Distinct items in the last 1000 lists this worker published, divided "
+            "by metarec_items_total (the items it can recommend).", registry=r)
+        self.list_diversity = Gauge(
+            "metarec_list_diversity", "Mean over the last 1000 published lists of 2+ items (at most 64 evenly spaced "
+            "per micro-batch) of their mean pairwise 1 - cosine of the model's item embeddings (NaN before such a "
+            "list or for a model without them).",
+            registry=r)
+        self.list_diversity.set(float("nan"))
 
     def set_model(self, version: str, model: str, meta: str) -> None:
         """Point ``metarec_model_info`` at the model being served (the previous series is removed)."""

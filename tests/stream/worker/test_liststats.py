@@ -68,6 +68,17 @@ def test_gauges_over_the_last_window_lists():
     assert stats.diversity == pytest.approx(1.0) and stats.coverage(10) == pytest.approx(0.4)
 
 
+def test_large_batches_sample_evenly_spaced_lists_for_diversity_but_count_every_list_for_coverage():
+    lists = [["a", "c"] if n % 10 == 0 else ["a", "b"] for n in range(100)]  # diversity 1 every 10th list, else 0
+    stats = ListStats(window=1000, sample=10)
+    stats.on_published(lists, lookup)  # step 10: lists 0, 10, ..., 90
+    assert stats.diversity == pytest.approx(1.0)
+    assert stats.coverage(3) == 1.0 and stats.lists == 100
+    small = ListStats(window=1000, sample=100)
+    small.on_published(lists, lookup)  # at most `sample` lists: every one
+    assert small.diversity == pytest.approx(0.1)
+
+
 def test_many_distinct_items_recycle_slots_and_stay_exact():
     stats = ListStats(window=50)
     rng = np.random.default_rng(1)
