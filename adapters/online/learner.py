@@ -264,6 +264,12 @@ class OnlineLearner:
         """What this learner holds about ``item_id`` (None: no row), JSON-ready."""
         return item_state(self, item_id)
 
+    def item_vectors(self, item_ids: Sequence[str]) -> np.ndarray | None:
+        """``[n, d]`` ranking embeddings of ``item_ids`` (no row: row 0's); None without any (list diversity)."""
+        a, rows = self.adapter, np.fromiter(map(self.items.index.get, item_ids, [0] * len(item_ids)), np.int64)
+        emb = a.item_emb if hasattr(a, "item_emb") else getattr(a, "catalog_embeddings", lambda: None)()  # melu
+        return None if emb is None else emb.detach().numpy()[rows]
+
     def shared_newest_update(self) -> float:
         """Record time of the newest shared item update applied (NaN: none, or local mode)."""
         return math.nan if self.shared is None else self.shared.newest_update

@@ -42,7 +42,9 @@ from stream.kafka.schema import MAX_EVENT_BYTES, REASONS, InvalidEvent, parse_ev
 from stream.kafka.schema import dlq_topic as dlq_topic_of
 from stream.worker.expiry import StateExpiry
 from stream.worker.hitrate import OnlineHitRate
+from stream.worker.liststats import ListStats
 from stream.worker.metrics import ActiveUsers, WorkerMetrics
+from stream.worker.rollout import INCOMPATIBLE
 from stream.worker.state_layout import user_key
 
 log = logging.getLogger(__name__)
@@ -134,7 +136,8 @@ class WorkerCore:
                  output_topic: str = "recommendations", dlq_topic: str | None = None,
                  hitrate: OnlineHitRate | None = None, active: ActiveUsers | None = None,
                  max_event_bytes: int = MAX_EVENT_BYTES, expiry: StateExpiry | None = None,
-                 item_updates_topic: str | None = None, item_partitions: int = 1) -> None:
+                 item_updates_topic: str | None = None, item_partitions: int = 1,
+                 liststats: ListStats | None = None) -> None:
         self.learner = learner
         self.item_updates_topic = item_updates_topic  #: shared item state: where contributions go (None: local)
         self.item_partitions = int(item_partitions)  #: partitions of that topic
@@ -144,6 +147,7 @@ class WorkerCore:
         self.input_topic, self.output_topic = input_topic, output_topic
         self.dlq_topic = dlq_topic or dlq_topic_of(input_topic)
         self.hitrate = hitrate or OnlineHitRate()
+        self.liststats = liststats or ListStats()  #: coverage and diversity of the published lists
         self.active = active or ActiveUsers()
         for reason in sorted(REASONS | {PROCESSING_ERROR}):  # every series exists from the start (value 0)
             metrics.events_invalid.labels(reason)
@@ -209,8 +213,8 @@ class WorkerCore:
         try:
             self.learner.switch(checkpoint)
         except Exception as exc:  # noqa: BLE001 - keep serving the current version
-            log.error("cannot switch to model %s (%s); still serving %s", getattr(checkpoint, "version", "?"), exc,
-                      old.version)
+            self.metrics.rollout.failed(str(getattr(checkpoint, "version", "?")), INCOMPATIBLE,
+                                        f"the learner refused it: {type(exc).__name__}: {exc}")
             if self.learner.checkpoint is not old:  # refused after it began: serve the old version again
                 self.learner.switch(old)
             return False
@@ -267,6 +271,7 @@ class WorkerCore:
         lists = [self._list_message(rec, now) for rec in result.recommendations]
         for rec in result.recommendations:
             self.hitrate.on_published(rec.user_id, rec.items)
+        self.liststats.on_published([rec.items for rec in result.recommendations], self.learner.item_vectors)
         m = self.metrics
         m.batches.inc()
         if events:
@@ -277,6 +282,8 @@ class WorkerCore:
         m.items.set(self.learner.items.n_active)
         m.duplicates.inc(result.duplicates)
         m.online_hit_rate.set(self.hitrate.rate)
+        m.list_coverage.set(self.liststats.coverage(self.learner.items.n_active))
+        m.list_diversity.set(self.liststats.diversity)
         self.active.touch({ev.user_id for ev in events})
         m.users_active.set(self.active.count())
         out = BatchOutput([], lists, dead, list(good), result.records, result)

@@ -20,6 +20,16 @@ metric                                     type       meaning
 ``metarec_item_state_lag_seconds``         gauge      age of the newest shared item update this worker has applied
 ``metarec_batches_total``                  counter    micro-batches processed
 ``metarec_model_switches_total``           counter    model versions switched to without restart
+``metarec_model_load_failures_total``      counter    distinct failures to serve the designated version, by
+                                                      ``reason`` (missing/corrupt/incompatible/other): once per
+                                                      (version, reason), not per poll (:mod:`.rollout`)
+``metarec_model_rollout_failing``          gauge      1 while the version ``--checkpoint`` designates cannot be
+                                                      served (the previous one still is), else 0
+``metarec_model_version_age_seconds``      gauge      now − write time of the served version's checkpoint files
+``metarec_list_coverage_ratio``            gauge      distinct items of the last 1,000 published lists ÷
+                                                      ``metarec_items_total`` (:mod:`.liststats`)
+``metarec_list_diversity``                 gauge      mean over the last 1,000 lists (≤ 64 sampled per batch) of
+                                                      their mean pairwise 1 − cosine of the item embeddings
 =========================================  =========  ==============================================================
 
 Extra (not in the contract): ``metarec_duplicates_total`` (redelivered events skipped),
@@ -49,6 +59,8 @@ from collections import OrderedDict
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from stream.worker.rollout import ModelRollout
+
 #: contract names as they appear in the text exposition (counters with their ``_total`` suffix)
 CONTRACT_METRICS = (
     "metarec_events_consumed_total", "metarec_events_invalid_total", "metarec_recommendations_published_total",
@@ -56,6 +68,7 @@ CONTRACT_METRICS = (
     "metarec_users_active", "metarec_adaptation_loss", "metarec_model_info", "metarec_online_hit_rate",
     "metarec_unknown_items_total", "metarec_items_total", "metarec_batches_total", "metarec_model_switches_total",
 )
+
 
 ADAPTATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -112,6 +125,7 @@ class WorkerMetrics:
         self.batches = Counter("metarec_batches", "Micro-batches processed.", registry=r)
         self.model_switches = Counter("metarec_model_switches", "Model versions switched to without restart.",
                                       registry=r)
+        self._rollout_and_list_metrics(r)
         # extras
         self.duplicates = Counter("metarec_duplicates", "Redelivered input events skipped.", registry=r)
         self.processing_errors = Counter("metarec_processing_errors",
@@ -138,6 +152,31 @@ class WorkerMetrics:
         self._lag_labels: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
 
+    def _rollout_and_list_metrics(self, r: CollectorRegistry) -> None:
+        """The model roll-out metrics (:mod:`stream.worker.rollout`) and the list gauges (:mod:`.liststats`)."""
+        self.model_load_failures = Counter(
+            "metarec_model_load_failures", "Distinct failures to load or switch to the model version --checkpoint "
+            "designates (LATEST), by reason: missing, corrupt, incompatible, other. Counted once per distinct "
+            "(version, reason) while the roll-out fails, not once per poll.", ["reason"], registry=r)
+        self.model_rollout_failing = Gauge(
+            "metarec_model_rollout_failing", "1 while the model version --checkpoint designates (LATEST) cannot be "
+            "served and the worker keeps serving the previous one; 0 once it serves the designated version.",
+            registry=r)
+        self.model_version_age = Gauge(
+            "metarec_model_version_age_seconds", "Seconds since the served model version's checkpoint was written "
+            "(newest modification time of its directory and files; NaN before a model is served).", registry=r)
+        #: the roll-out state behind the three metrics above (see :mod:`stream.worker.rollout`)
+        self.rollout = ModelRollout(self.model_load_failures, self.model_rollout_failing, self.model_version_age)
+        self.list_coverage = Gauge(
+            "metarec_list_coverage_ratio", "Distinct items in the last 1000 lists this worker published, divided "
+            "by metarec_items_total (the items it can recommend).", registry=r)
+        self.list_diversity = Gauge(
+            "metarec_list_diversity", "Mean over the last 1000 published lists of 2+ items (at most 64 evenly spaced "
+            "per micro-batch) of their mean pairwise 1 - cosine of the model's item embeddings (NaN before such a "
+            "list or for a model without them).",
+            registry=r)
+        self.list_diversity.set(float("nan"))
+
     def set_model(self, version: str, model: str, meta: str) -> None:
         """Point ``metarec_model_info`` at the model being served (the previous series is removed)."""
         with self._lock:
@@ -145,6 +184,7 @@ class WorkerMetrics:
                 self.model_info.remove(*self._model_labels)
             self._model_labels = (str(version), str(model), str(meta))
             self.model_info.labels(*self._model_labels).set(1)
+        self.rollout.served(str(version))
 
     def set_lag(self, lags: dict[tuple[str, int], int]) -> None:
         """Replace the lag series by ``{(topic, partition): lag}`` (partitions no longer owned disappear)."""

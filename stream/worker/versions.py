@@ -10,7 +10,8 @@
 
 Publishing a new version safely: write the new checkpoint directory completely, then write ``LATEST`` (or, without
 ``LATEST``, create the directory under another name and ``rename`` it into PATH). A candidate that fails to load
-is skipped with a warning and retried at the next poll; the worker keeps serving the current version.
+is skipped with one warning and retried when its directory changes (:class:`CheckpointWatcher`); the worker keeps
+serving the current version, and :mod:`stream.worker.rollout` counts the failure by reason.
 
 What happens to users on a switch (see :meth:`adapters.online.learner.OnlineLearner.switch`): their stored windows and
 seen items survive (remapped to the new item vocabulary), their adapted vectors do not — at their next event they
@@ -30,11 +31,13 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from adapters.errors import MetarecError
+from stream.worker.rollout import CORRUPT, MISSING, ModelRollout, RolloutError, classify
 
 log = logging.getLogger(__name__)
 
@@ -57,27 +60,33 @@ def _newest_mtime(path: Path) -> int:
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """The checkpoint directory that ``path`` designates now (see the module docstring)."""
+    """The checkpoint directory that ``path`` designates now (see the module docstring).
+
+    Raises :class:`~stream.worker.rollout.RolloutError` (a :class:`MetarecError`) with a ``reason`` and the
+    ``candidate`` it was looking for when there is none.
+    """
     root = Path(path).expanduser()
     if not root.exists():
-        raise MetarecError(f"checkpoint path {root} does not exist (train one with `metarec train ... --out DIR`)")
+        raise RolloutError(f"checkpoint path {root} does not exist (train one with `metarec train ... --out DIR`)",
+                           MISSING, str(root))
     if not root.is_dir():
-        raise MetarecError(f"checkpoint path {root} is not a directory")
+        raise RolloutError(f"checkpoint path {root} is not a directory", MISSING, str(root))
     latest = root / LATEST
     if latest.is_file():
         try:
             name = latest.read_text(encoding="utf-8").strip()
         except (OSError, UnicodeDecodeError) as exc:
-            raise MetarecError(f"cannot read {latest}: {exc}") from None
+            raise RolloutError(f"cannot read {latest}: {exc}", CORRUPT, LATEST) from None
         target = Path(name) if os.path.isabs(name) else root / name
         if not is_checkpoint_dir(target):
-            raise MetarecError(f"{latest} names {name!r}, which is not a checkpoint directory")
+            raise RolloutError(f"{latest} names {name!r}, which is not a checkpoint directory", MISSING, name)
         return target
     if is_checkpoint_dir(root):
         return root
     candidates = [p for p in root.iterdir() if not p.name.startswith(".") and is_checkpoint_dir(p)]  # (.incoming-*)
     if not candidates:
-        raise MetarecError(f"{root} is neither a checkpoint directory nor a directory of checkpoint directories")
+        raise RolloutError(f"{root} is neither a checkpoint directory nor a directory of checkpoint directories",
+                           MISSING, str(root))
     return max(candidates, key=lambda p: (_newest_mtime(p), p.name))
 
 
@@ -112,14 +121,23 @@ def signature(path: Path) -> tuple[str, int]:
 class CheckpointWatcher:
     """Polls ``--checkpoint`` and returns a newly loaded checkpoint when it designates another version.
 
-    ``loader`` is :meth:`adapters.meta.checkpoint.Checkpoint.load` (injectable for tests).
+    ``loader`` is :meth:`adapters.meta.checkpoint.Checkpoint.load` (injectable for tests). ``rollout`` is the
+    worker's :class:`~stream.worker.rollout.ModelRollout` (``WorkerMetrics.rollout``): the watcher reports each
+    candidate it loads and each one it cannot, and reads from it which version the worker actually serves (a
+    switch the learner refused leaves the old one). A candidate that failed is not read again until its directory
+    changes (its :func:`signature`) or ``retry_s`` seconds have passed; a failure is logged and counted once.
     """
 
-    def __init__(self, path: str | Path, loader: Callable[[Path], Any]) -> None:
+    def __init__(self, path: str | Path, loader: Callable[[Path], Any], rollout: ModelRollout | None = None,
+                 retry_s: float = 30.0) -> None:
         self.path = Path(path)
         self.loader = loader
-        self.current: Any = None
+        self.rollout = rollout or ModelRollout()
+        self.retry_s = float(retry_s)
+        self.current: Any = None  #: the checkpoint last loaded (served, unless the switch to it was refused)
         self._signature: tuple[str, int] | None = None
+        self._failed: tuple[str, int] | None = None  #: signature of the candidate that failed last
+        self._failed_at = 0.0  #: when it failed (monotonic)
 
     def load_initial(self) -> Any:
         """Load the checkpoint to serve at start (errors are the user's: :class:`MetarecError`)."""
@@ -132,26 +150,40 @@ class CheckpointWatcher:
         except Exception as exc:  # noqa: BLE001 - a broken checkpoint is a user error at start
             raise MetarecError(f"cannot load checkpoint {target}: {type(exc).__name__}: {exc}") from None
         self._signature = sig
+        self.rollout.loaded(self.current.version, sig[1] / 1e9)
         return self.current
+
+    def served_version(self) -> str | None:
+        """The version the worker serves (the roll-out's, else the one this watcher loaded last)."""
+        return self.rollout.version or getattr(self.current, "version", None)
 
     def poll(self) -> Any | None:
         """A newly loaded checkpoint of another version, or None (nothing new, or the candidate is not loadable)."""
         try:
             target = resolve_checkpoint(self.path)
         except MetarecError as exc:
-            log.warning("model watch: %s", exc)
+            self.rollout.failed(getattr(exc, "candidate", str(self.path)), classify(exc), str(exc))
             return None
         sig = signature(target)
-        if sig == self._signature:
+        if sig == self._signature:  # loaded already: served, or refused by the learner (then still failing)
+            if self.current is None or self.current.version == self.served_version():
+                self.rollout.settled()
+            return None
+        if sig == self._failed and time.monotonic() - self._failed_at < self.retry_s:
             return None
         try:
             ckpt = self.loader(target)
-        except Exception as exc:  # noqa: BLE001 - maybe still being written: retry at the next poll
-            log.warning("model watch: cannot load %s yet (%s: %s)", target, type(exc).__name__, exc)
+        except Exception as exc:  # noqa: BLE001 - maybe still being written: retry when it changes
+            self._failed, self._failed_at = sig, time.monotonic()
+            self.rollout.failed(target.name, classify(exc), f"{type(exc).__name__}: {exc}")
             return None
+        self._failed = None
         self._signature = sig
-        if self.current is not None and getattr(ckpt, "version", None) == getattr(self.current, "version", None):
+        self.rollout.loaded(ckpt.version, sig[1] / 1e9)
+        if ckpt.version == self.served_version():
             log.info("model watch: %s has the version already served (%s)", target, ckpt.version)
+            self.current = ckpt
+            self.rollout.settled()
             return None
         self.current = ckpt
         return ckpt

@@ -50,6 +50,12 @@ WORKER_METRICS: dict[str, str] = {
     "metarec_item_state_lag_seconds": "gauge",
     "metarec_item_contributions_total": "counter",
     "metarec_items_expired_total": "counter",
+    # model roll-outs (stream/worker/rollout.py) and the published lists (stream/worker/liststats.py)
+    "metarec_model_load_failures_total": "counter",
+    "metarec_model_rollout_failing": "gauge",
+    "metarec_model_version_age_seconds": "gauge",
+    "metarec_list_coverage_ratio": "gauge",
+    "metarec_list_diversity": "gauge",
 }
 
 #: Metric names of the continual trainer (stream/trainer/metrics.py), with their type.

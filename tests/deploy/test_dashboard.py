@@ -72,6 +72,11 @@ REQUIRED_PANELS = {
     "DLQ rate by reason": "sum by (reason) (rate(metarec_events_invalid_total[",
     "model version": "metarec_model_info",
     "users active": "metarec_users_active",
+    "model version age": "max by (instance) (metarec_model_version_age_seconds)",
+    "roll-out failing": "max by (instance) (metarec_model_rollout_failing)",
+    "model load failures by reason": "sum by (reason) (increase(metarec_model_load_failures_total[",
+    "list coverage": "metarec_list_coverage_ratio",
+    "list diversity": "metarec_list_diversity",
     # the continual trainer
     "versions trained": "metarec_trainer_versions_total",
     "last training time": "metarec_trainer_last_training_timestamp_seconds",
@@ -96,6 +101,17 @@ def test_model_version_panel_shows_the_labels(dashboard: dict) -> None:
     target = panel["targets"][0]
     assert target["format"] == "table" and target["instant"] is True
     assert all(label in target["expr"] for label in ("version", "model", "meta"))
+
+
+def test_rollout_state_sits_beside_the_served_version(dashboard: dict) -> None:
+    """One table row per worker: served version, its age and the roll-out flag, merged on the instance."""
+    (panel,) = [p for p in panels_of(dashboard) if "metarec_model_info" in p["targets"][0]["expr"]]
+    exprs = [t["expr"] for t in panel["targets"]]
+    assert any("metarec_model_version_age_seconds" in e for e in exprs)
+    assert any("metarec_model_rollout_failing" in e for e in exprs)
+    assert all(t.get("format") == "table" and t.get("instant") is True for t in panel["targets"])
+    assert all("by (instance" in e for e in exprs)  # the merge key
+    assert panel["transformations"][0]["id"] == "merge"
 
 
 def test_dashboard_and_alerts_use_only_exported_metrics() -> None:

@@ -21,6 +21,7 @@ CONFIG = PROM_DIR / "prometheus.yml"
 ALERTS_TEST = PROM_DIR / "alerts_test.yml"
 REQUIRED_ALERTS = {
     "MetarecConsumerLagGrowing", "MetarecDeadLettersHigh", "MetarecNoListsPublished", "MetarecWorkerDown",
+    "MetarecModelRolloutFailing",
 }
 
 
@@ -125,6 +126,8 @@ def test_required_alert_semantics() -> None:
     nolists = exprs["MetarecNoListsPublished"]
     assert "metarec_recommendations_published_total" in nolists["expr"]
     assert "metarec_events_consumed_total" in nolists["expr"] and nolists["for"] == "2m"
+    rollout = exprs["MetarecModelRolloutFailing"]
+    assert "metarec_model_rollout_failing" in rollout["expr"] and rollout["for"] == "5m"
     down = exprs["MetarecWorkerDown"]
     assert down["expr"].strip() == 'up{job="metarec-worker"} == 0' and down["for"] == "1m"
 

@@ -34,7 +34,7 @@ def build_runner(cfg: WorkerConfig, partitions: int, metrics: WorkerMetrics | No
 
     metrics = metrics or WorkerMetrics()
     health = health or WorkerHealth(items_restored=cfg.item_state != "shared")
-    watcher = CheckpointWatcher(cfg.checkpoint, Checkpoint.load)
+    watcher = CheckpointWatcher(cfg.checkpoint, Checkpoint.load, rollout=metrics.rollout)
     ckpt = watcher.load_initial()
     shared = cfg.item_state == "shared"
     online = OnlineConfig(window=cfg.window, max_age_s=cfg.max_age, steps=cfg.steps, prox=cfg.prox, top_k=cfg.top_k,

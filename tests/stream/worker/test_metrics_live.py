@@ -63,6 +63,10 @@ def test_live_metrics_match_what_was_sent(broker, tmp_path):
         users = {u for u, _, _, _ in events}
         assert m["metarec_users_active"] == len(users)
         assert 0.0 <= m["metarec_online_hit_rate"] <= 1.0
+        assert 0.0 < m["metarec_list_coverage_ratio"] <= 1.0  # lists were published
+        assert 0.0 < m["metarec_list_diversity"] <= 2.0  # 1 - cos of random embeddings: above 0
+        assert m["metarec_model_rollout_failing"] == 0.0
+        assert sum(v for k, v in m.items() if k.startswith("metarec_model_load_failures_total")) == 0.0
         assert m["metarec_unknown_items_total"] == 0
         assert m["metarec_model_switches_total"] == 0
         lags = {k: v for k, v in m.items() if k.startswith("metarec_consumer_lag{")}

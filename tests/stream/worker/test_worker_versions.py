@@ -31,6 +31,19 @@ def test_new_checkpoint_is_served_without_restart(broker, tmp_path):
         before = read_topic(broker, dst, idle=1.5)
         assert before and {json.loads(m.value())["model_version"] for m in before} == {v1}
 
+        # LATEST names a corrupt version: counted once (not per poll), logged once, flagged; v1 stays served
+        make_checkpoint(models / "broken", items, seed=13)
+        (models / "broken" / "weights.safetensors").write_bytes(b"half written")
+        (models / "LATEST").write_text("broken\n")
+        w.wait_for(lambda m: m.get("metarec_model_rollout_failing") == 1.0, 30, what="the failed roll-out")
+        time.sleep(2.5)  # five more polls of the same broken version
+        m = w.metrics()
+        assert m['metarec_model_load_failures_total{reason="corrupt"}'] == 1.0
+        assert sum(v for k, v in m.items() if k.startswith("metarec_model_load_failures_total")) == 1.0
+        assert m["metarec_model_rollout_failing"] == 1.0 and m["metarec_model_switches_total"] == 0
+        assert m[f'metarec_model_info{{meta="fomaml",model="mf",version="{v1}"}}'] == 1.0
+        assert w.log.read_text(errors="replace").count("model roll-out: cannot serve") == 1
+
         # publish v2 the safe way: write the directory completely, then point LATEST at it
         v2 = make_checkpoint(models / "v2", items, seed=12)
         assert v2 != v1
@@ -39,6 +52,8 @@ def test_new_checkpoint_is_served_without_restart(broker, tmp_path):
         switched = time.time()
         assert m[f'metarec_model_info{{meta="fomaml",model="mf",version="{v2}"}}'] == 1.0
         assert not any(k.startswith("metarec_model_info") and v1 in k for k in m)
+        assert m["metarec_model_rollout_failing"] == 0.0  # settled
+        assert 0.0 <= m["metarec_model_version_age_seconds"] < 120.0  # v2 was written moments ago
         assert w.get("/readyz")[0] == 200 and v2 in w.get("/readyz")[1]
 
         produce(broker, src, msgs[500:])
