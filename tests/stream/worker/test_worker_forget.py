@@ -112,3 +112,26 @@ def test_forget_acks_tombstones_is_idempotent_and_survives_a_restart(broker, tmp
         w.kill()
         if w2 is not None:
             w2.kill()
+
+
+def test_forget_without_topics_is_an_error_and_without_a_worker_times_out(broker):
+    from confluent_kafka.admin import AdminClient
+
+    from stream.kafka.client import client_config, ensure_topics
+
+    tag = uuid.uuid4().hex[:8]
+    topics = {"group": f"g-{tag}", "input_topic": f"in-{tag}", "output_topic": f"out-{tag}"}
+    r = _forget(broker, "u1", topics)  # no worker ever ran: neither the control nor the input topic exists
+    assert r.returncode == 2 and "start a worker of the group first" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    ensure_topics(broker, {topics["input_topic"]: (3, None), topics["output_topic"]: (3, None)})
+    r = subprocess.run([sys.executable, "-m", "stream", "forget", "--bootstrap", broker, "--user", "u1",
+                        "--group", topics["group"], "--input", topics["input_topic"],
+                        "--output", topics["output_topic"], "--wait", "1"],
+                       cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "no acknowledgement" in r.stderr, (r.stdout, r.stderr)
+    meta = AdminClient(client_config(broker)).list_topics(timeout=10).topics
+    assert len(meta[f"g-{tag}-control"].partitions) == 3  # created like the input: co-partitioned
+    ensure_topics(broker, {f"g2-{tag}-control": (2, None)})
+    r = _forget(broker, "u1", dict(topics, group=f"g2-{tag}"))
+    assert r.returncode == 2 and "partitions" in r.stderr, r.stderr
