@@ -135,3 +135,48 @@ def test_forget_without_topics_is_an_error_and_without_a_worker_times_out(broker
     ensure_topics(broker, {f"g2-{tag}-control": (2, None)})
     r = _forget(broker, "u1", dict(topics, group=f"g2-{tag}"))
     assert r.returncode == 2 and "partitions" in r.stderr, r.stderr
+
+
+def test_with_two_workers_each_request_reaches_the_worker_that_owns_the_user(broker, tmp_path):
+    from stream.kafka.partitioner import partition_for
+
+    make_checkpoint(tmp_path / "ck", ITEMS, seed=8)
+    tag = uuid.uuid4().hex[:8]
+    topics = {"group": f"g-{tag}", "input_topic": f"in-{tag}", "output_topic": f"out-{tag}"}
+    users: dict[int, str] = {}  # one user in each of the 4 partitions
+    for n in range(100):
+        users.setdefault(partition_for(f"user-{n}".encode(), 4), f"user-{n}")
+    assert len(users) == 4
+    a = start_worker(broker, tmp_path / "ck", tmp_path, name="a", **topics)
+    b = None
+    try:
+        a.wait_ready()
+        b = start_worker(broker, tmp_path / "ck", tmp_path, name="b", **topics)
+        b.wait_ready()
+        _wait(lambda: a.get("/readyz")[0] == b.get("/readyz")[0] == 200
+              and a.value("metarec_assigned_partitions") == b.value("metarec_assigned_partitions") == 2,
+              90, "the two workers to split the 4 partitions", alive=[a, b])
+        produce(broker, topics["input_topic"], [(u.encode(), event_bytes(u, item, 5.0, T0 + n))
+                                                for u in users.values() for n, item in enumerate(GONE_ITEMS)])
+        _wait(lambda: set(users.values()) <= set(_lists_and_acks(broker, topics["output_topic"])[0]), 60,
+              "every user's list", alive=[a, b])
+        for user in users.values():
+            r = _forget(broker, user, topics)
+            assert r.returncode == 0 and "forgotten" in r.stdout, (r.stdout, r.stderr)
+        # each worker carried out the requests of its own two partitions
+        assert a.value("metarec_users_forgotten_total") == b.value("metarec_users_forgotten_total") == 2
+        produce(broker, topics["input_topic"], [(u.encode(), event_bytes(u, ITEMS[-1], 5.0, T0 + 100))
+                                                for u in users.values()])
+
+        def newest_lists() -> dict[str, dict] | None:
+            latest = _lists_and_acks(broker, topics["output_topic"])[0]
+            fresh = {u: v for u, v in latest.items() if v["event_timestamp"] == T0 + 100}
+            return fresh if set(fresh) == set(users.values()) else None
+
+        latest = _wait(newest_lists, 60, "every user's list after the forget", alive=[a, b])
+        for user, lst in latest.items():  # the owner dropped the record: the old items are recommendable again
+            assert set(GONE_ITEMS) & set(lst["items"]), (user, lst)
+    finally:
+        a.kill()
+        if b is not None:
+            b.kill()
