@@ -60,6 +60,10 @@ class StateExpiry:
         newest[user] = event_time
         heapq.heappush(self._heaps.setdefault(partition, []), (event_time, user))
 
+    def forget(self, partition: int, user: str) -> None:
+        """Stop tracking ``user`` of ``partition`` (its record was deleted; its stale heap entry is skipped)."""
+        self._newest.get(partition, {}).pop(user, None)
+
     def advance(self, partition: int, event_times: Iterable[float], now: float | None = None) -> float:
         """Move the partition's watermark to the median of ``event_times`` (never back, never past ``now``)."""
         times = sorted(t for t in event_times if t == t)

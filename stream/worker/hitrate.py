@@ -71,6 +71,11 @@ class OnlineHitRate:
             while len(self._lists) > self.max_users:
                 self._lists.popitem(last=False)
 
+    def forget(self, user_id: str) -> None:
+        """Drop the list remembered for ``user_id`` (the user was forgotten)."""
+        with self._lock:
+            self._lists.pop(user_id, None)
+
     def on_event(self, user_id: str, item_id: str, rating: float | None = None) -> bool | None:
         """Score one incoming event against the user's latest list.
 

@@ -40,7 +40,8 @@ Extra (not in the contract): ``metarec_duplicates_total`` (redelivered events sk
 expiry), ``metarec_state_expired_total`` (user records deleted by ``--state-ttl``: a changelog tombstone each),
 ``metarec_state_watermark_seconds{partition}`` (event-time watermark the TTL is measured from),
 ``metarec_gap_events_total`` (input events faust skipped and the worker fetched itself, see
-:mod:`stream.runtime.faust.skipped_ranges`); the shared item state's ``metarec_item_updates_applied_total`` (rows
+:mod:`stream.runtime.faust.skipped_ranges`), ``metarec_users_forgotten_total`` (forget requests carried out,
+:mod:`stream.worker.forget`); the shared item state's ``metarec_item_updates_applied_total`` (rows
 and deletions applied from ``<group>-items``), ``metarec_item_contributions_total`` (rows this worker's item agent
 merged into), ``metarec_item_contributions_invalid_total``, ``metarec_items_expired_total`` (rows it deleted).
 
@@ -146,6 +147,8 @@ class WorkerMetrics:
         self.state_watermark = Gauge("metarec_state_watermark_seconds", "Event-time watermark of an input "
                                      "partition (epoch s): users older than it minus the state TTL expire.",
                                      ["partition"], registry=r)
+        self.users_forgotten = Counter("metarec_users_forgotten", "Forget requests carried out (a changelog "
+                                       "tombstone and an acknowledgement each; unknown users included).", registry=r)
         self.gap_events = Counter("metarec_gap_events", "Input events skipped by faust and fetched by the worker "
                                   "itself (stream.runtime.faust.skipped_ranges).", registry=r)
         self._model_labels: tuple[str, str, str] | None = None
@@ -222,6 +225,10 @@ class ActiveUsers:
             self._last.move_to_end(u)
         while len(self._last) > self.max_users:
             self._last.popitem(last=False)
+
+    def forget(self, user: str) -> None:
+        """Drop ``user`` (forgotten: it no longer counts as active)."""
+        self._last.pop(user, None)
 
     def count(self, now: float | None = None) -> int:
         now = time.monotonic() if now is None else now

@@ -12,6 +12,7 @@ COMMANDS: dict[str, str] = {
     "replay": "Replay a dataset, or a time range of a topic, into a topic.",
     "worker": "Run the stream processor: interactions in, per-user top-K lists out.",
     "trainer": "Continual meta-training from a topic: a new model version every N events, workers switch to it.",
+    "forget": "Forget a user: their record deleted from the worker group's state, acknowledged on the output topic.",
     "bench": "Run the performance benchmark.",
     "synth": "Generate a synthetic interaction stream with planted interest drift or item churn.",
     "demo": "Broker + training + replay + worker on MovieLens-100K, end to end (what `make demo` runs).",

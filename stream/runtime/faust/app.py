@@ -5,7 +5,8 @@ layout: :mod:`stream.worker.state_layout`; the table has as many partitions as t
 written to the changelog partition of its user's input events (:mod:`stream.runtime.faust.table`), so the worker
 that owns input partition *p* owns changelog partition *p*: after a rebalance the new owner restores exactly the
 users of the partitions it took over. With the shared item state (``--item-state shared``) the app also runs the
-item agent (:mod:`stream.runtime.faust.item_agent`).
+item agent (:mod:`stream.runtime.faust.item_agent`). Every worker runs the control agent
+(:mod:`stream.runtime.faust.control_agent`: ``metarec forget``).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import logging
 import signal
 from typing import Any
 
+from stream.runtime.faust.control_agent import ControlAgent
 from stream.runtime.faust.item_agent import ItemAgent, ItemBounds
 from stream.runtime.faust.runner import FaustRunner
 from stream.runtime.faust.wait_first_per_message import deliver_directly
@@ -60,6 +62,7 @@ def build_app(runner: FaustRunner, broker_credentials: Any = None) -> Any:
     table.key_serializer = table.value_serializer = "raw"
     runner.attach(app, table)
     _register(app, runner, source)
+    ControlAgent(app, runner).register()  # forget requests of <group>-control
     if cfg.item_state == "shared":
         learner = runner.core.learner
         assert learner is not None and learner.shared is not None

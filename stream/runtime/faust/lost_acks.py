@@ -46,8 +46,19 @@ class ProcessedCommits:
             return {}
         self._last = now
         async with self.lock:
-            frontier = {tp: n for tp in consumer.assignment() if tp.topic == self.topic  # type: ignore[attr-defined]
-                        and (n := self.offsets.processed(tp.partition)) is not None}
+            frontier = self._frontier(consumer)
+        return await self._commit(consumer, frontier)
+
+    async def commit_held(self, consumer: object) -> dict[int, int]:
+        """:meth:`commit` now, by a caller that already holds the lock (e.g. before deleting a user's record, so
+        that the events applied to it are not delivered again after a crash)."""
+        return await self._commit(consumer, self._frontier(consumer))
+
+    def _frontier(self, consumer: object) -> dict[object, int]:
+        return {tp: n for tp in consumer.assignment() if tp.topic == self.topic  # type: ignore[attr-defined]
+                and (n := self.offsets.processed(tp.partition)) is not None}
+
+    async def _commit(self, consumer: object, frontier: dict[object, int]) -> dict[int, int]:
         committed = consumer._committed_offset  # type: ignore[attr-defined]
         behind = {tp: n for tp, n in frontier.items() if (c := committed.get(tp)) is None or n > c}
         if not behind:
