@@ -129,7 +129,7 @@ def test_every_variable_feeds_a_flag_of_its_command(docs: list[dict], configmap:
     module = __import__(f"stream.cli.commands.{command}", fromlist=["add_arguments"])
     flags = flags_of(module.add_arguments)
     for var in env_of(docs, configmap):
-        assert var == "METAREC_DATA_DIR" or "--" + var.removeprefix("METAREC_").lower().replace("_", "-") in flags, var
+        assert "--" + var.removeprefix("METAREC_").lower().replace("_", "-") in flags, var
 
 
 @pytest.mark.parametrize("configmap, service", [("metarec-worker-env", "worker"), ("metarec-trainer-env", "trainer")])
@@ -168,7 +168,7 @@ def test_pods_run_restricted_and_write_only_to_volumes(docs: list[dict], name: s
         writable = {m["mountPath"] for m in c["volumeMounts"] if not m.get("readOnly")}
         if c["name"] in ("worker", "trainer", "train-v0"):
             assert "/tmp" in writable
-        if c["name"] == "worker":  # RocksDB state under METAREC_DATA_DIR
+        if c["name"] == "worker":  # RocksDB state in METAREC_DATA_DIR (= --data-dir)
             assert env["METAREC_DATA_DIR"] in writable
         if c["name"] in ("trainer", "train-v0"):  # writes versions under METAREC_OUT, downloads into the cache
             assert any(env["METAREC_OUT"].startswith(p + "/") for p in writable)
