@@ -25,6 +25,11 @@ examples:
 log = logging.getLogger(__name__)
 
 
+TASK_LEARNER_HELP = ("how a user's state adapts, in training and when served: gradient = the inner-loop gradient steps; "
+                     "bayes = a Gaussian posterior around θ0 with a meta-learned prior precision (one Newton step per "
+                     "micro-batch; scores get an uncertainty; mf and seq; see the README)")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``metarec train``; their defaults are :class:`~adapters.meta.config.TrainConfig`'s and the model
     defaults of :mod:`adapters.meta.config`."""
@@ -68,9 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="proximal weight λ of λ‖θ−θ0‖², in training and (by default) in the worker "
                              f"(default: {per_model(defaults.DEFAULT_PROX)})")
     parser.add_argument("--task-learner", choices=("gradient", "bayes"), default=T.task_learner,
-                        help="how a user's state adapts: gradient = the inner-loop gradient steps; bayes = a Gaussian posterior "
-                             "around θ0 with a meta-learned prior precision (one Newton step per micro-batch; scores get an "
-                             "uncertainty; mf and seq; see the README)" + f" (default {T.task_learner})")
+                        help=TASK_LEARNER_HELP + f" (default {T.task_learner})")
     parser.add_argument("--rating-solver", choices=("gd", "ridge"), default=T.rating_solver,
                         help="how mf's rating block [v|b_u] adapts: gd = the inner gradient steps, ridge = its exact "
                              "closed-form minimiser, also inside meta-training (default: "
