@@ -12,7 +12,8 @@ this module wires them for one run described by an :class:`~adapters.evaluation.
    ``popularity_decayed`` (half-life 5,000 events), ``river_biasedmf``, ``cooccurrence``
    (:mod:`adapters.evaluation.cooccurrence`); with ``retrain_every`` > 0, ``metarec`` is re-meta-trained on past
    events only every that many scored events (:mod:`adapters.evaluation.retrain`);
-4. run the protocol, add the drift-recovery section when the dataset is a CSV with a ``.drift.json`` sidecar,
+4. run the protocol, add the per-group figures (:mod:`adapters.evaluation.groups`: activity quartiles, gender and
+   age where the dataset has them) and the drift-recovery section when the dataset is a CSV with a ``.drift.json`` sidecar,
    write the report directory when asked (with the config's ``command`` as the command line).
 """
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 
 from adapters.errors import MetarecError
 from adapters.evaluation.config import EvaluationConfig
+from adapters.evaluation.groups import GROUPS_NOTE, group_breakdown, group_bounds
 from adapters.evaluation.prequential import PrequentialConfig
 
 log = logging.getLogger(__name__)
@@ -214,7 +216,8 @@ def run_prequential(config: EvaluationConfig) -> dict[str, Any]:
     -------
     dict
         ``protocol``, ``dataset``, ``events``, ``models`` (figures per model), counts, ``checkpoint``, ``online``
-        (the learner settings, inner steps resolved), ``seconds``, ``notes``, and ``drift`` for a planted-drift CSV.
+        (the learner settings, inner steps resolved), ``seconds``, ``notes``, ``groups`` and ``group_bounds`` (per-group
+        ranking figures), and ``drift`` for a planted-drift CSV.
     """
     import torch
 
@@ -257,6 +260,11 @@ def run_prequential(config: EvaluationConfig) -> dict[str, Any]:
     }
     if retraining is not None:
         report["notes"]["retrain"] = RETRAIN_NOTE
+    groups = group_breakdown(result, getattr(ds, "user_features", None))
+    if groups:
+        report["groups"] = groups
+        report["group_bounds"] = group_bounds(result)
+        report["notes"]["groups"] = GROUPS_NOTE
     if truth is not None:
         from adapters.evaluation.drift import recovery_report
         report["drift"] = recovery_report(result, truth, models=list(DRIFT_MODELS))
@@ -271,7 +279,8 @@ def _write_report_directory(config: EvaluationConfig, report: dict[str, Any], re
     """The report directory: figures, plots, the run's configuration and ``config.command``."""
     from adapters.evaluation.report import write_report
 
-    run_config = {k: v for k, v in report.items() if k not in ("models", "drift")}
+    run_config = {k: v for k, v in report.items() if k not in ("models", "drift", "groups")}
     run_config["protocol_config"] = asdict(protocol)
     run_config["dataset_fingerprint"] = fingerprint
-    write_report(config.report, result, summary, run_config, config.command, drift=report.get("drift"))
+    write_report(config.report, result, summary, run_config, config.command, drift=report.get("drift"),
+                 groups=report.get("groups"))

@@ -2,7 +2,7 @@
 
 Files written into the report directory (relative links only, so the directory can be moved or zipped):
 
-* ``index.html`` -- final figures table, the exact command line, the run's configuration, the plots;
+* ``index.html`` -- final figures table, per-group tables, the exact command line, the run's configuration, the plots;
 * ``hr_rolling.png`` -- rolling HR@10 of every model along the stream;
 * ``rmse_rolling.png`` -- rolling RMSE of every model that predicts ratings;
 * ``adaptation_gain.png`` -- rolling HR@10 of ``metarec`` minus ``no_adaptation`` (above 0: adaptation helps);
@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from adapters.errors import MetarecError
+from adapters.evaluation.groups import GROUPS_NOTE
 from adapters.evaluation.metrics import rolling_mean
 from adapters.evaluation.prequential import PrequentialResult
 
@@ -175,9 +176,32 @@ def _fmt(v: Any) -> str:
     return html.escape(str(v))
 
 
+def _groups_html(groups: dict[str, dict[str, dict[str, float]]] | None) -> str:
+    """One table per metric (hr@k, ndcg@k): one row per group, one column per ranking model."""
+    if not groups:
+        return ""
+    models = list(dict.fromkeys(n for per_model in groups.values() for n in per_model))
+    metrics = list(dict.fromkeys(m for per_model in groups.values() for fig in per_model.values() for m in fig
+                                 if m != "positive_events"))
+    parts = [f"<h2>Groups</h2><p>{html.escape(GROUPS_NOTE)}</p>"]
+    for metric in metrics:
+        rows = "".join(
+            f"<tr><td><b>{html.escape(g)}</b></td>"
+            f"<td>{next(iter(per_model.values())).get('positive_events', 0):,}</td>"
+            + "".join(f"<td>{_fmt(per_model.get(n, {}).get(metric))}</td>" for n in models) + "</tr>"
+            for g, per_model in groups.items())
+        parts.append(f"<h3>{metric} by group</h3><table><tr><th>group</th><th>positive events</th>"
+                     + "".join(f"<th>{html.escape(n)}</th>" for n in models) + f"</tr>{rows}</table>")
+    return "".join(parts)
+
+
 def write_report(directory: str | Path, result: PrequentialResult, summary: dict[str, dict[str, float]],
-                 config: dict[str, Any], command: str, drift: dict[str, Any] | None = None) -> list[Path]:
-    """Write ``index.html`` and the PNG plots into ``directory``; return the files written."""
+                 config: dict[str, Any], command: str, drift: dict[str, Any] | None = None,
+                 groups: dict[str, dict[str, dict[str, float]]] | None = None) -> list[Path]:
+    """Write ``index.html`` and the PNG plots into ``directory``; return the files written.
+
+    ``groups``: the run's per-group figures (:func:`adapters.evaluation.groups.group_breakdown`), shown as tables.
+    """
     out = Path(directory)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -238,6 +262,7 @@ every model, not scored); scored: {len(s) - s.start:,} events, {len(result.posit
 {f"<p>{html.escape(LIST_METRICS_NOTE)}</p>" if any(m.startswith("coverage@") for m in metrics) else ""}
 {''.join(f'<h2>{html.escape(Path(n).stem.replace("_", " "))}</h2><p>{html.escape(c)}</p><img src="{n}" alt="{n}">'
          for n, c in images)}
+{_groups_html(groups)}
 {drift_html}
 <h2>Command</h2><pre>{html.escape(command)}</pre>
 <h2>Configuration</h2><pre>{html.escape(json.dumps(config, indent=2, default=str))}</pre>

@@ -107,7 +107,12 @@ def test_evaluate_prequential_end_to_end(synthetic_csv: Path, tmp_path: Path, mo
         assert expected <= set(fig) <= expected | {"new_item_hr@10"}, name
         assert all(np.isfinite(v) for v in fig.values())
     assert set(data["drift"]["models"]) >= {"metarec", "no_adaptation", "popularity", "cooccurrence"}
+    groups = data["groups"]   # a CSV has no demographics: activity groups only, every ranking model in each
+    assert groups and all(g.startswith("activity:") for g in groups) and set(data["group_bounds"]) == set(groups)
+    assert all(set(per_model) == set(data["models"]) for per_model in groups.values())
+    assert sum(per_model["metarec"]["positive_events"] for per_model in groups.values()) == data["positive_events"]
     page = (rep / "index.html").read_text()
+    assert "<h2>Groups</h2>" in page
     assert "<b>cooccurrence</b>" in page and "<th>coverage@10</th>" in page and "novelty@10 = mean" in page
     assert "drift_recovery.png" in page and (rep / "drift_recovery.png").exists()
     assert "--protocol prequential" in page
