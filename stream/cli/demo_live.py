@@ -15,8 +15,7 @@ from adapters.errors import MetarecError
 from stream.cli.demo_score import MODELS
 from stream.cli.demo_view import histogram_quantile
 
-LABELS = {"metarec": "metarec (worker, adapted per user)", "no_adaptation": "θ0 alone (no per-user steps)",
-          "popularity": "popularity (all-time, seen excluded)"}
+LABELS = {"metarec": "metarec (the worker)", "no_adaptation": "θ0 alone (no steps)", "popularity": "popularity"}
 LATENCY = "metarec_event_to_publish_seconds"
 
 
@@ -40,10 +39,11 @@ class Phase:
     sent: Callable[[], int]  #: events sent so far in this phase
     base_buckets: list[tuple[float, float]] = field(default_factory=list)
     board: Any = None  #: live phase: the scoreboard
-    settled: Callable[[], bool] = lambda: True  #: live phase: every scored event has the worker's outcome
+    #: called at every refresh; True once the phase may end (live: every scored event has the worker's outcome)
+    settled: Callable[[], bool] = lambda: True
 
 
-def _bar(rate: float, scale: float, width: int = 30) -> str:
+def _bar(rate: float, scale: float, width: int = 24) -> str:
     if math.isnan(rate):
         return ""
     filled = int(round(width * min(1.0, rate / scale))) if scale > 0 else 0
@@ -58,20 +58,20 @@ def table(phase: Phase, m: dict[str, Any], rate: float, elapsed: float) -> Any:
     t.add_column("figure")
     t.add_column("value", justify="right")
     t.add_column("", no_wrap=True)
-    t.add_row("events sent / consumed", f"{phase.sent():,} / {consumed:,.0f} of {phase.target - phase.start_events:,}",
-              "")
+    t.add_row("events sent / consumed", f"{phase.sent():,} / {consumed:,.0f}", f"of {phase.target - phase.start_events:,}")
     t.add_row("events/s consumed", f"{rate:,.0f}", "")
     t.add_row("lists published", f"{m.get('metarec_recommendations_published_total', 0.0):,.0f}", "")
     t.add_row("consumer lag (sum)", f"{m.get('metarec_consumer_lag', 0.0):,.0f}", "")
     lat = bucket_delta(m["_buckets"].get(LATENCY, []), phase.base_buckets)
-    t.add_row("event→list p50 / p99" + (" (live phase)" if phase.board is not None else ""),
-              f"{histogram_quantile(lat, 0.5) * 1e3:,.0f} / {histogram_quantile(lat, 0.99) * 1e3:,.0f} ms", "")
+    t.add_row("event→list p50 / p99",
+              f"{histogram_quantile(lat, 0.5) * 1e3:,.0f} / {histogram_quantile(lat, 0.99) * 1e3:,.0f} ms",
+              "this phase only" if phase.board is not None else "queueing behind the burst")
     if phase.board is not None:
         rates = phase.board.rates()
         scale = max([0.25] + [r["hit_rate"] for r in rates.values() if not math.isnan(r["hit_rate"])])
         n = rates["metarec"]["events"]
         t.add_section()
-        t.add_row(f"[bold]hit rate@10, same {n:,} live events[/bold]", "", "")
+        t.add_row("[bold]hit rate@10[/bold]", "", f"same {n:,} live events")
         for name in MODELS:
             r = rates[name]["hit_rate"]
             style = "green" if name == "metarec" else "cyan" if name == "no_adaptation" else "yellow"
@@ -110,11 +110,12 @@ def watch(console: Any, scraper: Any, worker: Any, phase: Phase, live: bool, tim
                 rate = (consumed - prev[1]) / (now - prev[0])
                 peak = max(peak, rate)
             prev = (now, consumed)
+            settled = phase.settled()  # (live) resolves the worker's outcomes received so far
             view.update(table(phase, m, rate, now - start))
             if consumed >= phase.target:
                 t_last = t_last or now
                 settle_deadline = settle_deadline or now + 15.0
-                if phase.settled() or now > settle_deadline:
+                if settled or now > settle_deadline:
                     break
             time.sleep(0.25 if phase.board is not None else 0.5)
     if not live:

@@ -96,7 +96,7 @@ def live(run: DemoRun, before: dict[str, Any]) -> dict[str, Any]:
                                                      run.stop, sent))
     phase = Phase(f"live, {cfg.live_rate:g} events/s",
                   int(before.get("metarec_events_consumed_total", run.n_backfill)), run.n_events, lambda: sent[0],
-                  base, board, settled=lambda: task.result is not None and board.resolve(lists) == 0)
+                  base, board, settled=lambda: board.resolve(lists) == 0 and task.result is not None)
     seen = watch(run.console, run.scraper, run.worker, phase, cfg.live, cfg.timeout,
                  lambda: run.errors(("the live feed", task)))
     seconds = task.join("the live feed")

@@ -35,7 +35,9 @@ def plot_hit_rates(outcomes: dict[str, np.ndarray], path: Path, rate: float, win
     for name in MODELS:
         y = outcomes[name]
         total = float(y.mean()) if n else float("nan")
-        ax.plot(np.arange(1, n + 1), rolling(y, window), color=COLORS[name], label=f"{name}  (all: {total:.3f})")
+        skip = min(100, window)  # the first points average too few events to mean anything
+        ax.plot(np.arange(1, n + 1)[skip:], rolling(y, window)[skip:], color=COLORS[name],
+                label=f"{name}  (all: {total:.3f})")
     ax.set_xlabel(f"scored live event (positive, known user) — replayed at {rate:g} events/s")
     ax.set_ylabel(f"hit rate@10, last {window} events")
     ax.set_ylim(bottom=0)

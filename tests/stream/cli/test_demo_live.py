@@ -55,8 +55,11 @@ def test_demo_live_phase_reports_three_hit_rates_and_metarec_beats_popularity(tm
     assert rates["metarec"]["hit_rate"] > rates["popularity"]["hit_rate"], rates
     assert 0 < live["latency_p50_s"] <= live["latency_p99_s"] < 5.0, live
     assert report["backfill"]["events_per_s"] > 0
-    for name in ("metarec", "no_adaptation", "popularity"):
-        assert "live hit rate@10" in proc.stdout and f"{rates[name]['hit_rate']:.3f}" in proc.stdout
+    md = (report_dir / "demo.md").read_text()
+    for label, name in (("metarec (the worker)", "metarec"), ("θ0 alone (no_adaptation)", "no_adaptation"),
+                        ("popularity", "popularity")):
+        assert f"| live hit rate@10: {label} | {rates[name]['hit_rate']:.3f} |" in md
+    assert "live hit rate@10: metarec" in proc.stdout  # the final table is printed too
 
     png = report_dir / "hit_rates.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
