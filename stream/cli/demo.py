@@ -185,11 +185,14 @@ def run_demo(cfg: DemoConfig) -> int:
     n_backfill = n_events - cfg.live_events
     console.print(f"dataset [bold]{ds.name}[/bold]: {len(ds):,} events (fingerprint {ds.fingerprint[:12]}); "
                   f"backfill {n_backfill:,} at full speed, then live {cfg.live_events:,} at {cfg.live_rate:g}/s")
+    # One torch thread in this process: training on a busy 2-core machine took 55 s with two threads against 12 s
+    # with one (OpenMP threads spinning while other processes hold the cores); and later θ0 alone runs here beside
+    # the worker, one core each.
+    torch.set_num_threads(1)
     t0 = time.monotonic()
     ckpt_dir, cached = cached_checkpoint(cfg, ds, console)
     train_s = time.monotonic() - t0
     console.print(f"checkpoint {'reused from cache' if cached else 'trained'}: {ckpt_dir} ({train_s:.1f}s)")
-    torch.set_num_threads(1)  # θ0 alone runs in this process, beside the worker: one core each
 
     broker = worker = reader = None
     stop = threading.Event()
