@@ -109,6 +109,8 @@ def live(run: DemoRun, before: dict[str, Any]) -> dict[str, Any]:
                         "latency_p50_s": round(histogram_quantile(lat, 0.5), 4),
                         "latency_p99_s": round(histogram_quantile(lat, 0.99), 4),
                         "hit_rates": board.rates(MODELS + ("no_adaptation_own_pace",)),
+                        "paired": {"metarec_vs_no_adaptation": board.paired("metarec", "no_adaptation"),
+                                   "metarec_vs_popularity": board.paired("metarec", "popularity")},
                         "unresolved_at_end": still_open, "plot": str(png)}}
 
 

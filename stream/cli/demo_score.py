@@ -238,6 +238,13 @@ class Scoreboard:
             out[name] = {"hit_rate": hits / len(done) if done else math.nan, "hits": hits, "events": len(done)}
         return out
 
+    def paired(self, a: str, b: str) -> dict[str, int]:
+        """On the resolved scored events: how many only ``a`` hit and how many only ``b`` did (the events that
+        decide between them, e.g. for McNemar's test)."""
+        done = self._done()
+        return {f"{a}_only": sum(bool(o[a]) and not o[b] for o in done),
+                f"{b}_only": sum(bool(o[b]) and not o[a] for o in done)}
+
     def outcomes(self) -> dict[str, np.ndarray]:
         """Per model, the 0/1 outcomes of the resolved scored events in live order (for the rolling plot)."""
         done = self._done()

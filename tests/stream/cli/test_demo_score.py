@@ -70,3 +70,4 @@ def test_theta0_is_scored_with_the_information_of_the_worker_list() -> None:
     # at its own pace θ0 had its list after seq 1 (no r)
     assert events[2].outcome["no_adaptation_own_pace"] is False
     assert board.rates()["metarec"]["events"] == 3
+    assert board.paired("metarec", "no_adaptation") == {"metarec_only": 0, "no_adaptation_only": 1}
