@@ -2,14 +2,17 @@
 
 Steps: start the embedded broker → train θ0 on the first half of the data (or reuse the checkpoint cached under
 ``$METAREC_DATA_DIR/checkpoints/demo-<dataset fingerprint>-<config hash>``) → start ``metarec worker`` as a
-subprocess → replay the whole dataset at full speed (:func:`stream.kafka.replay.replay_dataset`) → watch the worker's
-``/metrics`` live (events/s, lists/s, lag, online hit rate) → print a few users' lists with titles and the final
-figures → write ``reports/demo/demo.json`` and ``demo.md`` → stop the worker (SIGTERM) and the broker. Everything
-started is stopped on every path, Ctrl-C included.
+subprocess → two phases (:mod:`stream.cli.demo_phases`):
 
-The online hit rate is the worker's rolling share of positive events whose item was in the list published for
-that user just before (last 1,000 such events): at the end of the replay these are all in the second half, which
-θ0 was not trained on.
+1. **backfill**: all but the last ``live_events`` events at full speed (:func:`stream.kafka.replay.replay_dataset`);
+   the worker's throughput;
+2. **live**: the last ``live_events`` at a steady ``live_rate`` that the worker keeps up with; on the same events,
+   the hit rate@10 of the worker's lists, of θ0 alone (zero inner steps, run in this process) and of popularity
+   (:mod:`stream.cli.demo_score`), and the event→list latency of the worker over this phase only.
+
+Then a few users' lists with titles (and their ``because`` items when the lists carry them) → ``reports/demo/``
+``demo.json``, ``demo.md``, ``hit_rates.png`` → stop the worker (SIGTERM) and the broker. Everything started is
+stopped on every path, Ctrl-C included.
 """
 from __future__ import annotations
 
@@ -45,11 +48,13 @@ class DemoConfig:
     retrain: bool = False
     partitions: int = 4
     batch_size: int = 1000
-    batch_ms: float = 30.0
+    batch_ms: float = 5.0  #: short micro-batches: in the live phase a user's next event is often 2.5 ms later
     limit: int | None = None
     users_shown: int = 3
     live: bool = True
     timeout: float = 900.0
+    live_events: int = 8000  #: the last events of the replay, sent at ``live_rate``
+    live_rate: float = 400.0  #: events/s in the live phase
 
 
 def data_root(cfg: DemoConfig) -> Path:
@@ -136,79 +141,98 @@ def _stop(proc: subprocess.Popen | None, timeout: float = 15.0) -> int | None:
         return proc.wait(timeout=5)
 
 
+def _wait_ready(worker: subprocess.Popen, scraper: _Scraper, workdir: Path, seconds: float = 90.0) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        if worker.poll() is not None:
+            raise MetarecError(f"the worker exited with code {worker.returncode} (log: {workdir / 'worker.log'})")
+        try:
+            if scraper.get("/readyz")[0] == 200:
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise MetarecError(f"the worker did not become ready within {seconds:.0f} s "
+                               f"(log: {workdir / 'worker.log'})")
+        time.sleep(0.3)
+
+
 def run_demo(cfg: DemoConfig) -> int:
     """Run the demo; 0 on success."""
     import tempfile
 
+    import torch
     from rich.console import Console
 
     from adapters.data.datasets import load_dataset
+    from adapters.meta.checkpoint import Checkpoint
+    from stream.cli.demo_feed import ListReader
+    from stream.cli.demo_phases import Background, DemoRun, backfill, live, worker_figures
+    from stream.cli.demo_score import Scoreboard, ThetaZero
+    from stream.cli.demo_view import final_report, show_lists
     from stream.kafka.broker import EmbeddedBroker, free_port
-    from stream.cli.demo_view import final_report, live_watch, show_lists
 
     console = Console()
     t_start = time.monotonic()
     console.rule("[bold]metarec demo")
     ds = load_dataset(cfg.dataset, data_dir=cfg.data_dir, progress=True)
     n_events = len(ds) if cfg.limit is None else min(cfg.limit, len(ds))
-    console.print(f"dataset [bold]{ds.name}[/bold]: {len(ds):,} events (fingerprint {ds.fingerprint[:12]})")
+    if not 0 < cfg.live_events < n_events:
+        raise MetarecError(f"--live-events must be between 1 and {n_events - 1} (the events replayed), "
+                           f"got {cfg.live_events}")
+    if not cfg.live_rate > 0:
+        raise MetarecError(f"--live-rate must be > 0 events/s, got {cfg.live_rate}")
+    n_backfill = n_events - cfg.live_events
+    console.print(f"dataset [bold]{ds.name}[/bold]: {len(ds):,} events (fingerprint {ds.fingerprint[:12]}); "
+                  f"backfill {n_backfill:,} at full speed, then live {cfg.live_events:,} at {cfg.live_rate:g}/s")
+    # One torch thread in this process: training on a busy 2-core machine took 55 s with two threads against 12 s
+    # with one (OpenMP threads spinning while other processes hold the cores); and later θ0 alone runs here beside
+    # the worker, one core each.
+    torch.set_num_threads(1)
     t0 = time.monotonic()
     ckpt_dir, cached = cached_checkpoint(cfg, ds, console)
     train_s = time.monotonic() - t0
     console.print(f"checkpoint {'reused from cache' if cached else 'trained'}: {ckpt_dir} ({train_s:.1f}s)")
 
-    broker = worker = None
+    broker = worker = reader = None
     stop = threading.Event()
     workdir = Path(tempfile.mkdtemp(prefix="metarec-demo-"))
+    processes: dict[str, int | None] = {}
     try:
         broker = EmbeddedBroker(host="127.0.0.1").start()
+        processes["broker"] = broker.pid
         console.print(f"embedded broker at [bold]{broker.bootstrap}[/bold]")
+        board = Scoreboard(ThetaZero(Checkpoint.load(ckpt_dir)))
+        head = slice(0, n_backfill)
+        learning = Background("theta0-backfill", lambda: board.learn_backfill(
+            ds.user_ids[head], ds.item_ids[head], ds.ratings[head], ds.timestamps[head]))
         port = free_port()
         worker = _start_worker(broker.bootstrap, ckpt_dir, port, workdir, cfg)
+        processes["worker"] = worker.pid
         scraper = _Scraper(port)
-        deadline = time.monotonic() + 90
-        while True:
-            if worker.poll() is not None:
-                raise MetarecError(f"the worker exited with code {worker.returncode} "
-                                   f"(log: {workdir / 'worker.log'})")
-            try:
-                if scraper.get("/readyz")[0] == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise MetarecError(f"the worker did not become ready within 90 s (log: {workdir / 'worker.log'})")
-            time.sleep(0.3)
+        _wait_ready(worker, scraper, workdir)
         console.print(f"worker ready (pid {worker.pid}), metrics on {scraper.url}/metrics")
-
-        from stream.kafka.replay import replay_dataset
-
-        replay_result: dict[str, Any] = {}
-
-        def replay() -> None:
-            try:
-                replay_result["stats"] = replay_dataset(ds, broker.bootstrap, "interactions", limit=cfg.limit,
-                                                        partitions=cfg.partitions, stop=stop)
-            except Exception as exc:  # noqa: BLE001 - reported by the main thread
-                replay_result["error"] = exc
-
-        thread = threading.Thread(target=replay, name="replay", daemon=True)
-        thread.start()
-        run = live_watch(console, scraper, worker, n_events, replay_result, cfg.live, cfg.timeout)
-        thread.join(timeout=30)
-        if "error" in replay_result:
-            raise MetarecError(f"replay failed: {replay_result['error']}")
-        lists = show_lists(console, broker.bootstrap, ds, ckpt_dir, cfg.users_shown, n_events)
+        reader = ListReader(broker.bootstrap)
+        run = DemoRun(console, cfg, ds, broker.bootstrap, worker, scraper, reader, board, learning, stop, n_backfill,
+                      n_events)
+        first = backfill(run)
+        second = live(run, first["metrics"])
+        lists = show_lists(console, reader.lists, ds, ckpt_dir, cfg.users_shown, n_events)
+        reader.close()
         code = _stop(worker)
         worker = None
-        report = final_report(console, cfg, ds, ckpt_dir, cached, train_s, run, replay_result.get("stats"), lists,
-                              code, time.monotonic() - t_start)
+        figures = {"backfill": first["figures"], "live": second["figures"], "worker": worker_figures(second["metrics"]),
+                   "processes": processes, "workdir": str(workdir)}
+        report = final_report(console, cfg, ds, ckpt_dir, cached, train_s, figures, lists, code,
+                              time.monotonic() - t_start)
         if code != 0:
             raise MetarecError(f"the worker exited with code {code} on SIGTERM (log: {workdir / 'worker.log'})")
         console.print(f"report written to [bold]{report}[/bold]")
         return 0
     finally:
         stop.set()
+        if reader is not None:
+            reader.close()
         _stop(worker)
         if broker is not None:
             broker.close()

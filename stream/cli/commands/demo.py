@@ -6,14 +6,18 @@ import argparse
 DESCRIPTION = """\
 Run everything on one machine and watch it work: start the embedded Kafka-protocol broker, meta-train θ0 on
 the first half of MovieLens-100K (cached: the second run starts at once), start a real `metarec worker`,
-replay the 100,000 ratings at full speed, and watch the worker live (events/s, lists/s, lag, online hit rate).
-At the end it prints a few users' lists with movie titles and the final figures, writes reports/demo/demo.json
-and demo.md, and stops everything it started (Ctrl-C too). A few minutes on a laptop.
+and replay the 100,000 ratings in two phases: a backfill of all but the last --live-events at full speed
+(throughput), then those last events live at a steady --live-rate. In the live phase the view compares, on the
+same events, the hit rate@10 of the worker's lists, of θ0 alone (no per-user steps, run in the demo process) and
+of popularity, and shows the event→list latency. At the end it prints a few users' lists with movie titles (and
+`because` items when the worker sends them), writes reports/demo/demo.json, demo.md and hit_rates.png, and stops
+everything it started (Ctrl-C too). About a minute on a laptop.
 
 examples:
   metarec demo
   metarec demo --retrain --epochs 3          # train θ0 again instead of reusing the cached checkpoint
   metarec demo --limit 20000 --no-live       # a shorter run, no live view (logs, CI)
+  metarec demo --live-events 4000 --live-rate 500
 """
 
 
@@ -21,6 +25,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be ≥ 1, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
     return value
 
 
@@ -41,6 +52,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--users", type=_positive_int, default=3, help="users whose lists are shown (default 3)")
     parser.add_argument("--no-live", action="store_true", help="no live view, only the final table")
     parser.add_argument("--timeout", type=float, default=900.0, help="give up after this many seconds of replay")
+    parser.add_argument("--live-events", type=_positive_int, default=8000,
+                        help="the last N events are the live phase, sent at --live-rate (default 8000)")
+    parser.add_argument("--live-rate", type=_positive_float, default=400.0,
+                        help="events/s in the live phase (default 400: a pace the worker keeps up with)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,5 +66,6 @@ def run(args: argparse.Namespace) -> int:
     cfg = DemoConfig(dataset=args.dataset, data_dir=Path(args.data_dir) if args.data_dir else None,
                      report_dir=Path(args.report_dir), model=args.model, meta=args.meta, epochs=args.epochs,
                      retrain=args.retrain, limit=args.limit, partitions=args.partitions, batch_size=args.batch_size,
-                     users_shown=args.users, live=not args.no_live, timeout=args.timeout)
+                     users_shown=args.users, live=not args.no_live, timeout=args.timeout,
+                     live_events=args.live_events, live_rate=args.live_rate)
     return run_demo(cfg)
