@@ -59,6 +59,7 @@ class EvaluationConfig:
     models: tuple[str, ...] = ()  #: only these models of the report (empty: all of them)
     explore: str = "none"
     explore_scale: float = 1.0
+    persistence: float | None = None  #: bayes: share of a user's deviation from θ0 kept between micro-batches
     data_dir: str | None = None  #: dataset cache (None = $METAREC_DATA_DIR or ~/.cache/metarec)
     progress: bool = True  #: show progress bars
     command: str = ""  #: the command line that started the run, recorded in the report

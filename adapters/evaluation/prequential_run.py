@@ -229,7 +229,8 @@ def run_prequential(config: EvaluationConfig) -> dict[str, Any]:
 
     shared = ShareConfig(half_life_s=config.item_half_life) if config.item_state == "shared" else None
     online = OnlineConfig(steps=config.steps, max_items=config.max_items, shared_items=shared,  # checked first
-                          task_learner=config.task_learner, explore=config.explore, explore_scale=config.explore_scale)
+                          task_learner=config.task_learner, explore=config.explore, explore_scale=config.explore_scale,
+                          persistence=config.persistence)
     _check(config)
     protocol = _protocol_config(config)
     if config.report:

@@ -74,9 +74,20 @@ def default_prior_precision(model: Any) -> torch.Tensor:
 
 
 def prior_precision(model: Any) -> torch.Tensor:
-    """``[state_dim]`` Λ0: the model's meta-learned one when it has it (trained with ``task_learner="bayes"``)."""
+    """``[state_dim]`` Λ0: on the ranking block the model's meta-learned one when it has it (trained with
+    ``task_learner="bayes"``); on the rating block always twice the ridge λ (meta-learning it there raised the RMSE
+    of ML-100K from 0.966 to 0.977: README)."""
+    default = default_prior_precision(model)
     log_prec = getattr(model, "log_prior_prec", None)
-    return default_prior_precision(model) if log_prec is None else log_prec.exp()
+    if log_prec is None:
+        return default
+    block = getattr(model, "rating_block", None)
+    learned = log_prec.exp()
+    if block is None:
+        return learned
+    keep = torch.zeros(model.state_dim, dtype=torch.bool)
+    keep[block] = True
+    return torch.where(keep, default, learned)
 
 
 def init_states(model: Any, users: torch.Tensor) -> torch.Tensor:
@@ -152,17 +163,20 @@ def _rating_posterior(model: Any, states: torch.Tensor, support: SupportBatch, t
     return mean, prec, (weights > 0).any(1, keepdim=True)
 
 
-def adapt(model: Any, states: torch.Tensor, support: SupportBatch, first_order: bool = True) -> torch.Tensor:
+def adapt(model: Any, states: torch.Tensor, support: SupportBatch, persistence: float = 0.0) -> torch.Tensor:
     """One Bayesian update of ``states`` (``[B, state_dim + n_posterior]``, from :func:`init_states` or an earlier
-    call) on ``support``: the ranking block's Newton step, the rating block's exact posterior, the new precisions.
+    call) on the window ``support``; users with an empty window keep their state.
 
-    Differentiable w.r.t. θ0, Λ0 and the item rating factors; the ranking gradient and Hessian are detached
-    (``first_order``: the only mode; second-order terms through them are not kept).
+    * Ranking block: the previous posterior ``N(m, P⁻¹)`` first relaxes toward the prior, an Ornstein–Uhlenbeck step
+      that keeps ``persistence`` ρ of the user's deviation from θ0 (``m' = θ0 + ρ(m − θ0)``,
+      ``1/P' = ρ²/P + (1 − ρ²)/Λ0``; ρ = 0: every micro-batch starts from the prior), then one Newton step on the
+      window's loss from ``m'``: ``m'' = m' − ∇L(m') / (diag ∇²L(m') + P')``, precision ``P' + diag ∇²L(m')``.
+    * Rating block: the exact posterior of the window under the prior ``N(θ0, Λ0⁻¹)``.
+
+    Differentiable w.r.t. θ0, Λ0 and the item rating factors; the ranking gradient and Hessian are detached (first
+    order: second-order terms through them are not kept).
     """
-    s, prec = split(model, states)
-    prepare = getattr(model, "prepare_states", None)
-    if prepare is not None:
-        s = prepare(s, support)
+    s_prev, prec = split(model, states)
     theta0 = model.init_states(support.users)
     prior = prior_precision(model)
     active = support.mask.any(dim=1, keepdim=True)
@@ -172,17 +186,23 @@ def adapt(model: Any, states: torch.Tensor, support: SupportBatch, first_order: 
     rank[u_blk] = True
     if gain is not None:
         rank[gain] = True
+    p_prev = full_precision(model, prec)
+    rho = float(persistence)
+    s = torch.where(rank, theta0 + rho * (s_prev - theta0), s_prev)
+    p_pred = torch.where(rank, 1.0 / (rho * rho / p_prev + (1.0 - rho * rho) / prior), p_prev)
+    prepare = getattr(model, "prepare_states", None)
+    if prepare is not None:
+        s = prepare(s, support)
     g, h = _ranking_grad_hessian(model, s.detach(), support)
-    pull = prior * (s - theta0)
-    step = (g + pull) / (h + prior)
-    new_s = torch.where(rank & active, s - step, s)
-    new_full_prec = torch.where(rank & active, h + prior, full_precision(model, prec))
+    new_s = torch.where(rank, s - g / (h + p_pred), s)
+    new_prec = torch.where(rank, h + p_pred, p_pred)
     block = getattr(model, "rating_block", None)
     if block is not None:
         mean, rprec, rated = _rating_posterior(model, s, support, theta0, prior)
         new_s = _put_block(new_s, block, mean, rated)
-        new_full_prec = _put_block(new_full_prec, block, rprec, rated)
-    return torch.cat([new_s, new_full_prec[:, entries]], dim=1)
+        new_prec = _put_block(new_prec, block, rprec, rated)
+    out = torch.cat([new_s, new_prec[:, entries]], dim=1)
+    return torch.where(active, out, states)
 
 
 def _put_block(x: torch.Tensor, block: slice, values: torch.Tensor, where: torch.Tensor) -> torch.Tensor:

@@ -78,8 +78,13 @@ class InnerConfig:
     #: how a user's state adapts: "gradient" = the gradient steps below; "bayes" = a Gaussian posterior around θ0 with
     #: a meta-learned prior precision (:mod:`adapters.meta.bayes`; models with a closed-form rating block)
     task_learner: str = "gradient"
+    #: bayes: share ρ of a user's deviation from θ0 kept from one micro-batch to the next (adapters.meta.bayes.adapt);
+    #: 0.5 ≈ the gradient learner's own contraction, (1 − lr·2·prox)^steps = 0.8³ at the defaults
+    persistence: float = 0.5
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.persistence < 1.0:
+            raise MetarecError(f"persistence must be in [0, 1), got {self.persistence}")
         if self.task_learner not in ("gradient", "bayes"):
             raise MetarecError(f"unknown task learner {self.task_learner!r} (choose gradient or bayes)")
         if self.rating_solver not in RATING_SOLVERS:

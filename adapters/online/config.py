@@ -41,6 +41,7 @@ class OnlineConfig:
     #: how a user's state adapts: "gradient" or "bayes" (adapters.online.tasklearner); None = the checkpoint's
     task_learner: str | None = None
     explore: str = "none"  #: "none", "thompson" or "ucb" (bayes only): exploration when ranking
+    persistence: float | None = None  #: bayes: deviation from θ0 kept between micro-batches (None = the checkpoint's)
     explore_scale: float = 1.0  #: posterior standard deviations per unit of exploration
     explore_seed: int = 0  #: seed of Thompson sampling's draws
     explain: bool = True  #: name, for each listed item, the window item that supports it most (``because``)

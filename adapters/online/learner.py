@@ -101,7 +101,7 @@ class OnlineLearner:
         self.adapter, self.items = adapter, items
         cfg = self.config
         self.task = TaskLearner(adapter, cfg.task_learner or adapter.inner.task_learner, cfg.explore,
-                                cfg.explore_scale, cfg.explore_seed)
+                                cfg.explore_scale, cfg.explore_seed, cfg.persistence)
         self.item_ids = items.ids  # grows online (the same list object)
         self.item_index = items.index
         self._vocabs[self.vocab] = self.item_ids

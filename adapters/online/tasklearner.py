@@ -41,9 +41,12 @@ EXPLORE = ("none", "thompson", "ucb")
 class TaskLearner:
     """The task learner ``kind`` (``gradient`` or ``bayes``) of ``adapter``, with exploration ``explore``."""
 
-    def __init__(self, adapter: Any, kind: str, explore: str = "none", scale: float = 1.0, seed: int = 0) -> None:
+    def __init__(self, adapter: Any, kind: str, explore: str = "none", scale: float = 1.0, seed: int = 0,
+                 persistence: float | None = None) -> None:
         if kind not in bayes.TASK_LEARNERS:
             raise MetarecError(f"unknown task learner {kind!r} (choose {' or '.join(bayes.TASK_LEARNERS)})")
+        if persistence is not None and not 0.0 <= persistence < 1.0:
+            raise MetarecError(f"persistence must be in [0, 1), got {persistence}")
         if explore not in EXPLORE:
             raise MetarecError(f"unknown exploration {explore!r} (choose {', '.join(EXPLORE)})")
         if explore != "none" and kind != "bayes":
@@ -54,6 +57,8 @@ class TaskLearner:
                                f"not {adapter.name}")
         self.adapter, self.kind, self.explore, self.scale = adapter, kind, explore, float(scale)
         self.generator = torch.Generator().manual_seed(int(seed))
+        #: bayes: share of a user's deviation from θ0 kept between micro-batches (the checkpoint's, else 0.5)
+        self.persistence = float(getattr(adapter.inner, "persistence", 0.5) if persistence is None else persistence)
         self.width = adapter.state_dim + (len(bayes.posterior_entries(adapter)) if kind == "bayes" else 0)
 
     @property
@@ -77,7 +82,7 @@ class TaskLearner:
         if steps <= 0:
             return states
         with torch.no_grad():
-            return bayes.adapt(self.adapter, states, support)
+            return bayes.adapt(self.adapter, states, support, persistence=self.persistence)
 
     @torch.no_grad()
     def scores(self, states: torch.Tensor, users: torch.Tensor, candidates: torch.Tensor | None = None

@@ -44,6 +44,7 @@ class WorkerConfig:
     task_learner: str | None = None  #: "gradient" or "bayes" (None = the checkpoint's)
     explore: str = "none"  #: "none", "thompson" or "ucb" (bayes): exploration when ranking
     explore_scale: float = 1.0  #: posterior standard deviations per unit of exploration
+    persistence: float | None = None  #: bayes: deviation from θ0 kept between micro-batches (None = the checkpoint's)
     top_k: int = 10
     batch_size: int = 500
     batch_ms: float = 30.0

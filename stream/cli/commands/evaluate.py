@@ -103,6 +103,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="prequential, --task-learner bayes: rank metarec's lists with exploration from the posterior: "
                              "thompson = a state drawn from it, ucb = mean score + scale × its std "
                              f"(default {preq.explore})")
+    parser.add_argument("--persistence", type=float, default=preq.persistence, metavar="RHO",
+                        help="prequential, --task-learner bayes: share of a user's deviation from θ0 kept from one "
+                             "micro-batch to the next, in [0, 1) (default: the checkpoint's, 0.5)")
     parser.add_argument("--explore-scale", type=float, default=preq.explore_scale, metavar="X",
                         help=f"posterior standard deviations per unit of exploration (default {preq.explore_scale:g})")
     parser.add_argument("--retrain-window", type=int, default=preq.retrain_window, metavar="M",
@@ -180,6 +183,7 @@ def evaluation_config(args: argparse.Namespace) -> EvaluationConfig:
                             retrain_every=args.retrain_every, retrain_window=args.retrain_window,
                             item_state=args.item_state, item_half_life=args.item_half_life,
                             task_learner=args.task_learner, models=args.models, explore=args.explore, explore_scale=args.explore_scale,
+                            persistence=args.persistence,
                             data_dir=args.data_dir, progress=not args.no_progress, command=command_line())
 
 

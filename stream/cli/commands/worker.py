@@ -84,6 +84,9 @@ def _model_arguments(m: argparse._ArgumentGroup) -> None:
     m.add_argument("--explore", choices=("none", "thompson", "ucb"), default=W.explore,
                    help="with --task-learner bayes: thompson = rank with a state drawn from the posterior, ucb = mean "
                         f"score + scale × its std (default {W.explore})")
+    m.add_argument("--persistence", type=non_negative_float, default=W.persistence, metavar="RHO",
+                   help="with --task-learner bayes: share of a user's deviation from θ0 kept from one micro-batch to "
+                        "the next, in [0, 1) (default: the checkpoint's, 0.5)")
     m.add_argument("--explore-scale", type=non_negative_float, default=W.explore_scale, metavar="X",
                    help=f"posterior standard deviations per unit of exploration (default {W.explore_scale:g})")
     m.add_argument("--top-k", type=int, default=W.top_k, help=f"list length (default {W.top_k})")

@@ -40,6 +40,7 @@ def build_runner(cfg: WorkerConfig, partitions: int, metrics: WorkerMetrics | No
     online = OnlineConfig(window=cfg.window, max_age_s=cfg.max_age, steps=cfg.steps, prox=cfg.prox, top_k=cfg.top_k,
                           max_catalog=cfg.max_catalog, retrieval_m=cfg.retrieval_m, max_items=cfg.max_items,
                           task_learner=cfg.task_learner, explore=cfg.explore, explore_scale=cfg.explore_scale,
+                          persistence=cfg.persistence,
                           shared_items=ShareConfig(half_life_s=cfg.item_half_life) if shared else None)
     learner = OnlineLearner(ckpt, online)
     core = WorkerCore(learner, metrics, cfg.input, cfg.output, max_event_bytes=cfg.max_event_bytes,
