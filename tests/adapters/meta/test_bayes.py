@@ -180,3 +180,22 @@ def test_ucb_adds_scale_times_the_std_and_scale_zero_is_no_exploration():
     assert torch.equal(zero.scores(s, sb.users), none.scores(s, sb.users))
     cand = torch.tensor([[1, 2, 3]] * sb.batch_size)
     assert torch.allclose(ucb.scores(s, sb.users, cand), torch.gather(ucb.scores(s, sb.users), 1, cand))
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_persistence_is_how_much_of_the_previous_state_a_micro_batch_keeps(model):
+    ck = trained(model, "fomaml")
+    a = ck.adapter
+    first, second = supports(ck, seed=1), supports(ck, seed=2)
+    s1 = bayes.adapt(a, bayes.init_states(a, first.users), first, persistence=0.5)
+    s2 = SupportBatch(second.items, second.ratings, second.mask, second.rated, first.users)  # same users, new windows
+    blk = slice(0, a.config.dim)
+    both = first.mask.any(1) & s2.mask.any(1)
+    forget = bayes.adapt(a, s1, s2, persistence=0.0)
+    assert torch.allclose(forget, bayes.adapt(a, bayes.init_states(a, first.users), s2, persistence=0.0), atol=1e-6)
+    keep = bayes.adapt(a, s1, s2, persistence=0.9)
+    d_keep = (keep[both, blk] - s1[both, blk]).norm(dim=1)
+    d_forget = (forget[both, blk] - s1[both, blk]).norm(dim=1)
+    assert float(d_keep.mean()) < float(d_forget.mean()) and float((d_keep < d_forget).float().mean()) >= 0.75
+    with pytest.raises(MetarecError, match="persistence"):
+        TaskLearner(a, "bayes", persistence=1.0)
