@@ -89,10 +89,14 @@ class AdapterModule(nn.Module):
         if self.inner.lr_rating is not None and self.rating_block is not None:
             log_lr[self.rating_block] = math.log(self.inner.lr_rating)
         self.log_lr = nn.Parameter(log_lr, requires_grad=self.inner.metasgd)
+        if self.inner.per_step_lr:  # MAML++ (LSLR): one learned row of rates per inner step, all starting at log_lr
+            self.log_lr_steps = nn.Parameter(log_lr.repeat(max(self.inner.steps, 1), 1))
 
     def inner_lr(self) -> torch.Tensor:
-        """Per-parameter inner learning rates ``[state_dim]`` (all equal unless Meta-SGD learned them)."""
-        return self.log_lr.exp()
+        """Inner learning rates: per parameter ``[state_dim]`` (all equal unless Meta-SGD learned them), or per step
+        and parameter ``[steps, state_dim]`` when MAML++ learned them (``inner.per_step_lr``; the inner loop uses row
+        ``k`` at step ``k`` and the last row beyond the trained number of steps)."""
+        return (self.log_lr_steps if self.inner.per_step_lr else self.log_lr).exp()
 
     # ---- losses -----------------------------------------------------------------------------------
     def batch_loss(self, states: torch.Tensor, support: SupportBatch) -> torch.Tensor:  # pragma: no cover

@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``metarec train``; their defaults are :class:`~adapters.meta.config.TrainConfig`'s and the model
     defaults of :mod:`adapters.meta.config`."""
     from adapters.meta import config as defaults
-    from adapters.meta.config import DEFAULT_META, TrainConfig as T
+    from adapters.meta.config import DEFAULT_META, META_NAMES, TrainConfig as T
     from stream.cli.argtypes import iso_time
 
     def per_model(table: dict[str, object]) -> str:
@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="--from-topic: end record time, ISO 8601, exclusive (default: the end now)")
     parser.add_argument("--model", choices=("seq", "mf", "melu"), default=T.model,
                         help=f"model (default {T.model}: attention over the user's window on top of mf)")
-    parser.add_argument("--meta", choices=("maml", "fomaml", "reptile", "metasgd"), default=DEFAULT_META,
+    parser.add_argument("--meta", choices=META_NAMES, default=DEFAULT_META,
                         help=f"meta-learner (default {DEFAULT_META}: second order, cheap for mf thanks to its closed-form "
                              "gradient; beat fomaml on a validation split of ML-100K's history, HR@10 0.176 vs 0.165)")
     parser.add_argument("--out", required=True, help="checkpoint directory to write")
