@@ -14,11 +14,15 @@ Tasks are users: with --split time (default, what the stream worker faces) each 
 several points, support = up to --window events before the cut, query = the next --query-size events.
 --split random is the MeLU cold-start protocol. --history F trains on the first fraction F of the events
 in time order (the prequential evaluation uses 0.5).
+--meta mamlpp is MAML++ (Antoniou et al. 2019): learned inner rates per step and per state entry (saved in the
+checkpoint; the worker uses rate k at step k, the last trained rate for any further step), the query loss after
+every inner step with weights annealed toward the last one, first-order meta-gradients for the first 20% of training.
 
 examples:
   metarec train --dataset ml-100k --model mf --meta maml --out checkpoints/mf
   metarec train --dataset ml-100k --model mf --meta maml --history 0.5 --epochs 5 --out ck/mf-h50
   metarec train --dataset ml-1m --model melu --meta metasgd --split random --out ck/melu
+  metarec train --dataset ml-100k --meta mamlpp --out ck/seq-mamlpp
   metarec train --from-topic interactions --bootstrap kafka:9092 --since 2024-05-01T00:00:00Z --out ck/may
 """
 
