@@ -177,6 +177,13 @@ def _fast_grad(model: Any, support: SupportBatch, lr: torch.Tensor, state_dim: i
     return make(support, rating=rating)
 
 
+def _record(trace: list[torch.Tensor] | None, solve: bool, model: Any, states: torch.Tensor, support: SupportBatch,
+            theta0: torch.Tensor | None, lam: float, mean: bool) -> None:
+    """Append one step's states to ``trace`` (if any), with the rating block solved when ``solve``."""
+    if trace is not None:
+        trace.append(solve_rating_block(model, states, support, theta0, lam, mean) if solve else states)
+
+
 def inner_loop(model: Any, states: torch.Tensor, support: SupportBatch, steps: int, lr: torch.Tensor | float,
                prox: float = 0.0, theta0: torch.Tensor | None = None, create_graph: bool = False,
                first_order: bool = True, method: str = "auto", rating_solver: str | None = None,
@@ -225,24 +232,22 @@ def inner_loop(model: Any, states: torch.Tensor, support: SupportBatch, steps: i
         lr_t = lr_t * keep
     grad_fn = _fast_grad(model, support, lr_t, states.shape[1], method) if fast and first_order else None
     for k in range(steps):
-        rate = lr_t[min(k, lr_t.shape[0] - 1)] if lr_t.dim() == 2 else lr_t
+        rate = lr_t[min(k, lr_t.shape[0] - 1)] if lr_t.dim() == 2 else lr_t  # [K, D]: this step's row
         if grad_fn is not None:
             with torch.no_grad():
                 g = grad_fn(states)
                 if prox > 0:
                     g.add_(states - theta0, alpha=2.0 * prox)
             states = states - (rate * active) * g
-        else:
-            g = support_gradient(model, states, support, method=method,
-                                 create_graph=create_graph and not first_order)
-            if prox > 0:
-                g = g + 2.0 * prox * (states - theta0)
-            if first_order:
-                g = g.detach()
-            states = states - rate * g * active
-        if trace is not None:
-            trace.append(solve_rating_block(model, states, support, theta0, ridge_lambda, ridge_mean)
-                         if ridge and k < steps - 1 else states)
+            _record(trace, k < steps - 1 and ridge, model, states, support, theta0, ridge_lambda, ridge_mean)
+            continue
+        g = support_gradient(model, states, support, method=method, create_graph=create_graph and not first_order)
+        if prox > 0:
+            g = g + 2.0 * prox * (states - theta0)
+        if first_order:
+            g = g.detach()
+        states = states - rate * g * active
+        _record(trace, k < steps - 1 and ridge, model, states, support, theta0, ridge_lambda, ridge_mean)
     if ridge:
         states = solve_rating_block(model, states, support, theta0, ridge_lambda, ridge_mean)
         if trace is not None:
