@@ -19,6 +19,8 @@ from typing import Any
 #: second order (cheap for mf thanks to its closed-form gradient), beat fomaml on a validation split of ML-100K's
 #: history (HR@10 0.176 vs 0.165). :class:`TrainConfig` itself defaults to the cheaper ``fomaml``.
 DEFAULT_META = "maml"
+#: the meta-learners a command can train with (adapters.meta.learners; listed here, torch-free, for the flags)
+META_NAMES = ("maml", "fomaml", "reptile", "metasgd", "mamlpp")
 
 DEFAULT_INNER_LR = {"mf": 0.5, "melu": 0.05}
 #: mf's rating block [v | b_u] has an MSE gradient 2·err per unit: its own, smaller rate (validation on ML-100K's

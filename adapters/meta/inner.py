@@ -5,7 +5,9 @@ All users of a batch are adapted in one call. Ragged support sets come padded wi
 
     θ ← θ − α ⊙ (∇ L_support(θ) + 2 λ (θ − θ0))
 
-with α a scalar or per-parameter (Meta-SGD) learning-rate vector and λ the proximal pull toward θ0.
+with α a scalar or per-parameter (Meta-SGD) learning-rate vector and λ the proximal pull toward θ0. Per-step rates
+(MAML++'s LSLR, :mod:`adapters.meta.mamlpp`) come as a ``[K, D]`` matrix: step ``k`` uses row ``k``; asked for more
+steps than it has rows, every later step uses the last row (fewer steps use the first rows).
 
 Three ways to get the per-user gradients, which agree to float precision (tested):
 
@@ -66,6 +68,8 @@ class InnerConfig:
     lr_rating: float | None = None
     prox: float = 0.0  #: λ of the proximal term λ‖θ − θ0‖²
     metasgd: bool = False  #: per-parameter learned learning rates
+    #: per-step and per-parameter learned learning rates ``[steps, D]`` (MAML++'s LSLR, :mod:`adapters.meta.mamlpp`)
+    per_step_lr: bool = False
     grad: str = "auto"  #: one of GRAD_METHODS; "auto" = analytic when the model has one, else autograd
     #: how the rating block is adapted: "gd" = the gradient steps like every other entry; "ridge" = its exact
     #: minimiser in closed form (:func:`ridge_block`; models with a ``rating_design``, i.e. ``mf``)
@@ -178,15 +182,23 @@ def _fast_grad(model: Any, support: SupportBatch, lr: torch.Tensor, state_dim: i
     if make is None or method not in ("auto", "analytic"):
         return None
     block = getattr(model, "rating_block", None)
-    rating = block is None or bool((lr.detach().expand(state_dim)[block] != 0).any())
+    rates = lr.detach() if lr.dim() == 2 else lr.detach().expand(state_dim)
+    rating = block is None or bool((rates[..., block] != 0).any())
     return make(support, rating=rating)
+
+
+def _record(trace: list[torch.Tensor] | None, solve: bool, model: Any, states: torch.Tensor, support: SupportBatch,
+            theta0: torch.Tensor | None, lam: float, mean: bool) -> None:
+    """Append one step's states to ``trace`` (if any), with the rating block solved when ``solve``."""
+    if trace is not None:
+        trace.append(solve_rating_block(model, states, support, theta0, lam, mean) if solve else states)
 
 
 def inner_loop(model: Any, states: torch.Tensor, support: SupportBatch, steps: int, lr: torch.Tensor | float,
                prox: float = 0.0, theta0: torch.Tensor | None = None, create_graph: bool = False,
                first_order: bool = True, method: str = "auto", rating_solver: str | None = None,
                ridge_lambda: float | None = None, ridge_mean: bool | None = None,
-               fast: bool = True) -> torch.Tensor:
+               fast: bool = True, trace: list[torch.Tensor] | None = None) -> torch.Tensor:
     """Run ``steps`` batched gradient steps from ``states``; returns the adapted states.
 
     Parameters
@@ -194,7 +206,7 @@ def inner_loop(model: Any, states: torch.Tensor, support: SupportBatch, steps: i
     model : Adapter module with ``batch_loss`` (and optionally ``analytic_grad``).
     states : ``[B, D]`` starting states (θ0's user part or a previous state).
     support : padded support sets of the same ``B`` users.
-    lr : scalar or ``[D]`` learning rates.
+    lr : scalar or ``[D]`` learning rates, or ``[K, D]`` per-step rates (step ``k`` uses row ``min(k, K − 1)``).
     prox, theta0 : proximal weight λ and the anchor θ0 ``[B, D]`` (required when ``prox > 0``).
     create_graph : keep the graph through the steps (second-order meta-gradients).
     first_order : detach each step's gradient (FOMAML); ignored gradients still flow through ``states``.
@@ -205,6 +217,8 @@ def inner_loop(model: Any, states: torch.Tensor, support: SupportBatch, steps: i
     fast : with ``first_order`` and the analytic gradient, use the model's ``analytic_grad_fn`` when it has one
         (support-only work done once for all steps, no autograd in the steps, the rating gradient skipped where the
         rate is 0); same result as ``fast=False`` (the per-step :func:`support_gradient`) to float rounding.
+    trace : a list that receives the states after every step (rating block solved as in the result; the last one
+        is the result), for losses on every step (MAML++'s multi-step loss).
     """
     prepare = getattr(model, "prepare_states", None)
     if prepare is not None:  # derived entries of the state (seq: the window's context), set before any step
@@ -227,21 +241,25 @@ def inner_loop(model: Any, states: torch.Tensor, support: SupportBatch, steps: i
         keep[model.rating_block] = 0.0
         lr_t = lr_t * keep
     grad_fn = _fast_grad(model, support, lr_t, states.shape[1], method) if fast and first_order else None
-    step_lr = lr_t * active if grad_fn is not None else None
-    for _ in range(steps):
+    for k in range(steps):
+        rate = lr_t[min(k, lr_t.shape[0] - 1)] if lr_t.dim() == 2 else lr_t  # [K, D]: this step's row
         if grad_fn is not None:
             with torch.no_grad():
                 g = grad_fn(states)
                 if prox > 0:
                     g.add_(states - theta0, alpha=2.0 * prox)
-            states = states - step_lr * g
+            states = states - (rate * active) * g
+            _record(trace, k < steps - 1 and ridge, model, states, support, theta0, ridge_lambda, ridge_mean)
             continue
         g = support_gradient(model, states, support, method=method, create_graph=create_graph and not first_order)
         if prox > 0:
             g = g + 2.0 * prox * (states - theta0)
         if first_order:
             g = g.detach()
-        states = states - lr_t * g * active
+        states = states - rate * g * active
+        _record(trace, k < steps - 1 and ridge, model, states, support, theta0, ridge_lambda, ridge_mean)
     if ridge:
         states = solve_rating_block(model, states, support, theta0, ridge_lambda, ridge_mean)
+        if trace is not None:
+            trace[-1] = states
     return states

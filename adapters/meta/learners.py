@@ -6,6 +6,8 @@ gradient w.r.t. the model's parameters is that algorithm's meta-gradient, so one
 * ``maml``    — second order: the query loss after ``K`` differentiable inner steps;
 * ``fomaml``  — first order: same, with each inner gradient detached;
 * ``metasgd`` — second-order MAML whose per-parameter inner learning rates are learned too;
+* ``mamlpp``  — MAML++ (:mod:`adapters.meta.mamlpp`): learned per-step rates, the annealed multi-step loss, first
+  order early in training;
 * ``reptile`` — θ0 moves toward the states adapted on support ∪ query (surrogate ½‖θ0 − θ'‖²); the shared
   item-side parameters follow the first-order loss at the adapted states;
 * ``erm``     — no inner loop during training (plain empirical risk at θ0); the ``erm_finetune`` baseline.
@@ -29,9 +31,10 @@ import torch
 
 from adapters.base import SupportBatch
 from adapters.meta import bayes
+from adapters.meta.config import META_NAMES
 from adapters.meta.inner import inner_loop
+from adapters.meta.mamlpp import mamlpp_objective
 
-META_NAMES = ("maml", "fomaml", "reptile", "metasgd")
 ALL_META = META_NAMES + ("erm",)
 
 
@@ -42,12 +45,15 @@ def concat(a: SupportBatch, b: SupportBatch) -> SupportBatch:
 
 
 def meta_objective(model: Any, meta: str, support: SupportBatch, query: SupportBatch, steps: int | None = None,
-                   prox: float | None = None) -> torch.Tensor:
-    """Scalar outer loss of one batch of tasks under meta-learner ``meta``."""
+                   prox: float | None = None, progress: float = 1.0) -> torch.Tensor:
+    """Scalar outer loss of one batch of tasks under meta-learner ``meta``; ``progress`` (the fraction of training
+    done) drives MAML++'s annealings and is ignored by the others."""
     steps = model.inner.steps if steps is None else steps
     prox = model.inner.prox if prox is None else prox
     if getattr(model.inner, "task_learner", "gradient") == "bayes" and meta != "erm":
         return _bayes_objective(model, meta, support, query)
+    if meta == "mamlpp":
+        return mamlpp_objective(model, support, query, steps, prox, progress)
     theta0 = model.init_states(support.users)
     lr = model.inner_lr()
     method = model.inner.grad

@@ -255,6 +255,7 @@ def inner_config(cfg: TrainConfig) -> InnerConfig:
     return InnerConfig(steps=cfg.steps, lr=cfg.inner_lr or DEFAULT_INNER_LR[m],
                        lr_rating=DEFAULT_INNER_LR_RATING[m] if cfg.inner_lr_rating is None else cfg.inner_lr_rating,
                        prox=DEFAULT_PROX[m] if cfg.prox is None else cfg.prox, metasgd=(cfg.meta == "metasgd"),
+                       per_step_lr=(cfg.meta == "mamlpp"),
                        rating_solver=cfg.rating_solver or DEFAULT_RATING_SOLVER[m],
                        ridge_lambda=DEFAULT_RIDGE_LAMBDA[m] if cfg.ridge_lambda is None else cfg.ridge_lambda,
                        ridge_mean=DEFAULT_RIDGE_MEAN[m] if cfg.ridge_mean is None else cfg.ridge_mean,
@@ -309,7 +310,7 @@ def _meta_train(model: Any, users: list[UserEvents], cfg: TrainConfig, rng: np.r
             if hasattr(model, "resample_negatives"):
                 model.resample_negatives(rng)
             support, query = to_batches(tasks[step * cfg.batch_users:(step + 1) * cfg.batch_users])
-            loss = meta_objective(model, cfg.meta, support, query)
+            loss = meta_objective(model, cfg.meta, support, query, progress=(epoch + step / n_steps) / cfg.epochs)
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)

@@ -95,10 +95,14 @@ class AdapterModule(nn.Module):
                                    f"needs mf or seq")
             from adapters.meta.bayes import default_prior_precision
             self.log_prior_prec = nn.Parameter(default_prior_precision(self).log())
+        if self.inner.per_step_lr:  # MAML++ (LSLR): one learned row of rates per inner step, all starting at log_lr
+            self.log_lr_steps = nn.Parameter(log_lr.repeat(max(self.inner.steps, 1), 1))
 
     def inner_lr(self) -> torch.Tensor:
-        """Per-parameter inner learning rates ``[state_dim]`` (all equal unless Meta-SGD learned them)."""
-        return self.log_lr.exp()
+        """Inner learning rates: per parameter ``[state_dim]`` (all equal unless Meta-SGD learned them), or per step
+        and parameter ``[steps, state_dim]`` when MAML++ learned them (``inner.per_step_lr``; the inner loop uses row
+        ``k`` at step ``k`` and the last row beyond the trained number of steps)."""
+        return (self.log_lr_steps if self.inner.per_step_lr else self.log_lr).exp()
 
     # ---- losses -----------------------------------------------------------------------------------
     def batch_loss(self, states: torch.Tensor, support: SupportBatch) -> torch.Tensor:  # pragma: no cover

@@ -87,8 +87,8 @@ class SeqAdapter(MFAdapter):
         return asdict(self.config)
 
     def inner_lr(self) -> torch.Tensor:
-        """Per-parameter inner rates; 0 on the derived context block."""
-        return self.log_lr.exp() * self.lr_mask
+        """Per-parameter (or per-step, MAML++) inner rates; 0 on the derived context block."""
+        return super().inner_lr() * self.lr_mask
 
     # ---- the context ------------------------------------------------------------------------------
     def attention(self, support: SupportBatch) -> torch.Tensor:

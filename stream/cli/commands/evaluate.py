@@ -42,7 +42,7 @@ THREADS = 1
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``metarec evaluate``; their defaults are those of the evaluation configs."""
     from adapters.evaluation.config import ColdStartConfig, EvaluationConfig
-    from adapters.meta.config import TrainConfig
+    from adapters.meta.config import META_NAMES, TrainConfig
 
     cold, preq = ColdStartConfig, EvaluationConfig
     parser.add_argument("--dataset", required=True, help="ml-100k, ml-1m or a CSV/TSV path")
@@ -50,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", choices=("seq", "mf", "melu"), default=None,
                         help=f"model (default: {cold.model} for coldstart; for prequential the checkpoint's, else "
                              f"{TrainConfig.model})")
-    parser.add_argument("--meta", choices=("maml", "fomaml", "reptile", "metasgd"), default=None,
+    parser.add_argument("--meta", choices=META_NAMES, default=None,
                         help=f"meta-learner (default {preq.meta})" if cold.meta == preq.meta else
                         f"meta-learner (default: {cold.meta} for coldstart, {preq.meta} for prequential)")
     parser.add_argument("--history", type=float, default=preq.history,

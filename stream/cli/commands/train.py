@@ -14,11 +14,15 @@ Tasks are users: with --split time (default, what the stream worker faces) each 
 several points, support = up to --window events before the cut, query = the next --query-size events.
 --split random is the MeLU cold-start protocol. --history F trains on the first fraction F of the events
 in time order (the prequential evaluation uses 0.5).
+--meta mamlpp is MAML++ (Antoniou et al. 2019): learned inner rates per step and per state entry (saved in the
+checkpoint; the worker uses rate k at step k, the last trained rate for any further step), the query loss after
+every inner step with weights annealed toward the last one, first-order meta-gradients for the first 20% of training.
 
 examples:
   metarec train --dataset ml-100k --model mf --meta maml --out checkpoints/mf
   metarec train --dataset ml-100k --model mf --meta maml --history 0.5 --epochs 5 --out ck/mf-h50
   metarec train --dataset ml-1m --model melu --meta metasgd --split random --out ck/melu
+  metarec train --dataset ml-100k --meta mamlpp --out ck/seq-mamlpp
   metarec train --from-topic interactions --bootstrap kafka:9092 --since 2024-05-01T00:00:00Z --out ck/may
 """
 
@@ -34,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``metarec train``; their defaults are :class:`~adapters.meta.config.TrainConfig`'s and the model
     defaults of :mod:`adapters.meta.config`."""
     from adapters.meta import config as defaults
-    from adapters.meta.config import DEFAULT_META, TrainConfig as T
+    from adapters.meta.config import DEFAULT_META, META_NAMES, TrainConfig as T
     from stream.cli.argtypes import iso_time
 
     def per_model(table: dict[str, object]) -> str:
@@ -53,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="--from-topic: end record time, ISO 8601, exclusive (default: the end now)")
     parser.add_argument("--model", choices=("seq", "mf", "melu"), default=T.model,
                         help=f"model (default {T.model}: attention over the user's window on top of mf)")
-    parser.add_argument("--meta", choices=("maml", "fomaml", "reptile", "metasgd"), default=DEFAULT_META,
+    parser.add_argument("--meta", choices=META_NAMES, default=DEFAULT_META,
                         help=f"meta-learner (default {DEFAULT_META}: second order, cheap for mf thanks to its closed-form "
                              "gradient; beat fomaml on a validation split of ML-100K's history, HR@10 0.176 vs 0.165)")
     parser.add_argument("--out", required=True, help="checkpoint directory to write")
