@@ -82,8 +82,8 @@ def meta_objective(model: Any, meta: str, support: SupportBatch, query: SupportB
 def _bayes_objective(model: Any, meta: str, support: SupportBatch, query: SupportBatch) -> torch.Tensor:
     """The outer loss with the Bayesian task learner: the query loss at the posterior mean after one update from
     the prior (θ0, Λ0). Its gradient reaches θ0, Λ0 and the item tables through the update's closed form (first
-    order in the ranking gradient and Hessian, so ``maml``, ``fomaml`` and ``metasgd`` coincide); ``reptile`` moves
-    θ0 toward the posterior mean on support ∪ query instead."""
+    order in the ranking gradient and Hessian, so ``maml``, ``fomaml``, ``metasgd`` and ``mamlpp`` coincide);
+    ``reptile`` moves θ0 toward the posterior mean on support ∪ query instead."""
     s0 = bayes.init_states(model, support.users)
     if meta == "reptile":
         both = concat(support, query)
