@@ -173,3 +173,14 @@ def test_items_total_counts_the_rows_that_can_be_recommended_new_items_included(
     out = core.process([_msg(0, 0, "a", "never-seen-item", T0)], MemoryState())
     assert out.result.unknown_items == 1
     assert metrics.registry.get_sample_value("metarec_items_total") == before + 1
+
+
+def test_under_the_bayes_task_learner_lists_carry_an_uncertainty_and_records_the_posterior(checkpoints):
+    learner = OnlineLearner(checkpoints[0], OnlineConfig(top_k=5, task_learner="bayes", explore="thompson",
+                                                          explore_scale=0.1))
+    core = WorkerCore(learner, WorkerMetrics(), "in", "out", expiry=StateExpiry(None))
+    out = core.process([_msg(0, 0, "a", "1", T0), _msg(0, 1, "a", "3", T0 + 2)], MemoryState())
+    lst = _lists(out)["a"]
+    assert len(lst["uncertainty"]) == len(lst["items"]) == 5 and all(u > 0 for u in lst["uncertainty"])
+    rec = UserRecord.from_bytes(next(w.value for w in out.writes if w.key == b"a"))
+    assert rec.state.shape == (learner.task.width,) and learner.task.width > checkpoints[0].adapter.state_dim
