@@ -143,7 +143,8 @@ def _ranking_grad_hessian(model: Any, states: torch.Tensor, support: SupportBatc
         g[:, gain] = (gu * ctx).sum(1)
         z = ctx @ q.t()  # [B, N]: q_i·ctx
         m1 = (mq * ctx).sum(1)
-        h[:, gain] = ((p * z * z).sum(1) - m1 * m1).clamp(min=0) * has[:, 0] * rw
+        m2 = z.mul_(z).mul_(p).sum(1)  # in place: one [B, N] buffer
+        h[:, gain] = (m2 - m1 * m1).clamp(min=0) * has[:, 0] * rw
     return g, h
 
 

@@ -88,7 +88,7 @@ class TaskLearner:
     def scores(self, states: torch.Tensor, users: torch.Tensor, candidates: torch.Tensor | None = None
                ) -> torch.Tensor:
         """Ranking scores of the model, explored when configured."""
-        mean = self.model_states(states)
+        mean = self.model_states(states).contiguous()
         if self.explore == "thompson":
             return self.adapter.score(bayes.sample_states(self.adapter, states, self.scale, self.generator),
                                       users, candidates)
