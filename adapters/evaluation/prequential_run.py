@@ -163,6 +163,10 @@ def _check(config: EvaluationConfig) -> None:
         raise MetarecError(f"--retrain-window must be ≥ 0 events (0 = all past events), got {config.retrain_window}")
     if config.retrain_window and not config.retrain_every:
         raise MetarecError("--retrain-window needs --retrain-every")
+    if config.explore != "none" and config.task_learner != "bayes":
+        raise MetarecError(f"--explore {config.explore} samples from the posterior: it needs --task-learner bayes")
+    if config.persistence is not None and not 0.0 <= config.persistence < 1.0:
+        raise MetarecError(f"--persistence must be in [0, 1), got {config.persistence}")
     unknown = sorted(set(config.models) - set(MODEL_NAMES))
     if unknown:
         raise MetarecError(f"unknown model {', '.join(unknown)} in --models (choose from {', '.join(MODEL_NAMES)})")

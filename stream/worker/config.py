@@ -79,6 +79,10 @@ class WorkerConfig:
             raise MetarecError(f"--batch-size must be ≥ 1, got {self.batch_size}")
         if not self.batch_ms > 0:
             raise MetarecError(f"--batch-ms must be > 0, got {self.batch_ms}")
+        if self.explore != "none" and self.task_learner == "gradient":
+            raise MetarecError(f"--explore {self.explore} samples from the posterior: it needs --task-learner bayes")
+        if self.persistence is not None and not 0.0 <= self.persistence < 1.0:
+            raise MetarecError(f"--persistence must be in [0, 1), got {self.persistence}")
         if self.delivery not in ("direct", "faust"):
             raise MetarecError(f"--delivery must be direct or faust, got {self.delivery!r}")
         if self.store not in ("rocksdb", "memory"):

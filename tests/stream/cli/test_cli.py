@@ -65,7 +65,14 @@ def test_help_lists_every_command() -> None:
         assert name in out.stdout
 
 
-@pytest.mark.parametrize("argv", [["nosuchcommand"], ["train", "--model", "gpt"], ["worker", "--batch-size", "x"]])
+@pytest.mark.parametrize("argv", [["nosuchcommand"], ["train", "--model", "gpt"], ["worker", "--batch-size", "x"],
+                                  ["worker", "--bootstrap", "127.0.0.1:1", "--checkpoint", "ck", "--task-learner",
+                                   "gradient", "--explore", "thompson"],
+                                  ["evaluate", "--dataset", "ml-100k", "--protocol", "prequential", "--json", "x.json",
+                                   "--explore", "ucb"],
+                                  ["evaluate", "--dataset", "ml-100k", "--protocol", "prequential", "--json", "x.json",
+                                   "--task-learner", "bayes", "--persistence", "1.5"],
+                                  ["train", "--dataset", "ml-100k", "--out", "ck", "--task-learner", "newton"]])
 def test_bad_arguments_exit_2_with_one_line(argv: list[str]) -> None:
     out = _metarec(*argv)
     assert out.returncode == 2
