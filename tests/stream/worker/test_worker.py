@@ -91,7 +91,9 @@ def test_every_published_list_is_well_formed(run):
     assert len(run["out"]) == run["published"] > 0
     for m in run["out"]:
         v = json.loads(m.value())
-        assert set(v) == {"user_id", "items", "scores", "model_version", "as_of", "event_timestamp", "generated_at"}
+        assert set(v) == {"user_id", "items", "scores", "model_version", "as_of", "event_timestamp", "generated_at",
+                          "because"}  # the contract's optional "because": the worker always sends it
+        assert len(v["because"]) == len(v["items"]) and all(b is None or isinstance(b, str) for b in v["because"])
         assert m.key().decode() == v["user_id"]
 
 
