@@ -21,8 +21,8 @@ entry of the user state that adapts, a posterior mean and a posterior precision:
   ``Σ_i p_i q_i² − (Σ_i p_i q_i)²`` (the catalogue softmax ``p``), and ``Var_p(q·ctx)`` for the gain. The
   precision kept is ``diag ∇²L + Λ0``, the Hessian taken where the step starts.
 
-A state of this learner is ``[model state | precisions of the adapted entries]``: for ``seq`` at the defaults
-162 + 98 float32, 1,040 bytes (the derived context block has no precision).
+A state of this learner is ``[model state | precisions of the ranking block]``: for ``seq`` at the defaults
+162 + 65 float32, 908 bytes (the rating block's posterior is solved again from the window at every micro-batch).
 
 Scores then come with an uncertainty (:func:`score_std`): ``Var(s_i) = Σ_d q_id² / P_d + (ctx·q_i)² / P_g``, which
 :mod:`adapters.online.explore` turns into Thompson sampling or UCB.
@@ -54,12 +54,13 @@ TASK_LEARNERS = ("gradient", "bayes")
 
 
 def posterior_entries(model: Any) -> torch.Tensor:
-    """Indices of the state entries that have a posterior (all but a derived block such as ``seq``'s context)."""
-    keep = torch.ones(model.state_dim, dtype=torch.bool)
-    derived = getattr(model, "ctx_block", None)
-    if derived is not None:
-        keep[derived] = False
-    return keep.nonzero()[:, 0]
+    """Indices of the state entries whose precision a state keeps: the ranking block (``u`` and ``seq``'s gain), which
+    the next micro-batch starts from. The rating block's posterior is solved again from the window at every
+    micro-batch, so its precision is not kept (it would cost 4·(rating_dim + 1) bytes per user for nothing); the
+    derived context block has none."""
+    u_blk, gain = _ranking_entries(model)
+    idx = list(range(u_blk.start, u_blk.stop)) + ([gain] if gain is not None else [])
+    return torch.tensor(idx, dtype=torch.long)
 
 
 def default_prior_precision(model: Any) -> torch.Tensor:
@@ -103,7 +104,7 @@ def split(model: Any, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
 
 
 def full_precision(model: Any, prec: torch.Tensor) -> torch.Tensor:
-    """``[B, state_dim]`` precisions with +inf on derived entries (no uncertainty there)."""
+    """``[B, state_dim]`` precisions, +inf on the entries whose precision is not kept (no uncertainty there)."""
     out = torch.full((prec.shape[0], model.state_dim), float("inf"), dtype=prec.dtype)
     out[:, posterior_entries(model)] = prec
     return out
