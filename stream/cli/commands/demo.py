@@ -36,13 +36,15 @@ def _positive_float(text: str) -> float:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from adapters.meta.config import META_NAMES
+
     parser.add_argument("--dataset", default="ml-100k", help="dataset to replay (default ml-100k)")
     parser.add_argument("--data-dir", default=None, help="dataset and checkpoint cache (default $METAREC_DATA_DIR "
                                                          "or ~/.cache/metarec)")
     parser.add_argument("--report-dir", default="reports/demo", help="where to write demo.json and demo.md")
     parser.add_argument("--model", choices=("seq", "mf", "melu"), default="seq",
                         help="model (default seq: attention over the user's window on top of mf)")
-    parser.add_argument("--meta", choices=("maml", "fomaml", "reptile", "metasgd"), default="maml",
+    parser.add_argument("--meta", choices=META_NAMES, default="maml",
                         help="meta-learner (default maml)")
     parser.add_argument("--epochs", type=_positive_int, default=2, help="meta-training epochs (default 2: quick)")
     parser.add_argument("--retrain", action="store_true", help="train even if a cached checkpoint exists")

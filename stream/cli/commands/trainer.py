@@ -23,6 +23,7 @@ examples:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from stream.cli.argtypes import iso_time
     from stream.kafka.client import add_kafka_arguments
+    from adapters.meta.config import META_NAMES
     from stream.trainer.service import TrainerConfig as T
 
     parser.add_argument("--bootstrap", required=True, help="Kafka bootstrap servers, host:port[,host:port]")
@@ -37,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", choices=("seq", "mf", "melu"), default=T.model,
                         help=f"model of a first version when --out has none (default {T.model}); later versions keep "
                              "the model of the one they start from")
-    parser.add_argument("--meta", choices=("maml", "fomaml", "reptile", "metasgd"), default=T.meta,
+    parser.add_argument("--meta", choices=META_NAMES, default=T.meta,
                         help=f"meta-learner of a first version (default {T.meta})")
     parser.add_argument("--epochs", type=int, default=T.epochs, help=f"meta-training epochs per version "
                         f"(default {T.epochs})")
