@@ -12,28 +12,15 @@ import adapters.evaluation.groups
 from adapters.data.datasets import UserFeatures
 from adapters.evaluation.groups import (activity_bounds, activity_edges, activity_labels, group_bounds,
                                         group_breakdown, prior_activity)
-from adapters.evaluation.prequential import EventStream, PrequentialConfig, Scores, run_protocol
+from adapters.evaluation.prequential import EventStream, PrequentialConfig, run_protocol
 from adapters.evaluation.report import write_report
+from fixed_scores import Table
 
 ONE_THIRD_GAIN = 1 / math.log2(3)   # a hit at rank 1
 
 
 def test_doctests() -> None:
     assert doctest.testmod(adapters.evaluation.groups).failed == 0
-
-
-class Table:
-    """A model with a fixed item score table (or no ranking at all)."""
-
-    def __init__(self, table: np.ndarray | None, name: str = "table") -> None:
-        self.table, self.name = table, name
-
-    def learn(self, lo: int, hi: int) -> None:
-        return None
-
-    def step(self, lo: int, hi: int, rank_rows: np.ndarray) -> Scores:
-        ranking = None if self.table is None else np.tile(self.table, (len(rank_rows), 1))
-        return Scores(ratings=None, ranking=ranking)
 
 
 def hand_run():  # noqa: ANN201

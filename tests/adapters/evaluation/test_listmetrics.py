@@ -10,7 +10,8 @@ import pytest
 import adapters.evaluation.listmetrics
 from adapters.data.datasets import Dataset, ItemFeatures
 from adapters.evaluation.listmetrics import count_before, coverage, diversity, novelty, top_k_lists
-from adapters.evaluation.prequential import EventStream, PrequentialConfig, Scores, run_protocol
+from adapters.evaluation.prequential import EventStream, PrequentialConfig, run_protocol
+from fixed_scores import Table
 
 
 def test_doctests() -> None:
@@ -37,20 +38,6 @@ def test_small_pieces() -> None:
     assert diversity(np.array([[0, 1]]), g) == pytest.approx(1 - 1 / math.sqrt(2))
     assert diversity(np.array([[0, 2]]), g) == pytest.approx(1.0)     # no genres: cosine 0
     assert diversity(np.array([[0, -1]]), g) is None                  # no pair in any list
-
-
-class Table:
-    """A model with a fixed item score table (or no ranking at all)."""
-
-    def __init__(self, table: np.ndarray | None, name: str = "table") -> None:
-        self.table, self.name = table, name
-
-    def learn(self, lo: int, hi: int) -> None:
-        return None
-
-    def step(self, lo: int, hi: int, rank_rows: np.ndarray) -> Scores:
-        ranking = None if self.table is None else np.tile(self.table, (len(rank_rows), 1))
-        return Scores(ratings=None, ranking=ranking)
 
 
 def hand_stream() -> EventStream:

@@ -6,12 +6,13 @@ import math
 import numpy as np
 import pytest
 import torch
+from online_events import interactions as events, run_batches as run
 from synthetic_data import synthetic_dataset
 
 from adapters.errors import MetarecError
 from adapters.meta.training import TrainConfig, train
 from adapters.online.explain import explain
-from adapters.online.learner import Interaction, OnlineConfig, OnlineLearner
+from adapters.online.learner import OnlineConfig, OnlineLearner
 
 
 @pytest.fixture(scope="module")
@@ -23,21 +24,6 @@ def dataset():
 def checkpoint(request, dataset):
     return train(dataset, TrainConfig(model=request.param, meta="fomaml", epochs=1, pretrain_epochs=1, seed=0,
                                       model_config={"dim": 8, "rating_dim": 4}, task_learner="bayes"))
-
-
-def events(dataset, n: int) -> list[Interaction]:
-    return [Interaction(str(u), str(i), None if math.isnan(r) else float(r), float(t), 0, k)
-            for k, (u, i, r, t) in enumerate(zip(dataset.user_ids[:n], dataset.item_ids[:n], dataset.ratings[:n],
-                                                  dataset.timestamps[:n]))]
-
-
-def run(learner: OnlineLearner, evs: list[Interaction], batch: int = 16):
-    records, lists = {}, {}
-    for s in range(0, len(evs), batch):
-        out = learner.process(evs[s:s + batch], records)
-        records.update(out.records)
-        lists.update({r.user_id: r for r in out.recommendations})
-    return records, lists
 
 
 def test_every_reason_is_an_item_of_the_user_s_own_window(checkpoint, dataset):

@@ -13,6 +13,7 @@ from adapters.meta.checkpoint import Checkpoint
 from adapters.online.learner import Interaction, OnlineConfig, OnlineLearner
 from adapters.online.records import UserRecord, vocab_hash
 from adapters.meta.training import TrainConfig, train
+from online_events import interactions as stream, run_batches as run
 from synthetic_data import synthetic_dataset
 
 
@@ -25,23 +26,6 @@ def dataset():
 def checkpoint(dataset):
     return train(dataset, TrainConfig(model="mf", meta="fomaml", epochs=1, pretrain_epochs=1, seed=0,
                                       model_config={"dim": 8, "rating_dim": 4}))
-
-
-def stream(dataset, n: int | None = None, partition: int = 0) -> list[Interaction]:
-    n = len(dataset) if n is None else n
-    return [Interaction(str(u), str(i), None if math.isnan(r) else float(r), float(t), partition, k)
-            for k, (u, i, r, t) in enumerate(zip(dataset.user_ids[:n], dataset.item_ids[:n], dataset.ratings[:n],
-                                                  dataset.timestamps[:n]))]
-
-
-def run(learner: OnlineLearner, events: list[Interaction], batch: int = 16, records: dict | None = None):
-    records = {} if records is None else records
-    lists = {}
-    for s in range(0, len(events), batch):
-        out = learner.process(events[s:s + batch], records)
-        records.update(out.records)
-        lists.update({r.user_id: r for r in out.recommendations})
-    return records, lists
 
 
 def test_every_touched_user_gets_k_distinct_unseen_items_as_of_their_newest_event(dataset, checkpoint):
