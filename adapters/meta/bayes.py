@@ -8,24 +8,24 @@ entry of the user state that adapts, a posterior mean and a posterior precision:
 ``L_window`` is the model's support loss (:meth:`batch_loss`), read as a negative log-likelihood.
 
 * **Rating block** (``mf``/``seq``: ``[v | b_u]``, where the loss is quadratic): the posterior is Gaussian and its
-  mean is exact, one ``k×k`` Cholesky solve per user, ``(XᵀWX + Λ0/2) m = XᵀWy + Λ0/2 ⊙ θ0`` (the ridge solver's
-  system, :func:`~adapters.meta.inner.ridge_block`, with a meta-learned diagonal prior instead of one λ). Its
-  precision is ``2·diag(XᵀWX) + Λ0`` (the diagonal of the exact one).
+  mean is exact, one ``k×k`` Cholesky solve per user, ``(XᵀWX + Λ0/2) m = XᵀWy + Λ0/2 ⊙ θ0``: the ridge solver's
+  system (:func:`~adapters.meta.inner.solve_rating_block`). Its prior precision stays twice the ridge λ (meta-learning
+  it raised the RMSE), and the next micro-batch solves it again from the window, so its precision is not kept.
 * **Ranking block** (the user vector ``u`` and, for ``seq``, the context gain ``g``; softmax cross-entropy over the
-  catalogue): a Laplace approximation, one Newton step per micro-batch with the diagonal of the Hessian,
+  catalogue): a Laplace approximation. The previous posterior ``N(m, P⁻¹)`` relaxes toward the prior (an
+  Ornstein–Uhlenbeck step keeping ``persistence`` ρ of the deviation from θ0), then one Newton step with the diagonal
+  of the Hessian,
 
-      s ← s − (∇L(s) + Λ0 ⊙ (s − θ0)) / (diag ∇²L(s) + Λ0)
+      m' = θ0 + ρ (m − θ0),   1/P' = ρ²/P + (1 − ρ²)/Λ0,   m'' = m' − ∇L(m') / (diag ∇²L(m') + P')
 
-  from the user's previous posterior mean (θ0 for a new user), so that successive micro-batches iterate toward the
-  posterior mode of the current window. ``diag ∇²L`` of the cross-entropy w.r.t. the effective vector is
-  ``Σ_i p_i q_i² − (Σ_i p_i q_i)²`` (the catalogue softmax ``p``), and ``Var_p(q·ctx)`` for the gain. The
-  precision kept is ``diag ∇²L + Λ0``, the Hessian taken where the step starts.
+  ``diag ∇²L`` of the cross-entropy w.r.t. the effective vector is ``Σ_i p_i q_i² − (Σ_i p_i q_i)²`` (the catalogue
+  softmax ``p``), and ``Var_p(q·ctx)`` for the gain. The precision kept is ``P' + diag ∇²L(m')``.
 
 A state of this learner is ``[model state | precisions of the ranking block]``: for ``seq`` at the defaults
 162 + 65 float32, 908 bytes (the rating block's posterior is solved again from the window at every micro-batch).
 
 Scores then come with an uncertainty (:func:`score_std`): ``Var(s_i) = Σ_d q_id² / P_d + (ctx·q_i)² / P_g``, which
-:mod:`adapters.online.explore` turns into Thompson sampling or UCB.
+:mod:`adapters.online.tasklearner` turns into Thompson sampling or UCB.
 
 Example
 -------
@@ -49,8 +49,16 @@ from typing import Any
 import torch
 
 from adapters.base import SupportBatch
+from adapters.meta.inner import solve_rating_block
 
 TASK_LEARNERS = ("gradient", "bayes")
+
+
+def _ranking_mask(model: Any) -> torch.Tensor:
+    """``[state_dim]`` True on the ranking block's entries (those of :func:`posterior_entries`)."""
+    mask = torch.zeros(model.state_dim, dtype=torch.bool)
+    mask[posterior_entries(model)] = True
+    return mask
 
 
 def posterior_entries(model: Any) -> torch.Tensor:
@@ -149,22 +157,6 @@ def _ranking_grad_hessian(model: Any, states: torch.Tensor, support: SupportBatc
     return g, h
 
 
-def _rating_posterior(model: Any, states: torch.Tensor, support: SupportBatch, theta0: torch.Tensor,
-                      prior: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Exact Gaussian posterior of the rating block: ``(mean [B, k], precision diag [B, k], has rated [B, 1])``."""
-    block = model.rating_block
-    design, targets, weights = model.rating_design(support)
-    if not model.inner.ridge_mean:
-        weights = weights * (weights > 0).sum(1, keepdim=True).clamp(min=1)
-    lam = prior[block] / 2.0
-    xw = design * weights[..., None]
-    gram = xw.transpose(1, 2) @ design + torch.diag_embed(lam.expand(design.shape[0], -1))
-    rhs = (xw * targets[..., None]).sum(1) + lam * theta0[:, block]
-    mean = torch.cholesky_solve(rhs[..., None], torch.linalg.cholesky(gram))[..., 0]
-    prec = 2.0 * torch.diagonal(gram, dim1=1, dim2=2)
-    return mean, prec, (weights > 0).any(1, keepdim=True)
-
-
 def adapt(model: Any, states: torch.Tensor, support: SupportBatch, persistence: float = 0.0) -> torch.Tensor:
     """One Bayesian update of ``states`` (``[B, state_dim + n_posterior]``, from :func:`init_states` or an earlier
     call) on the window ``support``; users with an empty window keep their state.
@@ -173,7 +165,9 @@ def adapt(model: Any, states: torch.Tensor, support: SupportBatch, persistence: 
       that keeps ``persistence`` ρ of the user's deviation from θ0 (``m' = θ0 + ρ(m − θ0)``,
       ``1/P' = ρ²/P + (1 − ρ²)/Λ0``; ρ = 0: every micro-batch starts from the prior), then one Newton step on the
       window's loss from ``m'``: ``m'' = m' − ∇L(m') / (diag ∇²L(m') + P')``, precision ``P' + diag ∇²L(m')``.
-    * Rating block: the exact posterior of the window under the prior ``N(θ0, Λ0⁻¹)``.
+    * Rating block: the exact posterior mean of the window under the prior ``N(θ0, Λ0⁻¹)``: the ridge solve of
+      :func:`~adapters.meta.inner.solve_rating_block` with λ = Λ0/2 per entry (its precision is not kept: the next
+      micro-batch solves it again).
 
     Differentiable w.r.t. θ0, Λ0 and the item rating factors; the ranking gradient and Hessian are detached (first
     order: second-order terms through them are not kept).
@@ -183,11 +177,7 @@ def adapt(model: Any, states: torch.Tensor, support: SupportBatch, persistence: 
     prior = prior_precision(model)
     active = support.mask.any(dim=1, keepdim=True)
     entries = posterior_entries(model)
-    rank = torch.zeros(model.state_dim, dtype=torch.bool)
-    u_blk, gain = _ranking_entries(model)
-    rank[u_blk] = True
-    if gain is not None:
-        rank[gain] = True
+    rank = _ranking_mask(model)
     p_prev = full_precision(model, prec)
     rho = float(persistence)
     s = torch.where(rank, theta0 + rho * (s_prev - theta0), s_prev)
@@ -197,20 +187,11 @@ def adapt(model: Any, states: torch.Tensor, support: SupportBatch, persistence: 
         s = prepare(s, support)
     g, h = _ranking_grad_hessian(model, s.detach(), support)
     new_s = torch.where(rank, s - g / (h + p_pred), s)
-    new_prec = torch.where(rank, h + p_pred, p_pred)
     block = getattr(model, "rating_block", None)
     if block is not None:
-        mean, rprec, rated = _rating_posterior(model, s, support, theta0, prior)
-        new_s = _put_block(new_s, block, mean, rated)
-        new_prec = _put_block(new_prec, block, rprec, rated)
-    out = torch.cat([new_s, new_prec[:, entries]], dim=1)
+        new_s = solve_rating_block(model, new_s, support, theta0, prior[block] / 2.0, model.inner.ridge_mean)
+    out = torch.cat([new_s, (h + p_pred)[:, entries]], dim=1)
     return torch.where(active, out, states)
-
-
-def _put_block(x: torch.Tensor, block: slice, values: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
-    """``x`` with ``x[:, block]`` replaced by ``values`` on the rows ``where`` (out of place, differentiable)."""
-    new = torch.where(where, values, x[:, block])
-    return torch.cat([x[:, :block.start], new, x[:, block.stop:]], dim=1)
 
 
 @torch.no_grad()
@@ -240,10 +221,6 @@ def sample_states(model: Any, states: torch.Tensor, scale: float, generator: tor
     rest is the posterior mean. For Thompson sampling."""
     s, prec = split(model, states)
     std = full_precision(model, prec).rsqrt()
-    u_blk, gain = _ranking_entries(model)
-    mask = torch.zeros(model.state_dim, dtype=torch.bool)
-    mask[u_blk] = True
-    if gain is not None:
-        mask[gain] = True
+    mask = _ranking_mask(model)
     eps = torch.randn(s.shape, generator=generator, dtype=s.dtype)
     return s + scale * eps * std * mask

@@ -134,15 +134,16 @@ def support_gradient(model: Any, states: torch.Tensor, support: SupportBatch, me
 
 
 def ridge_block(design: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, anchor: torch.Tensor,
-                lam: float) -> torch.Tensor:
+                lam: float | torch.Tensor) -> torch.Tensor:
     """Batched weighted ridge regression toward an anchor: ``argmin_s Σ_j w_j (x_jᵀ s − y_j)² + λ‖s − a‖²``.
 
     Parameters
     ----------
     design : ``[B, L, k]`` rows ``x_j``; targets : ``[B, L]``; weights : ``[B, L]`` (0 = event ignored);
-    anchor : ``[B, k]``; lam : λ > 0 (keeps every system positive definite).
+    anchor : ``[B, k]``; lam : λ > 0 (keeps every system positive definite), one for every entry or ``[k]``, one
+    per entry (``λ‖s − a‖²`` then reads ``Σ_e λ_e (s_e − a_e)²``: a diagonal Gaussian prior).
 
-    Returns ``[B, k]``: the solution of ``(Xᵀ W X + λ I) s = Xᵀ W y + λ a``, one Cholesky solve per user,
+    Returns ``[B, k]``: the solution of ``(Xᵀ W X + diag λ) s = Xᵀ W y + λ ⊙ a``, one Cholesky solve per user,
     differentiable w.r.t. every input.
 
     Example
@@ -154,14 +155,17 @@ def ridge_block(design: torch.Tensor, targets: torch.Tensor, weights: torch.Tens
     """
     k = design.shape[-1]
     xw = design * weights[..., None]
-    gram = torch.baddbmm(torch.eye(k, dtype=design.dtype), xw.transpose(1, 2), design, beta=lam)
+    if isinstance(lam, torch.Tensor):
+        gram = torch.diag_embed(lam.expand(design.shape[0], k)) + xw.transpose(1, 2) @ design
+    else:
+        gram = torch.baddbmm(torch.eye(k, dtype=design.dtype), xw.transpose(1, 2), design, beta=lam)
     rhs = (xw * targets[..., None]).sum(1) + lam * anchor
     chol = torch.linalg.cholesky(gram)
     return torch.cholesky_solve(rhs[..., None], chol)[..., 0]
 
 
 def solve_rating_block(model: Any, states: torch.Tensor, support: SupportBatch, anchor: torch.Tensor,
-                       lam: float, mean: bool = True) -> torch.Tensor:
+                       lam: float | torch.Tensor, mean: bool = True) -> torch.Tensor:
     """``states`` with the rating block ``model.rating_block`` replaced by its ridge minimiser (users with at least
     one rated event; the others keep theirs). ``anchor`` ``[B, D]`` is θ0's user part; ``mean=False`` sums the
     squared errors instead of averaging them (see ``InnerConfig.ridge_mean``)."""

@@ -66,17 +66,17 @@ def test_ranking_gradient_and_hessian_are_autograd_s(model):
         assert torch.allclose(g[k, entries], grad, atol=1e-5, rtol=1e-3)
 
 
-def test_rating_posterior_mean_is_the_ridge_solution_with_half_the_prior_precision():
-    a = trained("mf", "fomaml", task_learner="gradient").adapter  # no meta-learned prior: Λ0 = 2·(prox | ridge λ)
-    sb = supports(trained("mf", "fomaml", task_learner="gradient"))
+def test_the_rating_block_is_the_ridge_solution_with_half_the_prior_precision():
+    ck = trained("mf", "fomaml", task_learner="gradient")  # no meta-learned prior: Λ0 = 2·(prox | ridge λ)
+    a, sb = ck.adapter, supports(ck)
     s0 = bayes.init_states(a, sb.users)
     theta0 = a.init_states(sb.users)
-    mean, prec, rated = bayes._rating_posterior(a, theta0, sb, theta0, bayes.prior_precision(a))
-    ridge = solve_rating_block(a, theta0, sb, theta0, a.inner.ridge_lambda, mean=a.inner.ridge_mean)
     blk = a.rating_block
-    assert torch.allclose(mean[rated[:, 0]], ridge[rated[:, 0], blk], atol=1e-5)
-    prior = bayes.prior_precision(a)[blk]
-    assert (prec[rated[:, 0]] > prior).all() and torch.allclose(prec[~rated[:, 0]], prior.expand_as(prec[~rated[:, 0]]))
+    rated = (sb.mask & sb.rated).any(1)
+    posterior = bayes.split(a, bayes.adapt(a, s0, sb))[0]
+    ridge = solve_rating_block(a, theta0, sb, theta0, a.inner.ridge_lambda, mean=a.inner.ridge_mean)
+    assert torch.allclose(posterior[rated][:, blk], ridge[rated][:, blk], atol=1e-5)
+    assert torch.equal(posterior[~rated][:, blk], theta0[~rated][:, blk])  # no rating: the prior mean
     assert s0.shape[1] == a.state_dim + len(bayes.posterior_entries(a))
 
 
