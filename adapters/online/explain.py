@@ -61,21 +61,14 @@ def explain(learner: Any, recs: Sequence[Any], users: torch.Tensor, states: torc
         dots = torch.bmm(model.ctx_emb[support.items], model.item_emb[listed].transpose(1, 2))  # [B, L, k]
         contrib[:, :support.items.shape[1]] += (g[:, None, None] * a[..., None] * dots).numpy()
     side = learner.items
-    cfg = side.config
-    if cfg.cooc_weight > 0:
-        damp = np.power(side.total + 1.0, cfg.cooc_alpha, dtype=np.float32)
+    if side.config.cooc_weight > 0:  # the counted part, shared in proportion to each position's term
         for n, w in enumerate(windows):
-            tail = w[-cfg.cooc_window:]
-            if not len(tail):
+            if not len(w):
                 continue
-            start = len(w) - len(tail)
-            decay = (cfg.cooc_decay ** np.arange(len(tail) - 1, -1, -1)).astype(np.float32)
-            terms = decay[:, None] * side.cooc[tail][:, index[n]] * (tail > 0)[:, None]  # [l, k]
-            inside = terms.sum(0) / damp[index[n]]
-            total = cfg.cooc_weight * np.log1p(inside)
-            share = np.divide(terms, terms.sum(0, keepdims=True), out=np.zeros_like(terms),
-                              where=terms.sum(0, keepdims=True) > 0)
-            contrib[n, start:start + len(tail)] += share * total
+            terms, total = side.prior_terms(w, index[n])
+            sums = terms.sum(0, keepdims=True)
+            share = np.divide(terms, sums, out=np.zeros_like(terms), where=sums > 0)
+            contrib[n, len(w) - len(terms):len(w)] += share * total
     ids = learner.item_ids
     return [[None if p is None else ids[int(items[n, p])] for p in row]
             for n, row in enumerate(best_positions(contrib))]

@@ -304,6 +304,16 @@ class ItemSide:
         out *= cfg.cooc_weight
         return out
 
+    def prior_terms(self, window: Sequence[int], cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """What :meth:`prior` sums for items ``cols``: the terms of ``window``'s last ``cooc_window`` positions
+        ``[positions, len(cols)]`` and the prior of those items ``[len(cols)]`` (for adapters.online.explain)."""
+        cfg = self.config
+        js = np.asarray(list(window)[-cfg.cooc_window:], np.int64)
+        decay = (cfg.cooc_decay ** np.arange(len(js) - 1, -1, -1)).astype(np.float32)
+        terms = decay[:, None] * self.cooc[js][:, cols] * (js > 0)[:, None]
+        damp = np.power(self.total[cols] + 1.0, cfg.cooc_alpha, dtype=np.float32)
+        return terms, cfg.cooc_weight * np.log1p(terms.sum(0) / damp)
+
     # ---- item rows that learn --------------------------------------------------------------------------
     def init_new_rows(self, rows: np.ndarray, young_only: bool = True) -> None:
         """Rows created online that are still young (any age: ``young_only=False``) take the co-occurrence-weighted

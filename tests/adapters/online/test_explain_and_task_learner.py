@@ -100,3 +100,14 @@ def test_exploration_needs_the_bayes_task_learner(checkpoint):
         OnlineLearner(checkpoint, OnlineConfig(task_learner="gradient", explore="ucb"))
     with pytest.raises(MetarecError, match="explore-scale"):
         OnlineConfig(explore_scale=-1.0)
+
+
+def test_the_reasons_terms_add_up_to_the_prior_the_learner_ranks_with(checkpoint, dataset):
+    learner = OnlineLearner(checkpoint, OnlineConfig(top_k=5, item_prior=1.0))
+    records, _ = run(learner, events(dataset, 200))
+    side, cols = learner.items, np.arange(1, learner.n_items)
+    for rec in list(records.values())[:10]:
+        window = learner._window(rec)
+        terms, total = side.prior_terms(window, cols)
+        assert terms.shape == (min(len(window), side.config.cooc_window), len(cols))
+        assert np.allclose(total, side.prior([window])[0][cols], rtol=1e-5, atol=1e-6)
