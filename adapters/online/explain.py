@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from adapters.base import SupportBatch
+
 
 def best_positions(contrib: np.ndarray) -> list[list[int | None]]:
     """``contrib`` ``[B, L, k]`` (window position × listed item) → per user and item the position of the largest
@@ -42,24 +44,17 @@ def explain(learner: Any, recs: Sequence[Any], users: torch.Tensor, states: torc
     """Item id of the reason for each listed row ``index`` ``[B, k]`` of each user (records ``recs``, their
     ``states`` as the learner holds them)."""
     windows = [learner._window(r) for r in recs]
-    length = max([len(w) for w in windows] + [0])
     b, k = index.shape
-    contrib = np.zeros((b, length, k), np.float32)
-    if length == 0:
+    if not any(len(w) for w in windows):
         return [[None] * k for _ in range(b)]
-    items = np.zeros((b, length), np.int64)
-    for n, w in enumerate(windows):
-        items[n, :len(w)] = w
+    support = SupportBatch.from_lists(windows, [np.full(len(w), np.nan) for w in windows], users)
+    items = support.items.numpy()
+    contrib = np.zeros((b, items.shape[1], k), np.float32)  # window position × listed item
     model = learner.adapter
-    listed = torch.from_numpy(index)
     if hasattr(model, "attention"):  # seq: the learned, order-aware part
-        from adapters.online.tasklearner import support_batch
-        support = support_batch([_Window(w) for w in windows], users)
-        a = model.attention(support)  # [B, L]
-        s = learner.task.model_states(states)
-        g = s[:, model.gain_index]
-        dots = torch.bmm(model.ctx_emb[support.items], model.item_emb[listed].transpose(1, 2))  # [B, L, k]
-        contrib[:, :support.items.shape[1]] += (g[:, None, None] * a[..., None] * dots).numpy()
+        g = learner.task.model_states(states)[:, model.gain_index]
+        dots = torch.bmm(model.ctx_emb[support.items], model.item_emb[torch.from_numpy(index)].transpose(1, 2))
+        contrib += (g[:, None, None] * model.attention(support)[..., None] * dots).numpy()
     side = learner.items
     if side.config.cooc_weight > 0:  # the counted part, shared in proportion to each position's term
         for n, w in enumerate(windows):
@@ -73,10 +68,3 @@ def explain(learner: Any, recs: Sequence[Any], users: torch.Tensor, states: torc
     return [[None if p is None else ids[int(items[n, p])] for p in row]
             for n, row in enumerate(best_positions(contrib))]
 
-
-class _Window:
-    """A window's rows as the support builder reads a record (ratings unused by the attention)."""
-
-    def __init__(self, rows: np.ndarray) -> None:
-        self.items = rows
-        self.ratings = np.full(len(rows), np.nan, np.float32)
