@@ -123,17 +123,20 @@ def _ranking_entries(model: Any) -> tuple[slice, int | None]:
     return slice(0, model.config.dim), getattr(model, "gain_index", None)
 
 
-@torch.no_grad()
-def _ranking_grad_hessian(model: Any, states: torch.Tensor, support: SupportBatch
+def _ranking_grad_hessian(model: Any, states: torch.Tensor, support: SupportBatch, differentiable: bool = False
                           ) -> tuple[torch.Tensor, torch.Tensor]:
     """``[B, state_dim]`` gradient and diagonal Hessian of the ranking loss w.r.t. the ranking block (0 elsewhere and
-    for users without a ranking event), from one catalogue softmax."""
+    for users without a ranking event), from one catalogue softmax. ``differentiable``: with their graph (w.r.t. the
+    states and the item tables), for second-order meta-gradients; else detached."""
+    if not differentiable:
+        with torch.no_grad():
+            return _ranking_grad_hessian(model, states.detach(), support, differentiable=True)
     items = support.items
-    q_all = model.item_emb.detach()
-    q, bias = q_all[1:], model.item_bias.detach()[1:]
+    q_all = model.item_emb
+    q, bias = q_all[1:], model.item_bias[1:]
     weights = getattr(model, "positive_weights", None)
     if weights is not None:  # seq: recency weights summing to 1
-        w = weights(support).detach()
+        w = weights(support)
     else:  # mf: the mean over the window's known items
         valid = (support.mask & (items > 0)).to(q.dtype)
         w = valid / valid.sum(1, keepdim=True).clamp(min=1)
@@ -142,22 +145,31 @@ def _ranking_grad_hessian(model: Any, states: torch.Tensor, support: SupportBatc
     mean_pos = torch.nn.functional.embedding_bag(items, q_all, mode="sum", per_sample_weights=w)
     p = torch.softmax(torch.addmm(bias, model.effective(states), q.t()), dim=1)
     mq = p @ q
-    g, h = torch.zeros_like(states), torch.zeros_like(states)
     u_blk, gain = _ranking_entries(model)
     gu = (mq * has - mean_pos) * rw
-    g[:, u_blk] = gu
-    h[:, u_blk] = (p @ (q * q) - mq * mq).clamp(min=0) * has * rw
+    hu = (p @ (q * q) - mq * mq).clamp(min=0) * has * rw
+    g_cols, h_cols = [gu], [hu]
     if gain is not None:
         ctx = states[:, model.ctx_block]
-        g[:, gain] = (gu * ctx).sum(1)
         z = ctx @ q.t()  # [B, N]: q_i·ctx
         m1 = (mq * ctx).sum(1)
-        m2 = z.mul_(z).mul_(p).sum(1)  # in place: one [B, N] buffer
-        h[:, gain] = (m2 - m1 * m1).clamp(min=0) * has[:, 0] * rw
-    return g, h
+        m2 = (z * z * p).sum(1) if torch.is_grad_enabled() else z.mul_(z).mul_(p).sum(1)  # in place: one buffer
+        g_cols.append((gu * ctx).sum(1, keepdim=True))
+        h_cols.append(((m2 - m1 * m1).clamp(min=0) * has[:, 0] * rw)[:, None])
+    return _place(model, states, g_cols), _place(model, states, h_cols)
 
 
-def adapt(model: Any, states: torch.Tensor, support: SupportBatch, persistence: float = 0.0) -> torch.Tensor:
+def _place(model: Any, states: torch.Tensor, cols: list[torch.Tensor]) -> torch.Tensor:
+    """``[B, state_dim]``: the ranking block's columns ``cols`` (``u``, then the gain if any) in place, 0 elsewhere."""
+    u_blk, gain = _ranking_entries(model)
+    zeros = states.new_zeros(states.shape[0], model.state_dim)
+    parts = [cols[0], zeros[:, u_blk.stop:]] if gain is None else \
+        [cols[0], zeros[:, u_blk.stop:gain], cols[1], zeros[:, gain + 1:]]
+    return torch.cat(parts, dim=1)
+
+
+def adapt(model: Any, states: torch.Tensor, support: SupportBatch, persistence: float = 0.0,
+          second_order: bool = False) -> torch.Tensor:
     """One Bayesian update of ``states`` (``[B, state_dim + n_posterior]``, from :func:`init_states` or an earlier
     call) on the window ``support``; users with an empty window keep their state.
 
@@ -170,7 +182,7 @@ def adapt(model: Any, states: torch.Tensor, support: SupportBatch, persistence: 
       micro-batch solves it again).
 
     Differentiable w.r.t. θ0, Λ0 and the item rating factors; the ranking gradient and Hessian are detached (first
-    order: second-order terms through them are not kept).
+    order) unless ``second_order``, when the meta-gradient also flows through them (w.r.t. θ0 and the item tables).
     """
     s_prev, prec = split(model, states)
     theta0 = model.init_states(support.users)
@@ -185,7 +197,7 @@ def adapt(model: Any, states: torch.Tensor, support: SupportBatch, persistence: 
     prepare = getattr(model, "prepare_states", None)
     if prepare is not None:
         s = prepare(s, support)
-    g, h = _ranking_grad_hessian(model, s.detach(), support)
+    g, h = _ranking_grad_hessian(model, s, support, differentiable=second_order)
     new_s = torch.where(rank, s - g / (h + p_pred), s)
     block = getattr(model, "rating_block", None)
     if block is not None:

@@ -33,7 +33,7 @@ from adapters.base import SupportBatch
 from adapters.meta import bayes
 from adapters.meta.config import META_NAMES
 from adapters.meta.inner import inner_loop
-from adapters.meta.mamlpp import mamlpp_objective
+from adapters.meta.mamlpp import first_order, mamlpp_objective
 
 ALL_META = META_NAMES + ("erm",)
 
@@ -51,7 +51,7 @@ def meta_objective(model: Any, meta: str, support: SupportBatch, query: SupportB
     steps = model.inner.steps if steps is None else steps
     prox = model.inner.prox if prox is None else prox
     if getattr(model.inner, "task_learner", "gradient") == "bayes" and meta != "erm":
-        return _bayes_objective(model, meta, support, query)
+        return _bayes_objective(model, meta, support, query, progress)
     if meta == "mamlpp":
         return mamlpp_objective(model, support, query, steps, prox, progress)
     theta0 = model.init_states(support.users)
@@ -79,16 +79,19 @@ def meta_objective(model: Any, meta: str, support: SupportBatch, query: SupportB
     raise ValueError(f"unknown meta-learner {meta!r}; choose from {ALL_META}")
 
 
-def _bayes_objective(model: Any, meta: str, support: SupportBatch, query: SupportBatch) -> torch.Tensor:
+def _bayes_objective(model: Any, meta: str, support: SupportBatch, query: SupportBatch,
+                     progress: float = 1.0) -> torch.Tensor:
     """The outer loss with the Bayesian task learner: the query loss at the posterior mean after one update from
-    the prior (θ0, Λ0). Its gradient reaches θ0, Λ0 and the item tables through the update's closed form (first
-    order in the ranking gradient and Hessian, so ``maml``, ``fomaml``, ``metasgd`` and ``mamlpp`` coincide);
-    ``reptile`` moves θ0 toward the posterior mean on support ∪ query instead."""
+    the prior (θ0, Λ0). Its gradient reaches θ0, Λ0 and the item tables through the update's closed form; ``maml``
+    and ``metasgd`` (one update, no rates to learn: they coincide) also differentiate through the window's ranking
+    gradient (second order), ``mamlpp`` too after its first-order phase, ``fomaml`` never (it holds the gradient and
+    Hessian fixed). ``reptile`` moves θ0 toward the posterior mean on support ∪ query instead."""
     s0 = bayes.init_states(model, support.users)
     if meta == "reptile":
         both = concat(support, query)
         adapted = bayes.split(model, bayes.adapt(model, s0.detach(), both))[0].detach()
         pull = 0.5 * ((s0[:, :model.state_dim] - adapted) ** 2).sum(1).mean()
         return model.batch_loss(adapted, both).mean() + pull
-    adapted = bayes.split(model, bayes.adapt(model, s0, support))[0]
+    second = meta in ("maml", "metasgd") or (meta == "mamlpp" and not first_order(progress))
+    adapted = bayes.split(model, bayes.adapt(model, s0, support, second_order=second))[0]
     return model.batch_loss(adapted, query).mean()

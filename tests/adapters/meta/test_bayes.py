@@ -66,6 +66,52 @@ def test_ranking_gradient_and_hessian_are_autograd_s(model):
         assert torch.allclose(g[k, entries], grad, atol=1e-5, rtol=1e-3)
 
 
+@pytest.mark.parametrize("model", MODELS)
+def test_the_differentiable_ranking_gradient_carries_the_full_hessian(model):
+    """Second-order meta-training differentiates the Newton step through ∇L: its derivative must be ∇²L (the full
+    matrix, not only the diagonal the step divides by)."""
+    ck = trained(model, "fomaml")
+    a, sb = ck.adapter, supports(ck)
+    s = bayes.split(a, bayes.adapt(a, bayes.init_states(a, sb.users), sb))[0].detach()
+    s = a.prepare_states(s, sb) if hasattr(a, "prepare_states") else s
+    rank_only = SupportBatch(sb.items, sb.ratings, sb.mask, torch.zeros_like(sb.rated), sb.users)
+    entries = list(range(a.config.dim)) + ([a.gain_index] if model == "seq" else [])
+    v = torch.randn(len(entries), generator=torch.Generator().manual_seed(0))
+    for k in (0, 1, 5):
+        one = rank_only.select(slice(k, k + 1))
+
+        def loss(x, k=k, one=one):
+            full = s[k:k + 1].clone()
+            full[0, entries] = x
+            return a.batch_loss(full, one)[0]
+
+        x = s[k, entries].clone().requires_grad_(True)
+        full = s[k:k + 1].clone()
+        full[0, entries] = x
+        g, h = bayes._ranking_grad_hessian(a, full, one, differentiable=True)
+        g0, h0 = bayes._ranking_grad_hessian(a, full, one)
+        assert torch.allclose(g, g0) and torch.allclose(h, h0) and not g0.requires_grad
+        (hv,) = torch.autograd.grad((g[0, entries] * v).sum(), x)
+        exact = torch.autograd.functional.hvp(loss, s[k, entries].clone(), v)[1]
+        assert torch.allclose(hv, exact, atol=1e-5, rtol=1e-3)
+
+
+def test_maml_meta_gradients_reach_the_item_tables_through_the_newton_step_and_fomaml_s_do_not():
+    from adapters.meta.learners import meta_objective
+    import copy
+    ck = trained("seq", "fomaml")
+    a, sb = copy.deepcopy(ck.adapter), supports(ck)
+    a.requires_grad_(True)
+    query = supports(ck, seed=2)
+    query = SupportBatch(query.items, query.ratings, query.mask, query.rated, sb.users)
+    grads = {}
+    for meta in ("maml", "fomaml"):
+        a.zero_grad()
+        meta_objective(a, meta, sb, query).backward()
+        grads[meta] = a.item_emb.grad.clone()
+    assert not torch.allclose(grads["maml"], grads["fomaml"])
+
+
 def test_the_rating_block_is_the_ridge_solution_with_half_the_prior_precision():
     ck = trained("mf", "fomaml", task_learner="gradient")  # no meta-learned prior: Λ0 = 2·(prox | ridge λ)
     a, sb = ck.adapter, supports(ck)
