@@ -128,9 +128,14 @@ def _ranking_grad_hessian(model: Any, states: torch.Tensor, support: SupportBatc
     """``[B, state_dim]`` gradient and diagonal Hessian of the ranking loss w.r.t. the ranking block (0 elsewhere and
     for users without a ranking event), from one catalogue softmax. ``differentiable``: with their graph (w.r.t. the
     states and the item tables), for second-order meta-gradients; else detached."""
-    if not differentiable:
-        with torch.no_grad():
-            return _ranking_grad_hessian(model, states.detach(), support, differentiable=True)
+    if differentiable:
+        return _grad_hessian(model, states, support)
+    with torch.no_grad():
+        return _grad_hessian(model, states.detach(), support)
+
+
+def _grad_hessian(model: Any, states: torch.Tensor, support: SupportBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_ranking_grad_hessian`'s computation, with a graph wherever grad mode and the inputs give one."""
     items = support.items
     q_all = model.item_emb
     q, bias = q_all[1:], model.item_bias[1:]
@@ -184,26 +189,38 @@ def adapt(model: Any, states: torch.Tensor, support: SupportBatch, persistence: 
     Differentiable w.r.t. θ0, Λ0 and the item rating factors; the ranking gradient and Hessian are detached (first
     order) unless ``second_order``, when the meta-gradient also flows through them (w.r.t. θ0 and the item tables).
     """
+    theta0, s, p_pred = relax(model, states, support, persistence)
+    g, h = _ranking_grad_hessian(model, s, support, differentiable=second_order)
+    new_s = torch.where(_ranking_mask(model), s - g / (h + p_pred), s)
+    return finish(model, states, support, theta0, new_s, h + p_pred)
+
+
+def relax(model: Any, states: torch.Tensor, support: SupportBatch, persistence: float
+          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The first half of :func:`adapt`: the previous posterior relaxed toward the prior (the Ornstein–Uhlenbeck step
+    keeping ``persistence`` ρ) and prepared for the window. Returns ``(θ0, m', P')``, each ``[B, state_dim]`` (``P'``
+    +inf outside the ranking block)."""
     s_prev, prec = split(model, states)
     theta0 = model.init_states(support.users)
-    prior = prior_precision(model)
-    active = support.mask.any(dim=1, keepdim=True)
-    entries = posterior_entries(model)
     rank = _ranking_mask(model)
     p_prev = full_precision(model, prec)
     rho = float(persistence)
     s = torch.where(rank, theta0 + rho * (s_prev - theta0), s_prev)
-    p_pred = torch.where(rank, 1.0 / (rho * rho / p_prev + (1.0 - rho * rho) / prior), p_prev)
+    p_pred = torch.where(rank, 1.0 / (rho * rho / p_prev + (1.0 - rho * rho) / prior_precision(model)), p_prev)
     prepare = getattr(model, "prepare_states", None)
-    if prepare is not None:
-        s = prepare(s, support)
-    g, h = _ranking_grad_hessian(model, s, support, differentiable=second_order)
-    new_s = torch.where(rank, s - g / (h + p_pred), s)
+    return theta0, (prepare(s, support) if prepare is not None else s), p_pred
+
+
+def finish(model: Any, states: torch.Tensor, support: SupportBatch, theta0: torch.Tensor, new_s: torch.Tensor,
+           precision: torch.Tensor) -> torch.Tensor:
+    """The last half of :func:`adapt`: ``new_s`` (ranking block updated) with the rating block's posterior mean solved,
+    and the ranking block's ``precision`` ``[B, state_dim]`` appended; users with an empty window keep ``states``."""
     block = getattr(model, "rating_block", None)
     if block is not None:
-        new_s = solve_rating_block(model, new_s, support, theta0, prior[block] / 2.0, model.inner.ridge_mean)
-    out = torch.cat([new_s, (h + p_pred)[:, entries]], dim=1)
-    return torch.where(active, out, states)
+        new_s = solve_rating_block(model, new_s, support, theta0, prior_precision(model)[block] / 2.0,
+                                   model.inner.ridge_mean)
+    out = torch.cat([new_s, precision[:, posterior_entries(model)]], dim=1)
+    return torch.where(support.mask.any(dim=1, keepdim=True), out, states)
 
 
 @torch.no_grad()

@@ -3,6 +3,7 @@ autograd and the ridge solver, and the conformance points every task learner obe
 deterministic under a seed, states round-trip through bytes), over every model that supports it × meta-learner."""
 from __future__ import annotations
 
+import copy
 import functools
 import itertools
 import math
@@ -16,7 +17,7 @@ from adapters.base import SupportBatch
 from adapters.errors import MetarecError
 from adapters.meta import bayes
 from adapters.meta.inner import solve_rating_block
-from adapters.meta.learners import META_NAMES
+from adapters.meta.learners import META_NAMES, meta_objective
 from adapters.meta.training import TrainConfig, train
 from adapters.online.records import UserRecord
 from adapters.online.tasklearner import TaskLearner
@@ -46,59 +47,64 @@ def supports(ck, n: int = 10, seed: int = 1) -> SupportBatch:
 
 
 # ---- the maths ----------------------------------------------------------------------------------------------
+class RankingCase:
+    """A trained ``model``'s adapted, prepared states ``s`` on ``supports`` without their ratings (the ranking loss
+    alone), with the ranking block's ``entries``."""
+
+    def __init__(self, model: str) -> None:
+        ck = trained(model, "fomaml")
+        self.a, sb = ck.adapter, supports(ck)
+        s = bayes.split(self.a, bayes.adapt(self.a, bayes.init_states(self.a, sb.users), sb))[0].detach()
+        self.s = self.a.prepare_states(s, sb) if hasattr(self.a, "prepare_states") else s
+        self.rank_only = SupportBatch(sb.items, sb.ratings, sb.mask, torch.zeros_like(sb.rated), sb.users)
+        self.entries = list(range(self.a.config.dim)) + ([self.a.gain_index] if model == "seq" else [])
+
+    def user(self, k: int) -> SupportBatch:
+        return self.rank_only.select(slice(k, k + 1))
+
+    def state(self, k: int, x: torch.Tensor) -> torch.Tensor:
+        """``[1, state_dim]``: user ``k``'s state with the ranking block set to ``x`` (differentiable in ``x``)."""
+        full = self.s[k:k + 1].clone()
+        full[0, self.entries] = x
+        return full
+
+    def loss(self, k: int):
+        """User ``k``'s ranking loss as a function of its ranking block."""
+        return lambda x: self.a.batch_loss(self.state(k, x), self.user(k))[0]
+
+    def block(self, k: int) -> torch.Tensor:
+        return self.s[k, self.entries].clone()
+
+
 @pytest.mark.parametrize("model", MODELS)
 def test_ranking_gradient_and_hessian_are_autograd_s(model):
-    a = trained(model, "fomaml").adapter
-    sb = supports(trained(model, "fomaml"))
-    s = bayes.split(a, bayes.adapt(a, bayes.init_states(a, sb.users), sb))[0].detach()
-    s = a.prepare_states(s, sb) if hasattr(a, "prepare_states") else s
-    g, h = bayes._ranking_grad_hessian(a, s, sb)
-    rank_only = SupportBatch(sb.items, sb.ratings, sb.mask, torch.zeros_like(sb.rated), sb.users)
-    entries = list(range(a.config.dim)) + ([a.gain_index] if model == "seq" else [])
+    case = RankingCase(model)
+    g, h = bayes._ranking_grad_hessian(case.a, case.s, supports(trained(model, "fomaml")))
     for k in (0, 1, 5):
-        def loss(x, k=k):
-            full = s[k:k + 1].clone()
-            full[0, entries] = x
-            return a.batch_loss(full, rank_only.select(slice(k, k + 1)))[0]
-        exact = torch.autograd.functional.hessian(loss, s[k, entries].clone()).diagonal()
-        assert torch.allclose(h[k, entries], exact, atol=1e-5, rtol=1e-3)
-        grad = torch.autograd.functional.jacobian(loss, s[k, entries].clone())
-        assert torch.allclose(g[k, entries], grad, atol=1e-5, rtol=1e-3)
+        exact = torch.autograd.functional.hessian(case.loss(k), case.block(k)).diagonal()
+        assert torch.allclose(h[k, case.entries], exact, atol=1e-5, rtol=1e-3)
+        grad = torch.autograd.functional.jacobian(case.loss(k), case.block(k))
+        assert torch.allclose(g[k, case.entries], grad, atol=1e-5, rtol=1e-3)
 
 
 @pytest.mark.parametrize("model", MODELS)
 def test_the_differentiable_ranking_gradient_carries_the_full_hessian(model):
     """Second-order meta-training differentiates the Newton step through ∇L: its derivative must be ∇²L (the full
     matrix, not only the diagonal the step divides by)."""
-    ck = trained(model, "fomaml")
-    a, sb = ck.adapter, supports(ck)
-    s = bayes.split(a, bayes.adapt(a, bayes.init_states(a, sb.users), sb))[0].detach()
-    s = a.prepare_states(s, sb) if hasattr(a, "prepare_states") else s
-    rank_only = SupportBatch(sb.items, sb.ratings, sb.mask, torch.zeros_like(sb.rated), sb.users)
-    entries = list(range(a.config.dim)) + ([a.gain_index] if model == "seq" else [])
-    v = torch.randn(len(entries), generator=torch.Generator().manual_seed(0))
+    case = RankingCase(model)
+    v = torch.randn(len(case.entries), generator=torch.Generator().manual_seed(0))
     for k in (0, 1, 5):
-        one = rank_only.select(slice(k, k + 1))
-
-        def loss(x, k=k, one=one):
-            full = s[k:k + 1].clone()
-            full[0, entries] = x
-            return a.batch_loss(full, one)[0]
-
-        x = s[k, entries].clone().requires_grad_(True)
-        full = s[k:k + 1].clone()
-        full[0, entries] = x
-        g, h = bayes._ranking_grad_hessian(a, full, one, differentiable=True)
-        g0, h0 = bayes._ranking_grad_hessian(a, full, one)
+        x = case.block(k).requires_grad_(True)
+        full = case.state(k, x)
+        g, h = bayes._ranking_grad_hessian(case.a, full, case.user(k), differentiable=True)
+        g0, h0 = bayes._ranking_grad_hessian(case.a, full, case.user(k))
         assert torch.allclose(g, g0) and torch.allclose(h, h0) and not g0.requires_grad
-        (hv,) = torch.autograd.grad((g[0, entries] * v).sum(), x)
-        exact = torch.autograd.functional.hvp(loss, s[k, entries].clone(), v)[1]
+        (hv,) = torch.autograd.grad((g[0, case.entries] * v).sum(), x)
+        exact = torch.autograd.functional.hvp(case.loss(k), case.block(k), v)[1]
         assert torch.allclose(hv, exact, atol=1e-5, rtol=1e-3)
 
 
 def test_maml_meta_gradients_reach_the_item_tables_through_the_newton_step_and_fomaml_s_do_not():
-    from adapters.meta.learners import meta_objective
-    import copy
     ck = trained("seq", "fomaml")
     a, sb = copy.deepcopy(ck.adapter), supports(ck)
     a.requires_grad_(True)
