@@ -40,8 +40,8 @@ pred = float(opts.get("pred", 0.0))  # + pred * var in scores
 damp = float(opts.get("damp", 1.0))
 cnt = float(opts.get("cnt", 0.0))
 orig_gh = bayes._ranking_grad_hessian
-def gh(model, states, support):
-    g, h = orig_gh(model, states, support)
+def gh(model, states, support, **kw):
+    g, h = orig_gh(model, states, support, **kw)
     if cnt:
         n = (support.mask & (support.items > 0)).sum(1, keepdim=True).clamp(min=1).to(g.dtype)
         c = n ** cnt
@@ -57,12 +57,11 @@ def prior(model):
     return p
 bayes.prior_precision = prior
 
-orig_adapt = bayes.adapt
 iso = int(opts.get("iso", 0))
 if iso or damp != 1.0:
     _gh0 = bayes._ranking_grad_hessian
-    def gh_iso(model, states, support):
-        g, h = _gh0(model, states, support)
+    def gh_iso(model, states, support, **kw):
+        g, h = _gh0(model, states, support, **kw)
         if iso:
             m = bayes._ranking_mask(model)
             hm = h[:, m].mean(1, keepdim=True)
@@ -70,38 +69,18 @@ if iso or damp != 1.0:
         return g * damp, h
     bayes._ranking_grad_hessian = gh_iso
 def warm_adapt(model, states, support, persistence=0.0):
-    s_prev, prec = bayes.split(model, states)
-    theta0 = model.init_states(support.users)
+    theta0, s, _ = bayes.relax(model, states, support, 1.0)  # ρ = 1: from the previous mean, no OU step
     P0 = bayes.prior_precision(model)
-    active = support.mask.any(dim=1, keepdim=True)
-    entries = bayes.posterior_entries(model)
-    rank = bayes._ranking_mask(model)
-    s = s_prev
-    prepare = getattr(model, "prepare_states", None)
-    if prepare is not None:
-        s = prepare(s, support)
-    g, h = bayes._ranking_grad_hessian(model, s.detach(), support)
+    g, h = bayes._ranking_grad_hessian(model, s, support)
     g = g + P0 * (s - theta0)
-    new_s = torch.where(rank, s - damp * g / (h + P0), s)
-    block = model.rating_block
-    new_s = bayes.solve_rating_block(model, new_s, support, theta0, P0[block] / 2.0, model.inner.ridge_mean)
-    out = torch.cat([new_s, (h + P0)[:, entries]], dim=1)
-    return torch.where(active, out, states)
+    new_s = torch.where(bayes._ranking_mask(model), s - damp * g / (h + P0), s)
+    return bayes.finish(model, states, support, theta0, new_s, h + P0)
+
+
 def full_adapt(model, states, support, persistence=0.0):
-    s_prev, prec = bayes.split(model, states)
-    theta0 = model.init_states(support.users)
-    prior = bayes.prior_precision(model)
-    active = support.mask.any(dim=1, keepdim=True)
+    theta0, s, p_pred = bayes.relax(model, states, support, persistence)
+    g, h = bayes._ranking_grad_hessian(model, s, support)
     entries = bayes.posterior_entries(model)
-    rank = bayes._ranking_mask(model)
-    p_prev = bayes.full_precision(model, prec)
-    rho = float(persistence)
-    s = torch.where(rank, theta0 + rho * (s_prev - theta0), s_prev)
-    p_pred = torch.where(rank, 1.0 / (rho * rho / p_prev + (1.0 - rho * rho) / prior), p_prev)
-    prepare = getattr(model, "prepare_states", None)
-    if prepare is not None:
-        s = prepare(s, support)
-    g, h = bayes._ranking_grad_hessian(model, s.detach(), support)
     q, bias = model.item_emb.detach()[1:], model.item_bias.detach()[1:]
     p = torch.softmax(torch.addmm(bias, model.effective(s), q.t()), dim=1)
     if topm:
@@ -126,10 +105,9 @@ def full_adapt(model, states, support, persistence=0.0):
     step = torch.linalg.solve(A, g[:, entries][:, :, None])[:, :, 0]
     new_s = s.clone()
     new_s[:, entries] = s[:, entries] - step
-    block = model.rating_block
-    new_s = bayes.solve_rating_block(model, new_s, support, theta0, prior[block] / 2.0, model.inner.ridge_mean)
-    out = torch.cat([new_s, (h + p_pred)[:, entries]], dim=1)
-    return torch.where(active, out, states)
+    return bayes.finish(model, states, support, theta0, new_s, h + p_pred)
+
+
 topm = int(opts.get("topm", 0))
 if mode == "full":
     bayes.adapt = full_adapt
