@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -129,9 +130,6 @@ class Checkpoint:
     @staticmethod
     def load(directory: str | Path) -> Checkpoint:
         """Read and validate a checkpoint directory; :class:`MetarecError` if missing or corrupt."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         from adapters.models import FeatureTables, build_model
         d = Path(directory)
         if not d.is_dir():
@@ -147,11 +145,7 @@ class Checkpoint:
             raise MetarecError(f"checkpoint {d}: unreadable JSON ({exc})") from None
         if not isinstance(config, dict) or config.get("format") != FORMAT:
             raise MetarecError(f"checkpoint {d}: unsupported format {config.get('format') if isinstance(config, dict) else '?'}")
-        _refuse_pickle(d / "weights.safetensors")
-        try:
-            weights = load_file(str(d / "weights.safetensors"))
-        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-            raise MetarecError(f"checkpoint {d}: weights are not a valid safetensors file ({exc})") from None
+        weights = load_weights(d / "weights.safetensors")
         try:
             shapes = config["shapes"]
             tables = FeatureTables.empty(int(shapes["n_items"]), int(shapes["n_users"]), int(shapes.get("n_genres", 0)))
@@ -179,22 +173,57 @@ class Checkpoint:
         return ck
 
 
-#: leading bytes of formats that execute code when loaded: pickle (protocol 2+), torch.save zip archives, and
-#: the legacy torch.save tar/pickle layout
+#: leading bytes of formats that execute code when loaded: pickle (protocols 2-5 start with ``0x80`` and the
+#: protocol number), ``torch.save`` zip archives, and gzip (the legacy compressed torch/pickle layout). Consulted
+#: only when the file does not have the safetensors structure (:func:`has_safetensors_structure`): a safetensors
+#: file starts with its header length, whose low byte may be any multiple of 8, ``0x80`` included.
 _PICKLE_MAGICS = (b"\x80", b"PK\x03\x04", b"\x1f\x8b")
+
+
+def has_safetensors_structure(head: bytes, file_size: int) -> bool:
+    """True when ``head`` (a file's first 9 bytes or more) starts as a safetensors file of ``file_size`` bytes.
+
+    safetensors layout: an unsigned 64-bit little-endian header length ``N``, then ``N`` bytes of JSON that begin
+    with ``{``, then the tensor bytes. The structure decides, never the first byte alone.
+
+    >>> has_safetensors_structure((1152).to_bytes(8, "little") + b"{", 8 + 1152)
+    True
+    >>> has_safetensors_structure(b"\x80\x04\x95\x00\x00\x00\x00\x00{", 10_000)   # a pickle's frame
+    False
+    """
+    if len(head) < 9:
+        return False
+    n = int.from_bytes(head[:8], "little")
+    return 2 <= n <= file_size - 8 and head[8:9] == b"{"
+
+
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file; :class:`MetarecError` naming a pickle/zip/gzip file or a corrupt one."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    _refuse_pickle(path)
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise MetarecError(f"checkpoint {path.parent}: weights are not a valid safetensors file ({exc})") from None
 
 
 def _refuse_pickle(path: Path) -> None:
     """Refuse, with a clear message, a weights file that is a pickle / ``torch.save`` archive (never loaded).
 
-    safetensors would reject it anyway (it parses a JSON header and raw tensor bytes, nothing executable); this
-    only names the problem instead of a parser error.
+    A file with the safetensors structure passes (the parser then checks the rest). Otherwise a file that starts
+    like a pickle, a zip or a gzip file is named as such; anything else is left to the parser's own error.
+    safetensors would reject a pickle anyway (it parses a JSON header and raw tensor bytes, nothing executable);
+    this only names the problem instead of a parser error.
     """
     try:
         with open(path, "rb") as fh:
-            head = fh.read(8)
+            head = fh.read(9)
+            size = os.fstat(fh.fileno()).st_size
     except OSError as exc:
         raise MetarecError(f"checkpoint {path.parent}: cannot read {path.name} ({exc.strerror or exc})") from None
+    if has_safetensors_structure(head, size):
+        return
     if head.startswith(_PICKLE_MAGICS):
         raise MetarecError(f"checkpoint {path.parent}: {path.name} is a pickle/torch.save file, not safetensors; "
                            f"metarec never unpickles (convert the weights with safetensors.torch.save_file)")
