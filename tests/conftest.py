@@ -3,6 +3,8 @@
 * ``broker`` (session): bootstrap string ``"127.0.0.1:PORT"`` of one embedded Tansu broker (memory storage),
   started with :class:`stream.kafka.broker.EmbeddedBroker` and stopped at the end of the session.
 * ``topic_name`` (function): a topic name unique to the test, e.g. ``"t-test-replay-orders-3f9a1c2b"``.
+* ``runtime`` (module, parametrized): each Kafka runtime of the worker in turn (``metarec worker --runtime``): a test
+  that takes it runs once per runtime.
 
 Tests marked ``@pytest.mark.broker`` get the broker started even if they do not ask for the fixture, and
 tests that use the ``broker`` fixture are marked ``broker`` automatically (``-m "not broker"`` skips them all).
@@ -23,6 +25,15 @@ def broker() -> Iterator[str]:
 
     with EmbeddedBroker(host="127.0.0.1") as embedded:
         yield embedded.bootstrap
+
+
+RUNTIMES = ("kafka", "faust")  #: every runtime the worker's tests run on (stream.worker.config.RUNTIMES)
+
+
+@pytest.fixture(scope="module", params=RUNTIMES)
+def runtime(request: pytest.FixtureRequest) -> str:
+    """A worker runtime (``--runtime``); tests that take it run on each."""
+    return request.param
 
 
 @pytest.fixture

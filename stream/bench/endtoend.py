@@ -63,9 +63,10 @@ class ThroughputResult:
     state_bytes_per_user: float | None = None
     users_in_state: int | None = None
     changelog: str = ""
+    group: str = ""
 
     def summary(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "changelog"}
+        return {k: v for k, v in self.__dict__.items() if k not in ("changelog", "group")}
 
 
 def _worker_sum(metrics: list[dict[str, float]], name: str) -> float:
@@ -115,7 +116,7 @@ def measure_throughput(bootstrap: str, settings: WorkerSettings, input_topic: st
             lists=int(_worker_sum(final, "metarec_recommendations_published_total")),
             batches=int(_worker_sum(final, "metarec_batches_total")),
             adapt_seconds=_worker_sum(final, "metarec_adaptation_seconds_sum"),
-            peak_rss_bytes=[w.peak_rss_bytes for w in workers], changelog=changelog_topic(group))
+            peak_rss_bytes=[w.peak_rss_bytes for w in workers], changelog=changelog_topic(group), group=group)
     finally:
         for w in workers:
             w.stop()

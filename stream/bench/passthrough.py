@@ -1,9 +1,9 @@
-"""The faust pass-through reference: how fast faust alone reads the pre-loaded topic.
+"""The pass-through references: how fast each runtime's stream machinery alone reads the pre-loaded topic.
 
-:func:`run_passthrough` runs the bare pass-through agent of :mod:`stream.runtime.faust.passthrough` (the worker's
-consumer settings and micro-batches; it only counts and acks) in a child process
-(``python -m stream.runtime.faust.passthrough ...``) with a fresh consumer group, until ``expect`` events were
-read. It reports the agent's rate (clock: first micro-batch handed to the agent → the batch that completes
+:func:`run_passthrough` runs a runtime's pass-through in a child process with a fresh consumer group, until
+``expect`` events were read: faust's (:mod:`stream.runtime.faust.passthrough`: the worker's consumer settings and
+micro-batches; it only counts and acks) or confluent-kafka's (:mod:`stream.runtime.kafka.passthrough`: it reads,
+decodes, produces one message per touched user, waits for delivery and commits: the ceiling of the kafka runtime). It reports the agent's rate (clock: first micro-batch handed to the agent → the batch that completes
 ``expect`` events) and the child's peak resident set size (``VmHWM``, read once the result is written, before the
 child is stopped). :func:`stop_process` and :func:`_vm_hwm` serve the worker processes of the benchmark too.
 
@@ -27,8 +27,8 @@ from pathlib import Path
 
 from adapters.errors import MetarecError
 
-#: the child process: the bare faust agent (faust is imported under stream/runtime/faust only)
-AGENT_MODULE = "stream.runtime.faust.passthrough"
+#: the child process of each runtime (faust is imported under stream/runtime/faust only)
+AGENT_MODULES = {"faust": "stream.runtime.faust.passthrough", "kafka": "stream.runtime.kafka.passthrough"}
 
 
 @dataclass
@@ -54,12 +54,12 @@ def _vm_hwm(pid: int) -> int:
 
 def run_passthrough(bootstrap: str, topic: str, expect: int, *, partitions: int = 4, batch_size: int = 500,
                     batch_ms: float = 30.0, session_timeout: float = 3.0, commit_interval: float = 1.0,
-                    timeout: float = 1800.0, progress: Callable[[int, int], None] | None = None
-                    ) -> PassthroughResult:
-    """Run the pass-through agent in a child process (fresh consumer group) until ``expect`` events were read."""
+                    timeout: float = 1800.0, progress: Callable[[int, int], None] | None = None,
+                    runtime: str = "faust") -> PassthroughResult:
+    """Run ``runtime``'s pass-through in a child process (fresh consumer group) until ``expect`` events were read."""
     with tempfile.TemporaryDirectory(prefix="metarec-bench-pt-") as tmp:
         out = Path(tmp) / "result.json"
-        cmd = [sys.executable, "-m", AGENT_MODULE, "--bootstrap", bootstrap, "--topic", topic,
+        cmd = [sys.executable, "-m", AGENT_MODULES[runtime], "--bootstrap", bootstrap, "--topic", topic,
                "--group", f"bench-passthrough-{uuid.uuid4().hex[:8]}", "--expect", str(expect), "--out", str(out),
                "--partitions", str(partitions), "--batch-size", str(batch_size), "--batch-ms", str(batch_ms),
                "--session-timeout", str(session_timeout), "--commit-interval", str(commit_interval),
@@ -91,9 +91,9 @@ def _wait_for_result(proc: subprocess.Popen, out: Path, log_path: Path, expect: 
                 pass
         if proc.poll() is not None:
             tail = log_path.read_text(errors="replace")[-2000:]
-            raise MetarecError(f"the faust pass-through agent exited with code {proc.returncode}: {tail}")
+            raise MetarecError(f"the pass-through child exited with code {proc.returncode}: {tail}")
         if time.monotonic() > deadline:
-            raise MetarecError(f"the faust pass-through agent did not read {expect} events in {timeout:g} s")
+            raise MetarecError(f"the pass-through child did not read {expect} events in {timeout:g} s")
         time.sleep(0.1)
 
 

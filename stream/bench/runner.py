@@ -1,10 +1,12 @@
 """``metarec bench`` end to end: every measurement in one run, the contract JSON, a table.
 
 Order: load the dataset (``--limit`` → its first N events) → the worker checkpoint (cached) → the broker (embedded
-unless ``bootstrap`` is given) → pre-load the input topic once (murmur2 partitioner) → faust pass-through → one worker
-(end-to-end throughput, durable state size) → latency at half that rate → two workers → adaptation alone (mf, melu)
-→ River full ranking, naive loop, batched learner. Each Kafka measurement uses a fresh consumer group (and fresh
-output topics, deleted afterwards).
+unless ``bootstrap`` is given) → pre-load the input topic once (murmur2 partitioner) → the pass-throughs of both
+runtimes (faust, confluent-kafka) → one worker on each runtime (end-to-end throughput; durable state size) → the
+restore of that state into a fresh worker → one worker with the shared item state → latency at half each runtime's
+rate → two workers → adaptation alone (seq, mf, melu) → River full ranking, naive loop, batched learner. Each Kafka
+measurement uses a fresh consumer group (and fresh output topics, deleted afterwards). The default runtime
+(:data:`stream.worker.config.WorkerConfig.runtime`) gives ``end_to_end`` and ``scale_out``.
 """
 from __future__ import annotations
 
@@ -21,17 +23,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from adapters.errors import MetarecError
+from stream.worker.config import WorkerConfig
 
 if TYPE_CHECKING:
     from stream.bench.adaptation import AdaptationResult
     from stream.bench.endtoend import LatencyResult, ThroughputResult
     from stream.bench.passthrough import PassthroughResult
     from stream.bench.references import RateResult
+    from stream.bench.restore import RestoreResult
     from stream.bench.workers import WorkerSettings
 
 log = logging.getLogger(__name__)
 
 QUICK_EVENTS = 100_000
+RUNTIMES = ("kafka", "faust")  #: both measured in every run
+DEFAULT_RUNTIME = WorkerConfig.runtime
 
 
 @dataclass
@@ -112,10 +118,19 @@ class _StageTimer:
 class _KafkaRuns:
     """The measurements on the broker (see :func:`_measure_on_kafka`)."""
 
-    passthrough: PassthroughResult
-    one: ThroughputResult  #: end to end, one worker
-    latency: LatencyResult
-    two: ThroughputResult | None  #: end to end, two workers (None with ``skip_scale_out``)
+    passthrough: dict[str, PassthroughResult]  #: runtime → its pass-through
+    runs: dict[str, ThroughputResult]  #: runtime → end to end, one worker
+    latencies: dict[str, LatencyResult]  #: runtime → latency at half its rate
+    two: ThroughputResult | None  #: end to end, two workers, default runtime (None with ``skip_scale_out``)
+    restore: RestoreResult
+
+    @property
+    def one(self) -> ThroughputResult:
+        return self.runs[DEFAULT_RUNTIME]
+
+    @property
+    def latency(self) -> LatencyResult:
+        return self.latencies[DEFAULT_RUNTIME]
 
 
 @dataclass
@@ -169,11 +184,14 @@ def run_bench(cfg: BenchConfig, stage: Stage = _null_stage) -> dict[str, Any]:
 
 def _measure_on_kafka(cfg: BenchConfig, ds: Any, settings: WorkerSettings, stage: Stage,
                       details: dict[str, Any]) -> _KafkaRuns:
-    """On the broker (embedded unless ``cfg.bootstrap``): pre-load the input topic, then the faust pass-through,
-    one worker, the latency at half its rate and two workers; each adds its entry to ``details``."""
+    """On the broker (embedded unless ``cfg.bootstrap``): pre-load the input topic, then both pass-throughs, one
+    worker per runtime, the restore, the shared item state, the latency at half each runtime's rate and two workers;
+    each adds its entry to ``details``."""
     from stream.bench.endtoend import measure_latency, measure_throughput
     from stream.bench.inputs import preload
     from stream.bench.passthrough import run_passthrough
+    from stream.bench.restore import measure_restore
+    from stream.bench.topics import delete_topics
 
     n = len(ds)
     with ExitStack() as stack:
@@ -194,28 +212,46 @@ def _measure_on_kafka(cfg: BenchConfig, ds: Any, settings: WorkerSettings, stage
         preload(ds, bootstrap, topic, cfg.partitions, progress=advance)
         details["preload_seconds"] = time.perf_counter() - t
 
-        pt = run_passthrough(bootstrap, topic, n, partitions=cfg.partitions, batch_size=cfg.batch_size,
-                             batch_ms=cfg.batch_ms, progress=stage("faust pass-through", n))
-        details["passthrough"] = asdict(pt)
+        passthrough = {}
+        for rt in RUNTIMES:
+            passthrough[rt] = run_passthrough(bootstrap, topic, n, partitions=cfg.partitions, batch_size=cfg.batch_size,
+                                              batch_ms=cfg.batch_ms, progress=stage(f"{rt} pass-through", n),
+                                              runtime=rt)
+            details[f"passthrough_{rt}"] = asdict(passthrough[rt])
+        delete_topics(bootstrap, [f"{topic}-passthrough-out"])
 
-        one = measure_throughput(bootstrap, settings, topic, n, 1, progress=stage("end-to-end, 1 worker", n),
-                                 state_size=True)
-        details["one_worker"] = one.summary()
-        shared = replace(settings, extra=[*settings.extra, "--item-state", "shared"])
+        runs = {}
+        for rt in RUNTIMES:
+            keep = rt == "kafka"  # its changelog is restored into a fresh worker below
+            runs[rt] = measure_throughput(bootstrap, replace(settings, runtime=rt), topic, n, 1,
+                                          progress=stage(f"end-to-end, 1 worker, runtime {rt}", n),
+                                          state_size=rt == DEFAULT_RUNTIME, cleanup=not keep)
+            details[f"one_worker_{rt}"] = runs[rt].summary()
+        kafka_run = runs["kafka"]
+        stage(f"restore {kafka_run.changelog} into a fresh worker", None)
+        restore = measure_restore(bootstrap, settings, topic, f"bench-restore-out-{uuid.uuid4().hex[:8]}",
+                                  kafka_run.group)
+        details["restore"] = asdict(restore)
+        delete_topics(bootstrap, [kafka_run.changelog])
+        shared = replace(settings, runtime=DEFAULT_RUNTIME, extra=[*settings.extra, "--item-state", "shared"])
         details["one_worker_shared_items"] = measure_throughput(
-            bootstrap, shared, topic, n, 1, progress=stage("end-to-end, 1 worker, --item-state shared", n)).summary()
+            bootstrap, shared, topic, n, 1,
+            progress=stage("end-to-end, 1 worker, --item-state shared", n)).summary()
 
-        rate = 0.5 * one.events_per_s
-        lat = measure_latency(bootstrap, settings, ds, rate, cfg.paced_seconds,
-                              progress=stage(f"latency at {rate:,.0f} events/s", None))
-        details["latency"] = asdict(lat)
+        latencies = {}
+        for rt in RUNTIMES:
+            rate = 0.5 * runs[rt].events_per_s
+            latencies[rt] = measure_latency(bootstrap, replace(settings, runtime=rt), ds, rate, cfg.paced_seconds,
+                                            progress=stage(f"latency at {rate:,.0f} events/s, runtime {rt}", None))
+            details[f"latency_{rt}"] = asdict(latencies[rt])
 
         if cfg.skip_scale_out:
             two = None
         else:
-            two = measure_throughput(bootstrap, settings, topic, n, 2, progress=stage("end-to-end, 2 workers", n))
+            two = measure_throughput(bootstrap, replace(settings, runtime=DEFAULT_RUNTIME), topic, n, 2,
+                                     progress=stage(f"end-to-end, 2 workers, runtime {DEFAULT_RUNTIME}", n))
             details["two_workers"] = two.summary()
-    return _KafkaRuns(pt, one, lat, two)
+    return _KafkaRuns(passthrough, runs, latencies, two, restore)
 
 
 def _measure_learning(cfg: BenchConfig, ds: Any, ck_dir: Path, stage: Stage,
@@ -251,14 +287,21 @@ def _measure_learning(cfg: BenchConfig, ds: Any, ck_dir: Path, stage: Stage,
 def _contract(cfg: BenchConfig, n: int, ck_dir: Path, kafka: _KafkaRuns, learning: _LearnerRuns) -> dict[str, Any]:
     """The contract JSON's figures and the run's ``config``."""
     one, lat, two = kafka.one, kafka.latency, kafka.two
-    rss = [x for x in [*one.peak_rss_bytes, lat.peak_rss_bytes, *(two.peak_rss_bytes if two else [])] if x]
+    rss = [x for x in [*(x for r in kafka.runs.values() for x in r.peak_rss_bytes),
+                       *(x.peak_rss_bytes for x in kafka.latencies.values()),
+                       *(two.peak_rss_bytes if two else [])] if x]
     return {
         "end_to_end": {"events": n, "events_per_s": one.events_per_s, "latency_p50_s": lat.latency_p50_s,
-                       "latency_p99_s": lat.latency_p99_s},
+                       "latency_p99_s": lat.latency_p99_s, "runtime": DEFAULT_RUNTIME},
         "adaptation": {m: {"users_per_s": a.users_per_s} for m, a in learning.adaptation.items()},
         "scale_out": {"one_process_events_per_s": one.events_per_s,
                       "two_processes_events_per_s": two.events_per_s if two else float("nan")},
-        "references": {"faust_passthrough_events_per_s": kafka.passthrough.events_per_s,
+        "runtimes": {rt: {"events_per_s": kafka.runs[rt].events_per_s,
+                          "latency_p50_s": kafka.latencies[rt].latency_p50_s,
+                          "latency_p99_s": kafka.latencies[rt].latency_p99_s} for rt in RUNTIMES},
+        "restore": {"records": kafka.restore.records, "records_per_s": kafka.restore.records_per_s},
+        "references": {"faust_passthrough_events_per_s": kafka.passthrough["faust"].events_per_s,
+                       "kafka_passthrough_events_per_s": kafka.passthrough["kafka"].events_per_s,
                        "river_full_ranking_events_per_s": learning.river.events_per_s,
                        "naive_loop_events_per_s": learning.naive.events_per_s,
                        "batched_learner_events_per_s": learning.batched.events_per_s},

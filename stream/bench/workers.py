@@ -67,6 +67,7 @@ class WorkerSettings:
     """Flags given to every benchmarked worker (the worker's own defaults unless the bench says otherwise)."""
 
     checkpoint: Path
+    runtime: str = "kafka"  #: ``metarec worker --runtime``
     partitions: int = 4
     batch_size: int = 500
     batch_ms: float = 30.0
@@ -87,8 +88,9 @@ class WorkerProcess:
         self.group = group
         s = settings
         launcher = s.launcher or [sys.executable, "-m", "stream"]
-        self.cmd = [*launcher, "worker", "--bootstrap", bootstrap, "--checkpoint", str(s.checkpoint),
-                    "--input", input_topic, "--output", output_topic, "--group", group, "--metrics-port", "0",
+        self.cmd = [*launcher, "worker", "--runtime", s.runtime, "--bootstrap", bootstrap,
+                    "--checkpoint", str(s.checkpoint), "--input", input_topic, "--output", output_topic,
+                    "--group", group, "--metrics-port", "0",
                     "--partitions", str(s.partitions), "--batch-size", str(s.batch_size), "--batch-ms", str(s.batch_ms),
                     "--store", s.store, "--data-dir", str(Path(self._tmp.name) / "data"),
                     "--session-timeout", str(s.session_timeout), *s.extra]

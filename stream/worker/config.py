@@ -16,6 +16,7 @@ from stream.kafka.schema import MAX_EVENT_BYTES
 log = logging.getLogger(__name__)
 
 DEFAULT_STATE_TTL_S = 90 * 86_400.0  #: 90 days of event time
+RUNTIMES = ("kafka", "faust")  #: the Kafka runtimes a worker can run on
 MAX_DLQ_BYTES = 16 * 1024 * 1024  #: largest message the worker's producer sends (dead letters keep the original)
 
 
@@ -30,6 +31,9 @@ class WorkerConfig:
 
     bootstrap: str
     checkpoint: Path
+    #: the Kafka runtime under the worker core: "kafka" (confluent-kafka, stream.runtime.kafka) or "faust"
+    #: (faust-streaming, stream.runtime.faust)
+    runtime: str = "faust"
     input: str = "interactions"
     output: str = "recommendations"
     group: str = "metarec"
@@ -83,6 +87,8 @@ class WorkerConfig:
             raise MetarecError(f"--explore {self.explore} samples from the posterior: it needs --task-learner bayes")
         if self.persistence is not None and not 0.0 <= self.persistence < 1.0:
             raise MetarecError(f"--persistence must be in [0, 1), got {self.persistence}")
+        if self.runtime not in RUNTIMES:
+            raise MetarecError(f"--runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
         if self.delivery not in ("direct", "faust"):
             raise MetarecError(f"--delivery must be direct or faust, got {self.delivery!r}")
         if self.store not in ("rocksdb", "memory"):

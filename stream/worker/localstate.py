@@ -42,7 +42,7 @@ class DirLock:
 CLEAN_STOP = ".metarec-clean-stop"  #: in --data-dir: the local state cache was closed by a clean stop
 
 
-def claim_local_state(data_dir: Path, store: str) -> bool:
+def claim_local_state(data_dir: Path, store: str, state_dirs: list[Path] | None = None) -> bool:
     """Trust the local RocksDB cache only after a clean stop; otherwise discard it (True if discarded).
 
     The local store is written before the changelog has the records (faust), and a kill -9 can leave it holding
@@ -51,10 +51,14 @@ def claim_local_state(data_dir: Path, store: str) -> bool:
     undercounts, faust refuses such a store outright). After an unclean stop the cache is deleted and the state is
     restored from the changelog, the source of truth (as Kafka Streams does with its checkpoint file). The
     clean-stop marker is removed while the worker runs and written back by :func:`release_local_state`.
+
+    ``state_dirs`` names the runtime's store directories (default: faust's ``v*/tables``).
     """
     marker = data_dir / CLEAN_STOP
     clean = marker.exists()
-    tables = [d for d in data_dir.glob("v*/tables") if d.is_dir()]
+    if state_dirs is None:
+        state_dirs = list(data_dir.glob("v*/tables"))
+    tables = [d for d in state_dirs if d.is_dir()]
     discarded = False
     if store == "rocksdb" and tables and not clean:
         log.warning("the previous worker on %s did not stop cleanly: discarding its local state cache, the state "

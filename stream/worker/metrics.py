@@ -151,6 +151,10 @@ class WorkerMetrics:
                                        "tombstone and an acknowledgement each; unknown users included).", registry=r)
         self.gap_events = Counter("metarec_gap_events", "Input events skipped by faust and fetched by the worker "
                                   "itself (stream.runtime.faust.skipped_ranges).", registry=r)
+        self.state_restored_records = Counter("metarec_state_restored_records", "Changelog records read to restore "
+                                              "the state of newly assigned partitions (runtime kafka).", registry=r)
+        self.state_restore_seconds = Counter("metarec_state_restore_seconds", "Time spent restoring the state of "
+                                             "newly assigned partitions (runtime kafka).", registry=r)
         self._model_labels: tuple[str, str, str] | None = None
         self._lag_labels: set[tuple[str, str]] = set()
         self._lock = threading.Lock()

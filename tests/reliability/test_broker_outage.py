@@ -25,7 +25,7 @@ OUTAGE_S = 15.0
 STALL_AFTER_S = 3.0
 
 
-def test_worker_rides_out_a_15s_broker_freeze(tmp_path, figures):
+def test_worker_rides_out_a_15s_broker_freeze(tmp_path, figures, runtime):
     from stream.kafka.broker import EmbeddedBroker
 
 
@@ -39,7 +39,7 @@ def test_worker_rides_out_a_15s_broker_freeze(tmp_path, figures):
     with EmbeddedBroker() as embedded:
         bootstrap, pid = embedded.bootstrap, embedded.pid
         assert pid is not None
-        w = start_worker(bootstrap, tmp_path / "ck", tmp_path, group=group, **topics,
+        w = start_worker(bootstrap, tmp_path / "ck", tmp_path, group=group, **topics, runtime=runtime,
                          extra=["--batch-size", "200", "--stall-after", str(STALL_AFTER_S), "--probe-interval", "1"])
         frozen = False
         try:

@@ -60,6 +60,7 @@ def checkpoint(tmp_path_factory) -> Path:
     (["--stall-after", "0"], "--stall-after"),
     (["--fetch-max-wait-ms", "-3"], "--fetch-max-wait-ms"),
     (["--store", "leveldb"], "--store"),
+    (["--runtime", "spark"], "--runtime"),
     (["--kafka-option", "novalue"], "KEY=VALUE"),
     (["--kafka-option", "security.protocol=CARRIER_PIGEON"], "security.protocol"),
 ])

@@ -53,7 +53,7 @@ def changelog_records(bootstrap: str, topic: str) -> tuple[dict[str, object], in
 HISTORY: dict[str, list[tuple[int, int | None]]] = {}  #: user → [(changelog offset, record's last input offset)]
 
 
-def test_kill_9_three_times_loses_nothing_and_applies_nothing_twice(broker, tmp_path, figures):
+def test_kill_9_three_times_loses_nothing_and_applies_nothing_twice(broker, tmp_path, figures, runtime):
     seed = int(os.environ.get("METAREC_CRASH_SEED", random.SystemRandom().randrange(1 << 30)))
     rng = random.Random(seed)
     print(f"crash test seed {seed} (set METAREC_CRASH_SEED to replay it)")
@@ -61,7 +61,7 @@ def test_kill_9_three_times_loses_nothing_and_applies_nothing_twice(broker, tmp_
     make_checkpoint(tmp_path / "ck", sorted({str(i) for i in ds.item_ids}), seed=7)
     tag = uuid.uuid4().hex[:8]
     common = dict(group=f"crash-{tag}", input_topic=f"cin-{tag}", output_topic=f"cout-{tag}",
-                  extra=["--batch-size", "200", "--state-ttl", "0"], state="w")
+                  extra=["--batch-size", "200", "--state-ttl", "0"], state="w", runtime=runtime)
     produce(broker, common["input_topic"], [(u.encode(), event_bytes(u, i, r, ts)) for u, i, r, ts in events],
             timestamp_ms=int(time.time() * 1000))
 

@@ -118,7 +118,7 @@ def _collect() -> list[tuple[bytes | None, bytes | None, str]]:
 
 
 @pytest.fixture(scope="module")
-def hostile_run(broker, tmp_path_factory):
+def hostile_run(broker, tmp_path_factory, runtime):
     work = tmp_path_factory.mktemp("hostile")
     make_checkpoint(work / "ck", ITEMS, seed=4)
     tag = uuid.uuid4().hex[:8]
@@ -146,7 +146,7 @@ def hostile_run(broker, tmp_path_factory):
         if i % 5 == 0:
             messages.append(next(gi, None) or m)
     messages.extend(gi)
-    worker = start_worker(broker, work / "ck", work, group=f"g-{tag}", **topics)
+    worker = start_worker(broker, work / "ck", work, group=f"g-{tag}", runtime=runtime, **topics)
     try:
         worker.wait_ready()
         pid = worker.proc.pid

@@ -31,13 +31,13 @@ def vm_kib(pid: int, field: str) -> int:
     raise AssertionError(f"{field} not in /proc/{pid}/status")
 
 
-def test_200k_users_bounded_rss_and_ttl_tombstones(broker, tmp_path, figures):
+def test_200k_users_bounded_rss_and_ttl_tombstones(broker, tmp_path, figures, runtime):
     items = [f"m{n}" for n in range(1_000)]
     make_checkpoint(tmp_path / "ck", items, seed=9)
     tag = uuid.uuid4().hex[:8]
     group, topic = f"mem-{tag}", f"min-{tag}"
     w = start_worker(broker, tmp_path / "ck", tmp_path, group=group, input_topic=topic,
-                     output_topic=f"mout-{tag}", extra=["--state-ttl", str(int(TTL_S)), "--batch-size", "2000"])
+                     output_topic=f"mout-{tag}", runtime=runtime, extra=["--state-ttl", str(int(TTL_S)), "--batch-size", "2000"])
     try:
         w.wait_ready(timeout=60)
         idle_kib = vm_kib(w.proc.pid, "VmRSS")

@@ -99,8 +99,8 @@ def _carries_sasl(cfg: dict) -> bool:
 
 @pytest.mark.broker
 def test_security_settings_reach_every_confluent_client(broker, spy_clients, tmp_path, topic_name, figures):
-    """Replay (admin, producer, consumers of a topic copy), the worker's topic set-up, its broker probe and its
-    gap-fill consumer: each client's configuration carries the METAREC_KAFKA_* settings (PLAINTEXT here, so the
+    """Replay (admin, producer, consumers of a topic copy), the worker's topic set-up, its broker probe, its
+    gap-fill consumer (faust runtime) and the kafka runtime's clients: each client's configuration carries the METAREC_KAFKA_* settings (PLAINTEXT here, so the
     SASL credentials are inert on the embedded broker; on a SASL listener they authenticate)."""
     import numpy as np
 
@@ -111,6 +111,11 @@ def test_security_settings_reach_every_confluent_client(broker, spy_clients, tmp
     from stream.kafka.replay import replay_dataset, replay_topic
     from stream.worker.config import WorkerConfig
     from stream.worker.topics import prepare_topics
+    from stream.runtime.kafka.changelog import restore
+    from stream.runtime.kafka.runner import KafkaRunner
+    from stream.runtime.kafka.store import PartitionStore
+    from stream.worker.core import WorkerCore
+    from stream.worker.metrics import WorkerMetrics
 
     ds = Dataset(name="t", fingerprint="x", user_ids=np.array(["u1", "u2"], dtype=object),
                  item_ids=np.array(["i1", "i2"], dtype=object), ratings=np.array([4.0, 5.0], np.float32),
@@ -133,6 +138,13 @@ def test_security_settings_reach_every_confluent_client(broker, spy_clients, tmp
     mark("worker broker probe")
     assert len(fetch_range(broker, topic_name, 0, 0, 1)) + len(fetch_range(broker, topic_name, 1, 0, 1)) >= 1
     mark("worker gap fill")
+    runner = KafkaRunner(cfg, WorkerCore(None, WorkerMetrics()), None, WorkerMetrics(), WorkerHealth(), 1)
+    try:  # the kafka runtime: its group consumer and producer, its committed-offset reader, its restore consumer
+        runner.ownership._committed([0])
+        restore(runner.ownership.restore_config, topic_name, {0: PartitionStore(None)}, {0: 0})
+    finally:
+        runner.consumer.close()
+    mark("worker runtime kafka")
     assert {k for kinds in points.values() for k in kinds} == {"producer", "consumer", "admin"}
     assert all(kinds for kinds in points.values()), points
     bad = [(kind, cfg) for kind, cfg in spy_clients if not _carries_sasl(cfg)]

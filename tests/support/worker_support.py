@@ -139,13 +139,15 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str, step: fl
 
 
 def start_worker(bootstrap: str, checkpoint: Path, workdir: Path, *, group: str, input_topic: str,
-                 output_topic: str, extra: Iterable[str] = (), name: str = "w", state: str | None = None) -> Worker:
+                 output_topic: str, extra: Iterable[str] = (), name: str = "w", state: str | None = None,
+                 runtime: str | None = None) -> Worker:
+    """A ``metarec worker`` subprocess (``runtime``: ``--runtime``, default the worker's own default)."""
     port = free_port()
     log = workdir / f"{name}.log"
     cmd = [sys.executable, "-m", "stream", os.environ.get("METAREC_TEST_WORKER_VERBOSITY", "-v"), "worker", "--bootstrap", bootstrap, "--checkpoint", str(checkpoint),
            "--group", group, "--input", input_topic, "--output", output_topic, "--metrics-port", str(port),
            "--data-dir", str(workdir / f"{state or name}-data"), "--session-timeout", "2", "--partitions", "4",
-           "--batch-ms", "50", *extra]
+           "--batch-ms", "50", *(["--runtime", runtime] if runtime else []), *extra]
     return spawn(cmd, port, log)
 
 
@@ -268,29 +270,30 @@ def input_positions(messages: list[Any]) -> dict[str, list[tuple[int, int, str]]
 
 
 def read_to_end(bootstrap: str, topic: str, timeout: float = 90.0) -> list[Any]:
-    """Every message of ``topic`` up to each partition's high watermark at the time of the call (no idle cut-off:
-    a slow broker cannot truncate the read). On Tansu the watermark is exact only when each partition's last
-    record batch holds one record — the worker closes every batch of changelog writes with such a marker."""
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+    """Every message of ``topic`` up to each partition's end at the time of the call (end-of-partition events: exact
+    on the embedded broker, whose high watermark undercounts multi-record batches; no idle cut-off, so a slow broker
+    cannot truncate the read)."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
     from stream.kafka.client import consumer_config
 
-    c = Consumer(consumer_config(bootstrap))
+    c = Consumer(consumer_config(bootstrap, enable_partition_eof=True))
     try:
         parts = sorted(c.list_topics(topic, timeout=10).topics[topic].partitions)
-        ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
-        todo = {p for p, high in ends.items() if high > 0}
+        todo = set(parts)
         c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
         out: list[Any] = []
         deadline = time.monotonic() + timeout
         while todo and time.monotonic() < deadline:
             msg = c.poll(0.2)
-            if msg is None or msg.error():
+            if msg is None:
+                continue
+            if msg.error() is not None:
+                if msg.error().code() == KafkaError._PARTITION_EOF:
+                    todo.discard(msg.partition())
                 continue
             out.append(msg)
-            if msg.offset() >= ends[msg.partition()] - 1:
-                todo.discard(msg.partition())
-        assert not todo, f"{topic}: partitions {sorted(todo)} not read to their end {ends} within {timeout} s"
+        assert not todo, f"{topic}: partitions {sorted(todo)} not read to their end within {timeout} s"
         return out
     finally:
         c.close()

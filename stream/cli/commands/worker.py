@@ -38,10 +38,15 @@ examples:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from stream.kafka.client import add_kafka_arguments
+    from stream.worker.config import RUNTIMES
     from stream.worker.config import WorkerConfig as W
 
     k = parser.add_argument_group("Kafka")
     k.add_argument("--bootstrap", required=True, help="Kafka bootstrap servers, host:port[,host:port]")
+    k.add_argument("--runtime", choices=RUNTIMES, default=W.runtime,
+                   help=f"the Kafka runtime under the worker core (default {W.runtime}): kafka = confluent-kafka, one "
+                        "consuming thread, per-partition RocksDB state restored from the changelog as of the committed "
+                        "offsets; faust = faust-streaming. Same topics, state layout, metrics and HTTP endpoints")
     k.add_argument("--input", default=W.input, help=f"input topic (default {W.input})")
     k.add_argument("--output", default=W.output, help=f"output topic (default {W.output})")
     k.add_argument("--group", default=W.group,
@@ -173,6 +178,9 @@ def config_from_args(args: argparse.Namespace) -> WorkerConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from stream.runtime.faust.process import run_worker
-
-    return run_worker(config_from_args(args))
+    cfg = config_from_args(args)
+    if cfg.runtime == "kafka":
+        from stream.runtime.kafka.process import run_worker
+    else:
+        from stream.runtime.faust.process import run_worker
+    return run_worker(cfg)

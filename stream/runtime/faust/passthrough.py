@@ -22,66 +22,12 @@ batch counted in ``metarec_events_consumed_total``). It runs until stopped (SIGT
 """
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import sys
-import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-PROG = "python -m stream.runtime.faust.passthrough"
-
-
-@dataclass(frozen=True)
-class PassthroughConfig:
-    """Settings of the pass-through agent (one command-line flag each)."""
-
-    bootstrap: str  #: comma-separated ``host:port`` list
-    topic: str  #: the pre-loaded input topic
-    group: str  #: a fresh consumer group
-    expect: int  #: events to count before writing the result
-    out: str  #: result file
-    partitions: int = 4
-    batch_size: int = 500
-    batch_ms: float = 30.0
-    session_timeout: float = 3.0
-    commit_interval: float = 1.0
-    datadir: str = ""  #: faust's data directory (default: a fresh temporary directory)
-
-
-def parse_args(argv: list[str] | None = None) -> PassthroughConfig:
-    """The command line of the child process → :class:`PassthroughConfig`."""
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--bootstrap", required=True)
-    p.add_argument("--topic", required=True)
-    p.add_argument("--group", required=True)
-    p.add_argument("--expect", type=int, required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--partitions", type=int, default=4)
-    p.add_argument("--batch-size", type=int, default=500)
-    p.add_argument("--batch-ms", type=float, default=30.0)
-    p.add_argument("--session-timeout", type=float, default=3.0)
-    p.add_argument("--commit-interval", type=float, default=1.0)
-    p.add_argument("--datadir", default=None)
-    args = p.parse_args(argv)
-    return PassthroughConfig(
-        bootstrap=args.bootstrap, topic=args.topic, group=args.group, expect=args.expect, out=args.out,
-        partitions=args.partitions, batch_size=args.batch_size, batch_ms=args.batch_ms,
-        session_timeout=args.session_timeout, commit_interval=args.commit_interval,
-        datadir=args.datadir or tempfile.mkdtemp(prefix="metarec-passthrough-"))
-
-
-def _write_result(out: str, events: int, first: float, now: float) -> None:
-    """Write the result JSON to ``out`` atomically (a temporary file, then a rename)."""
-    seconds = max(now - first, 1e-9)
-    result = {"events": events, "seconds": seconds, "events_per_s": events / seconds, "first_batch_at": first,
-              "last_at": now}
-    tmp = out + ".tmp"
-    Path(tmp).write_text(json.dumps(result))
-    os.replace(tmp, out)
+from stream.runtime.passthrough import PassthroughConfig, parse_args, write_result
 
 
 def build_app(cfg: PassthroughConfig) -> Any:  # pragma: no cover - runs in the child process
@@ -109,7 +55,7 @@ def build_app(cfg: PassthroughConfig) -> Any:  # pragma: no cover - runs in the 
                 state["reported"] = now
                 Path(cfg.out + ".progress").write_text(str(state["n"]))
             if state["n"] >= cfg.expect and not state["done"]:
-                _write_result(cfg.out, state["n"], state["first"], now)
+                write_result(cfg.out, state["n"], state["first"], now)
                 state["done"] = True  # report once: later events (a longer topic) do not overwrite the result
     return app
 
@@ -118,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:  # pragma: no cover - runs in th
     """Run the pass-through agent until SIGTERM; the exit code."""
     import faust
 
-    app = build_app(parse_args(argv))
+    app = build_app(parse_args(argv, prog="python -m stream.runtime.faust.passthrough", doc=__doc__))
     worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False, override_logging=False)
     try:
         worker.execute_from_commandline()

@@ -14,6 +14,7 @@ import logging
 from typing import Any
 
 from stream.runtime.faust.runner import FaustRunner
+from stream.worker.assemble import summary_line
 from stream.worker.config import WorkerConfig
 from stream.worker.http import WorkerHealth
 from stream.worker.metrics import WorkerMetrics
@@ -24,44 +25,12 @@ log = logging.getLogger(__name__)
 def build_runner(cfg: WorkerConfig, partitions: int, metrics: WorkerMetrics | None = None,
                  health: WorkerHealth | None = None) -> FaustRunner:
     """Load the model and assemble the worker core and its runner (no Kafka I/O)."""
-    from adapters.meta.checkpoint import Checkpoint
-    from adapters.online.learner import OnlineConfig, OnlineLearner
-    from stream.worker.core import WorkerCore
-    from stream.worker.expiry import StateExpiry
-    from stream.worker.versions import CheckpointWatcher
-    from adapters.online.itemshare import ShareConfig
-    from stream.worker.state_layout import item_updates_topic
+    from stream.worker.assemble import build_core
 
     metrics = metrics or WorkerMetrics()
     health = health or WorkerHealth(items_restored=cfg.item_state != "shared")
-    watcher = CheckpointWatcher(cfg.checkpoint, Checkpoint.load, rollout=metrics.rollout)
-    ckpt = watcher.load_initial()
-    shared = cfg.item_state == "shared"
-    online = OnlineConfig(window=cfg.window, max_age_s=cfg.max_age, steps=cfg.steps, prox=cfg.prox, top_k=cfg.top_k,
-                          max_catalog=cfg.max_catalog, retrieval_m=cfg.retrieval_m, max_items=cfg.max_items,
-                          task_learner=cfg.task_learner, explore=cfg.explore, explore_scale=cfg.explore_scale,
-                          persistence=cfg.persistence,
-                          shared_items=ShareConfig(half_life_s=cfg.item_half_life) if shared else None)
-    learner = OnlineLearner(ckpt, online)
-    core = WorkerCore(learner, metrics, cfg.input, cfg.output, max_event_bytes=cfg.max_event_bytes,
-                      expiry=StateExpiry(cfg.state_ttl or None),
-                      item_updates_topic=item_updates_topic(cfg.group) if shared else None,
-                      item_partitions=partitions)
-    runner = FaustRunner(cfg, core, watcher, metrics, health, partitions)
-    log.info("serving model %s (%s/%s) from %s", ckpt.version, ckpt.model, ckpt.meta, cfg.checkpoint)
-    return runner
-
-
-def summary_line(metrics: WorkerMetrics, code: int) -> str:
-    """The line printed at exit: what this process did (parsed by the tests and handy in logs)."""
-    def get(name: str) -> int:
-        return int(metrics.registry.get_sample_value(name) or 0)
-
-    invalid = sum(int(s.value) for f in metrics.events_invalid.collect() for s in f.samples
-                  if s.name.endswith("_total"))
-    return (f"metarec worker: stopped (exit {code}): consumed={get('metarec_events_consumed_total')} "
-            f"invalid={invalid} published={get('metarec_recommendations_published_total')} "
-            f"batches={get('metarec_batches_total')}")
+    core, watcher = build_core(cfg, partitions, metrics)
+    return FaustRunner(cfg, core, watcher, metrics, health, partitions)
 
 
 def worker_credentials(cfg: WorkerConfig, environ: Any = None) -> Any:

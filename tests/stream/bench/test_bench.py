@@ -18,9 +18,12 @@ CONTRACT = {
     "end_to_end": {"events", "events_per_s", "latency_p50_s", "latency_p99_s"},
     "adaptation": {"mf", "melu"},
     "scale_out": {"one_process_events_per_s", "two_processes_events_per_s"},
-    "references": {"faust_passthrough_events_per_s", "river_full_ranking_events_per_s", "naive_loop_events_per_s"},
+    "references": {"faust_passthrough_events_per_s", "kafka_passthrough_events_per_s",
+                   "river_full_ranking_events_per_s", "naive_loop_events_per_s"},
+    "runtimes": {"kafka", "faust"},
+    "restore": {"records", "records_per_s"},
 }
-TOP = {"end_to_end", "adaptation", "scale_out", "references", "peak_rss_bytes", "state_bytes_per_user"}
+TOP = {"end_to_end", "adaptation", "scale_out", "references", "runtimes", "peak_rss_bytes", "state_bytes_per_user"}
 
 
 def _positive(x: object) -> bool:
@@ -44,15 +47,19 @@ def test_quick_bench_writes_the_contract_json(broker: str, tmp_path: Path, capsy
     assert e2e["latency_p50_s"] <= e2e["latency_p99_s"]
     for model in ("seq", "mf", "melu"):
         assert _positive(r["adaptation"][model]["users_per_s"]), model
-    for section in ("scale_out", "references"):
+    for section in ("scale_out", "references", "restore"):
         for key in CONTRACT[section]:
             assert _positive(r[section][key]), key
+    for runtime in ("kafka", "faust"):  # both runtimes measured in the same run
+        for key in ("events_per_s", "latency_p50_s", "latency_p99_s"):
+            assert _positive(r["runtimes"][runtime][key]), (runtime, key)
+        assert r["details"][f"one_worker_{runtime}"]["lists"] > 0
+        assert r["details"][f"latency_{runtime}"]["missing"] == 0
+    assert r["end_to_end"]["runtime"] in ("kafka", "faust")
+    assert r["runtimes"][e2e["runtime"]]["events_per_s"] == e2e["events_per_s"]
     assert isinstance(r["peak_rss_bytes"], int) and r["peak_rss_bytes"] > 10 * 2**20  # a python+torch process
     # a record holds at least the header and one window event, and at most a full window + state + seen set
     assert 64 < r["state_bytes_per_user"] < 64_000
-    # every event was published: lists exist and the worker consumed exactly the pre-loaded events
-    assert r["details"]["one_worker"]["lists"] > 0
-    assert r["details"]["latency"]["missing"] == 0
     # the shared item state's cost: an end-to-end run without it, and the per-event steps (some items learned)
     items = r["item_state"]
     assert items["end_to_end_events_per_s"] == e2e["events_per_s"]
@@ -62,10 +69,13 @@ def test_quick_bench_writes_the_contract_json(broker: str, tmp_path: Path, capsy
         assert _positive(items["us_per_event"][step]), step
     # the targets judge this run's own figures, and "met" agrees with each threshold
     targets = {t["target"]: t for t in r["targets"]}
-    assert len(targets) == 7
-    ref, so = r["references"], r["scale_out"]
-    assert targets["end-to-end / faust pass-through"]["value"] == pytest.approx(
-        e2e["events_per_s"] / ref["faust_passthrough_events_per_s"])
+    assert len(targets) == 9
+    ref, so, rt = r["references"], r["scale_out"], r["runtimes"]
+    assert targets["runtime kafka / runtime faust, end to end"]["value"] == pytest.approx(
+        rt["kafka"]["events_per_s"] / rt["faust"]["events_per_s"])
+    assert targets["end to end / learner alone (batched)"]["value"] == pytest.approx(
+        e2e["events_per_s"] / ref["batched_learner_events_per_s"])
+    assert targets["restore of a partition's state, records/s"]["value"] == r["restore"]["records_per_s"]
     assert targets["end-to-end / River full ranking"]["value"] == pytest.approx(
         e2e["events_per_s"] / ref["river_full_ranking_events_per_s"])
     assert targets["two processes / one process"]["value"] == pytest.approx(
@@ -115,12 +125,14 @@ def test_metrics_parsing() -> None:
 
 def test_targets_flag_misses() -> None:
     r = {"end_to_end": {"events_per_s": 100.0, "latency_p99_s": 0.5},
-         "references": {"faust_passthrough_events_per_s": 1000.0, "river_full_ranking_events_per_s": 50.0},
+         "runtimes": {"kafka": {"events_per_s": 100.0}, "faust": {"events_per_s": 50.0}},
+         "references": {"batched_learner_events_per_s": 150.0, "river_full_ranking_events_per_s": 50.0},
          "adaptation": {"mf": {"users_per_s": 40_000.0}, "melu": {"users_per_s": 100.0}},
          "scale_out": {"one_process_events_per_s": 100.0, "two_processes_events_per_s": 170.0},
-         "state_bytes_per_user": 4096.0}
+         "restore": {"records_per_s": 45_000.0}, "state_bytes_per_user": 4096.0}
     met = {t["target"]: t["met"] for t in check_targets(r)}
-    assert met == {"end-to-end / faust pass-through": False, "mf adaptation, users/s": True,
-                   "melu adaptation, users/s": False, "p99 event→publish at half max rate, s": False,
-                   "two processes / one process": True, "end-to-end / River full ranking": False,
+    assert met == {"runtime kafka / runtime faust, end to end": False, "end to end / learner alone (batched)": True,
+                   "mf adaptation, users/s": True, "melu adaptation, users/s": False,
+                   "p99 event→publish at half max rate, s": False, "two processes / one process": True,
+                   "restore of a partition's state, records/s": True, "end-to-end / River full ranking": False,
                    "durable state per user, bytes": False}

@@ -31,14 +31,14 @@ COLD_USER, UNKNOWN_ITEM = "cold-user-1", "no-such-item-xyz"
 
 
 @pytest.fixture(scope="module")
-def run(broker, tmp_path_factory):
+def run(broker, tmp_path_factory, runtime):
     work = tmp_path_factory.mktemp("worker")
     ds, events = ml100k(N_EVENTS)
     items = sorted({str(i) for i in ds.item_ids})
     version = make_checkpoint(work / "ck", items, seed=1)
     tag = uuid.uuid4().hex[:8]
     topics = {"input_topic": f"in-{tag}", "output_topic": f"out-{tag}"}
-    worker = start_worker(broker, work / "ck", work, group=f"g-{tag}", **topics)
+    worker = start_worker(broker, work / "ck", work, group=f"g-{tag}", runtime=runtime, **topics)
     try:
         worker.wait_ready()
         pid = worker.proc.pid

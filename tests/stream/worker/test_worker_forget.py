@@ -50,14 +50,14 @@ def _last_values(broker: str, changelog: str) -> dict[str, bytes | None]:
     return out
 
 
-def test_forget_acks_tombstones_is_idempotent_and_survives_a_restart(broker, tmp_path):
+def test_forget_acks_tombstones_is_idempotent_and_survives_a_restart(broker, tmp_path, runtime):
     from adapters.online.records import UserRecord
     from stream.worker.state_layout import changelog_topic
 
     make_checkpoint(tmp_path / "ck", ITEMS, seed=7)
     tag = uuid.uuid4().hex[:8]
     topics = {"group": f"g-{tag}", "input_topic": f"in-{tag}", "output_topic": f"out-{tag}"}
-    common = dict(extra=["--commit-interval", "600"], state="w", **topics)
+    common = dict(extra=["--commit-interval", "600"], state="w", runtime=runtime, **topics)
     w = start_worker(broker, tmp_path / "ck", tmp_path, name="w1", **common)
     w2 = None
     try:
@@ -137,7 +137,7 @@ def test_forget_without_topics_is_an_error_and_without_a_worker_times_out(broker
     assert r.returncode == 2 and "partitions" in r.stderr, r.stderr
 
 
-def test_with_two_workers_each_request_reaches_the_worker_that_owns_the_user(broker, tmp_path):
+def test_with_two_workers_each_request_reaches_the_worker_that_owns_the_user(broker, tmp_path, runtime):
     from stream.kafka.partitioner import partition_for
 
     make_checkpoint(tmp_path / "ck", ITEMS, seed=8)
@@ -147,11 +147,11 @@ def test_with_two_workers_each_request_reaches_the_worker_that_owns_the_user(bro
     for n in range(100):
         users.setdefault(partition_for(f"user-{n}".encode(), 4), f"user-{n}")
     assert len(users) == 4
-    a = start_worker(broker, tmp_path / "ck", tmp_path, name="a", **topics)
+    a = start_worker(broker, tmp_path / "ck", tmp_path, name="a", runtime=runtime, **topics)
     b = None
     try:
         a.wait_ready()
-        b = start_worker(broker, tmp_path / "ck", tmp_path, name="b", **topics)
+        b = start_worker(broker, tmp_path / "ck", tmp_path, name="b", runtime=runtime, **topics)
         b.wait_ready()
         _wait(lambda: a.get("/readyz")[0] == b.get("/readyz")[0] == 200
               and a.value("metarec_assigned_partitions") == b.value("metarec_assigned_partitions") == 2,

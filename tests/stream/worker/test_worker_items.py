@@ -73,9 +73,9 @@ def wait(predicate, timeout: float, what: str, workers=(), step: float = 0.3):  
     return wait_until(predicate, timeout, what, step=step, alive=workers)
 
 
-def two_workers(broker: str, ck: Path, tmp: Path, extra=()):  # noqa: ANN001, ANN201
+def two_workers(broker: str, ck: Path, tmp: Path, runtime: str, extra=()):  # noqa: ANN001, ANN201
     tag = uuid.uuid4().hex[:8]
-    common = dict(group=f"g-{tag}", input_topic=f"in-{tag}", output_topic=f"out-{tag}",
+    common = dict(group=f"g-{tag}", input_topic=f"in-{tag}", output_topic=f"out-{tag}", runtime=runtime,
                   extra=["--item-state", "shared", *extra])
     a = start_worker(broker, ck, tmp, name="a", **common)
     a.wait_ready()
@@ -86,8 +86,8 @@ def two_workers(broker: str, ck: Path, tmp: Path, extra=()):  # noqa: ANN001, AN
     return a, b, common
 
 
-def test_two_workers_converge_and_a_new_item_crosses_partitions(broker, tmp_path, seq_checkpoint):
-    a, b, common = two_workers(broker, seq_checkpoint, tmp_path)
+def test_two_workers_converge_and_a_new_item_crosses_partitions(broker, tmp_path, seq_checkpoint, runtime):
+    a, b, common = two_workers(broker, seq_checkpoint, tmp_path, runtime)
     try:
         pa, pb = owned(a)[0], owned(b)[0]
         fans_a, fans_b = users_on(pa, 12, "fa"), users_on(pb, 12, "fb")
@@ -125,8 +125,8 @@ def test_two_workers_converge_and_a_new_item_crosses_partitions(broker, tmp_path
             w.kill()
 
 
-def test_a_killed_worker_restores_the_item_state_before_it_is_ready(broker, tmp_path, seq_checkpoint):
-    a, b, common = two_workers(broker, seq_checkpoint, tmp_path, extra=["--store", "memory"])
+def test_a_killed_worker_restores_the_item_state_before_it_is_ready(broker, tmp_path, seq_checkpoint, runtime):
+    a, b, common = two_workers(broker, seq_checkpoint, tmp_path, runtime, extra=["--store", "memory"])
     try:
         users = users_on(owned(a)[0], 10, "x") + users_on(owned(b)[0], 10, "y")
         events = [(u, f"i{(k * 7 + n) % 40}", 3.0 + n % 3, T0 + n) for n in range(4) for k, u in enumerate(users)]
@@ -173,8 +173,8 @@ def test_a_killed_worker_restores_the_item_state_before_it_is_ready(broker, tmp_
                 w.kill()
 
 
-def test_an_idle_item_is_deleted_from_every_worker(broker, tmp_path, seq_checkpoint):
-    a, b, common = two_workers(broker, seq_checkpoint, tmp_path, extra=["--item-ttl", "600"])
+def test_an_idle_item_is_deleted_from_every_worker(broker, tmp_path, seq_checkpoint, runtime):
+    a, b, common = two_workers(broker, seq_checkpoint, tmp_path, runtime, extra=["--item-ttl", "600"])
     try:
         users = users_on(owned(a)[0], 3, "p") + users_on(owned(b)[0], 3, "q")
         early = [(u, "short-lived", 5.0, T0) for u in users] + [(u, "i1", 4.0, T0 + 1) for u in users]

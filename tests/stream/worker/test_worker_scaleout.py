@@ -15,7 +15,7 @@ PHASE = 2000
 WINDOW = 8
 
 
-def test_survivor_takes_over_users_with_windows_intact(broker, tmp_path):
+def test_survivor_takes_over_users_with_windows_intact(broker, tmp_path, runtime):
     from adapters.online.records import UserRecord
     from stream.worker.state_layout import changelog_topic
     from stream.worker.state_layout import is_internal_key
@@ -25,7 +25,7 @@ def test_survivor_takes_over_users_with_windows_intact(broker, tmp_path):
     make_checkpoint(tmp_path / "ck", items, seed=2)
     tag = uuid.uuid4().hex[:8]
     group, src, dst = f"g-{tag}", f"in-{tag}", f"out-{tag}"
-    common = dict(group=group, input_topic=src, output_topic=dst, extra=["--window", str(WINDOW)])
+    common = dict(group=group, input_topic=src, output_topic=dst, extra=["--window", str(WINDOW)], runtime=runtime)
     a = start_worker(broker, tmp_path / "ck", tmp_path, name="a", **common)
     b = None
     try:

@@ -22,14 +22,14 @@ def _consumed_at_exit(log_text: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def stopped(broker, tmp_path_factory):
+def stopped(broker, tmp_path_factory, runtime):
     """A worker stopped by SIGTERM mid-stream (module-scoped: the restart test continues from it)."""
     work = tmp_path_factory.mktemp("shutdown")
     ds, events = ml100k(N)
     make_checkpoint(work / "ck", sorted({str(i) for i in ds.item_ids}), seed=3)
     tag = uuid.uuid4().hex[:8]
     common = dict(group=f"g-{tag}", input_topic=f"in-{tag}", output_topic=f"out-{tag}",
-                  extra=["--batch-size", "200"])
+                  extra=["--batch-size", "200"], runtime=runtime)
     w1 = start_worker(broker, work / "ck", work, name="w1", state="w", **common)
     try:
         w1.wait_ready()

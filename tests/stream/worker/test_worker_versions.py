@@ -11,7 +11,7 @@ from worker_support import event_bytes, make_checkpoint, ml100k, produce, read_t
 pytestmark = pytest.mark.broker
 
 
-def test_new_checkpoint_is_served_without_restart(broker, tmp_path):
+def test_new_checkpoint_is_served_without_restart(broker, tmp_path, runtime):
     ds, events = ml100k(1000)
     items = sorted({str(i) for i in ds.item_ids})
     models = tmp_path / "models"
@@ -19,7 +19,7 @@ def test_new_checkpoint_is_served_without_restart(broker, tmp_path):
     (models / "LATEST").write_text("v1\n")
     tag = uuid.uuid4().hex[:8]
     src, dst = f"in-{tag}", f"out-{tag}"
-    w = start_worker(broker, models, tmp_path, group=f"g-{tag}", input_topic=src, output_topic=dst,
+    w = start_worker(broker, models, tmp_path, group=f"g-{tag}", input_topic=src, output_topic=dst, runtime=runtime,
                      extra=["--model-poll", "0.5"])
     try:
         w.wait_ready()

@@ -1,0 +1,1 @@
+"""The worker runtime on confluent-kafka (see :mod:`stream.runtime.kafka.runner`)."""
