@@ -187,7 +187,6 @@ class LearnerModel:
         self.records: dict[str, Any] = {}
         self._version = -1
         self._side: Any = None
-        self._owner: Any = None
         self._refresh_columns()
         known = int((self.col_rows > 0).sum())
         log.info("%s: %d of %d stream items in the checkpoint vocabulary", name, known, stream.n_cols)
@@ -198,17 +197,12 @@ class LearnerModel:
         """Stream column → learner item row (0 = none yet), recomputed when the learner's vocabulary changed (or
         the learner switched to another version: another item side)."""
         side = self.learner.items
-        if side.version != self._version or side is not self._side:
+        if side.vocab.version != self._version or side is not self._side:
             self.col_rows = np.array([side.row(i) for i in self.stream.item_names], dtype=np.int64)
-            self._version, self._side = side.version, side
+            self._version, self._side = side.vocab.version, side
 
     def _process(self, events: list[Any]) -> None:
         result = self.learner.process(events, self.records, publish=False, measure_loss=False)
-        if self.learner.shared is not None:  # --item-state shared: the group's owner, in this process
-            if self._owner is None:
-                from adapters.online.sharedside import InProcessOwner
-                self._owner = InProcessOwner(self.learner.shared.config)
-            self._owner.settle(self.learner, result.item_updates)
         self.records.update(result.records)
         self.adapt_seconds += result.adapt_seconds
 

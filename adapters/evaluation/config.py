@@ -49,10 +49,11 @@ class EvaluationConfig:
     retrain_every: int = 0
     #: each retraining learns the last ``retrain_window`` past events only; 0 = all of them (history + scored so far)
     retrain_window: int = 0
-    #: "local": each learner learns its item side at once (the default); "shared": as a worker with the group's
-    #: item state (adapters.online.sharedside), the owner merging in this process, popularity half-life in seconds
-    item_state: str = "local"
-    item_half_life: float = 7 * 86_400.0
+    #: the item state (adapters.online.items): "shared" (the default, what docker-compose and Kubernetes deploy): a
+    #: micro-batch's item contributions reach the learner's rows one micro-batch later, the group's round trip;
+    #: "local": at once, a worker that owns its item state alone
+    item_state: str = "shared"
+    item_half_life: float | None = None  #: half-life of item popularity, seconds of event time (None: θ0's)
     #: how ``metarec`` adapts a user: "gradient" or "bayes" (adapters.meta.bayes; θ0 trained here is then trained
     #: through it, its prior precision meta-learned); ``explore`` ("none", "thompson", "ucb") ranks from its posterior
     task_learner: str = "gradient"

@@ -33,8 +33,10 @@ log = logging.getLogger(__name__)
 POPULARITY_RATING_NOTE = ("popularity and popularity_decayed have no rating model: their rmse/mae are those of the "
                           "item's mean rating so far (decay-weighted for popularity_decayed; the global mean for an "
                           "item without a rating yet)")
-UNKNOWN_ITEMS_NOTE = ("items first seen after the history are not in the checkpoint vocabulary; "
-                      "metarec/no_adaptation/erm_finetune never recommend them (score -inf), like the worker")
+UNKNOWN_ITEMS_NOTE = ("items first seen after the history are not in the checkpoint vocabulary: a learner "
+                      "(metarec, no_adaptation, erm_finetune) gives such an item a row when it learns its first event "
+                      "(up to max_items rows) and can recommend it from then on, like the worker; until then it "
+                      "scores -inf")
 DRIFT_MODELS = ("metarec", "no_adaptation", "erm_finetune", "popularity", "popularity_decayed", "river_biasedmf",
                 "cooccurrence")
 
@@ -170,9 +172,10 @@ def _check(config: EvaluationConfig) -> None:
     unknown = sorted(set(config.models) - set(MODEL_NAMES))
     if unknown:
         raise MetarecError(f"unknown model {', '.join(unknown)} in --models (choose from {', '.join(MODEL_NAMES)})")
-    if config.item_state not in ("local", "shared") or not config.item_half_life > 0:
-        raise MetarecError(f"--item-state must be local or shared and --item-half-life > 0, got "
-                           f"{config.item_state!r} and {config.item_half_life}")
+    if config.item_state not in ("local", "shared"):
+        raise MetarecError(f"--item-state must be local or shared, got {config.item_state!r}")
+    if config.item_half_life is not None and not config.item_half_life > 0:
+        raise MetarecError(f"--item-half-life must be > 0 seconds, got {config.item_half_life}")
 
 
 def _protocol_config(config: EvaluationConfig) -> PrequentialConfig:
@@ -229,12 +232,11 @@ def run_prequential(config: EvaluationConfig) -> dict[str, Any]:
     from adapters.evaluation.prequential import EventStream, run_protocol
     from adapters.evaluation.retrain import no_retraining
     from adapters.online.config import OnlineConfig
-    from adapters.online.itemshare import ShareConfig
 
-    shared = ShareConfig(half_life_s=config.item_half_life) if config.item_state == "shared" else None
-    online = OnlineConfig(steps=config.steps, max_items=config.max_items, shared_items=shared,  # checked first
-                          task_learner=config.task_learner, explore=config.explore, explore_scale=config.explore_scale,
-                          persistence=config.persistence)
+    _check(config)
+    online = OnlineConfig(steps=config.steps, max_items=config.max_items, item_half_life=config.item_half_life,
+                          owner_delay=1 if config.item_state == "shared" else 0, task_learner=config.task_learner,
+                          explore=config.explore, explore_scale=config.explore_scale, persistence=config.persistence)
     _check(config)
     protocol = _protocol_config(config)
     if config.report:

@@ -57,7 +57,7 @@ class Checkpoint:
     item_titles: dict[str, str] = field(default_factory=dict)
     genre_names: list[str] = field(default_factory=list)
     #: item id → feature codes (genre indices, then ``len(genre_names)`` + decade) for every item the dataset
-    #: describes, also those absent from training: a new item's row starts from them (adapters.online.itemside)
+    #: describes, also those absent from training: a new item's row starts from them (adapters.online.items.table)
     item_features: dict[str, list[int]] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     fingerprint: str = ""

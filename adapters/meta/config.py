@@ -37,33 +37,31 @@ DEFAULT_RIDGE_MEAN = {"mf": False, "melu": True}
 #: proximal pull toward θ0 during meta-training and serving: warm-started states are re-adapted at every
 #: micro-batch, the pull keeps them from drifting away from what θ0 knows (validation HR@10 0.140 → 0.171)
 DEFAULT_PROX = {"mf": 0.2, "melu": 0.0}
-#: item side of the online path (adapters.online.freshness), chosen on a validation split of ML-100K's history (train on
-#: its first 80 %, score the last 20 % prequentially): HR@10 0.171 → 0.176 with weight 1 (0.5: 0.174), half-life
-#: 5,000 events (1,000 worse, 20,000 alike), item rating-bias lr 0.01 (RMSE −0.001; 0.03 worse)
-#: (melu's scores live on another scale: off until fitted for it)
-#: rating_prior (ridge θ0, validation split as for DEFAULT_RATING_SOLVER): RMSE 0.9475 → 0.9454 with 5 (20: 0.9459,
-#: 80: 0.9474)
-DEFAULT_FRESHNESS = {"mf": {"weight": 1.0, "half_life": 5_000.0, "rating_lr": 0.01, "rating_reg": 0.0,
-                            "rating_prior": 5.0},
-                     "melu": {"weight": 0.0, "half_life": 5_000.0, "rating_lr": 0.0, "rating_reg": 0.0}}
-
 #: seq is mf plus the window's context: it adapts, solves its rating block and counts items with mf's settings
 for _table in (DEFAULT_INNER_LR, DEFAULT_INNER_LR_RATING, DEFAULT_RATING_SOLVER, DEFAULT_RIDGE_LAMBDA,
-               DEFAULT_RIDGE_MEAN, DEFAULT_PROX, DEFAULT_FRESHNESS):
+               DEFAULT_RIDGE_MEAN, DEFAULT_PROX):
     _table["seq"] = _table["mf"]
 
 
-#: the online item side (adapters.online.itemside) a trained checkpoint is served with. Chosen on the validation split of
-#: ML-100K's history (stream/bench/tools/validate_seq.py: θ0 trained on the first 25 %, the next 25 % scored in 1 s micro-batches;
-#: runs in docs/results/validation-seq.jsonl; there the reference co-occurrence tool scores HR@10 0.1795, mf 0.1690):
-#: seq without prior and item-row learning 0.1830; co-occurrence prior weight 4 → 0.1987 (2: 0.1970, 8: 0.1952);
-#: item-row SGD rate 0.05 with it → 0.2032 (0.02: 0.2028, 0.2: 0.1962); item rating-factor rate 0.005: RMSE
-#: 0.9446 → 0.9445 (0.05: 0.9505). Checked on ML-1M's validation split: weight 4 0.2433, 2 0.2403 (reference 0.2126).
-DEFAULT_ITEMSIDE: dict[str, dict[str, float]] = {
-    "seq": {"cooc_weight": 4.0, "embed_lr": 0.05, "rating_lr": 0.005},
-    "mf": {"cooc_weight": 0.0, "embed_lr": 0.0, "rating_lr": 0.0},
-    "melu": {"cooc_weight": 0.0, "embed_lr": 0.0, "rating_lr": 0.0},
+#: the online item state (adapters.online.items.config.ItemConfig) a trained checkpoint is served with, per model.
+#: Chosen on validation splits of ML-100K's history:
+#: * popularity bonus (train on its first 80 %, score the last 20 % prequentially): HR@10 0.171 → 0.176 with weight 1
+#:   (0.5: 0.174), half-life 5,000 events (1,000 worse, 20,000 alike: :data:`HALF_LIFE_EVENTS`); item rating-bias
+#:   rate 0.01 (RMSE −0.001; 0.03 worse); its prior 5 (ridge θ0): RMSE 0.9475 → 0.9454 (20: 0.9459, 80: 0.9474);
+#: * seq (stream/bench/tools/validate_seq.py: θ0 trained on the first 25 %, the next 25 % scored in 1 s micro-batches;
+#:   runs in docs/results/validation-seq.jsonl): co-occurrence prior weight 4: 0.1830 → 0.1987 (2: 0.1970, 8: 0.1952);
+#:   item-row SGD rate 0.05 with it → 0.2032 (0.02: 0.2028, 0.2: 0.1962); item rating-factor rate 0.005: RMSE
+#:   0.9446 → 0.9445 (0.05: 0.9505). Checked on ML-1M's validation split: weight 4 0.2433, 2 0.2403.
+#: (melu's scores live on another scale: off until fitted for it)
+DEFAULT_ITEMS: dict[str, dict[str, float]] = {
+    "mf": {"popularity_weight": 1.0, "bias_lr": 0.01, "bias_prior": 5.0},
+    "seq": {"popularity_weight": 1.0, "bias_lr": 0.01, "bias_prior": 5.0, "prior_weight": 4.0, "embed_lr": 0.02,
+            "factor_lr": 0.005},
+    "melu": {},
 }
+#: the popularity half-life a checkpoint is trained with, unless given in seconds: the event time its training data's
+#: last this-many events span (the rate at which serving starts)
+HALF_LIFE_EVENTS = 5_000
 
 
 @dataclass
@@ -93,6 +91,7 @@ class TrainConfig:
     exclude_users: frozenset[str] = frozenset()  #: users held out (cold-start protocol)
     part: str = "all"  #: label of the trained part, part of the fingerprint
     dataset_spec: str = ""
-    freshness: float | None = None  #: weight of the online item-popularity bonus; None = DEFAULT_FRESHNESS
-    freshness_half_life: float | None = None  #: its half-life in events; None = DEFAULT_FRESHNESS
-    item_rating_lr: float | None = None  #: online item rating-bias learning rate; None = DEFAULT_FRESHNESS
+    popularity_weight: float | None = None  #: weight of the online item-popularity bonus; None = DEFAULT_ITEMS
+    #: its half-life, seconds of event time; None = the span of the training data's last HALF_LIFE_EVENTS events
+    item_half_life: float | None = None
+    bias_lr: float | None = None  #: online item rating-bias learning rate; None = DEFAULT_ITEMS

@@ -1,4 +1,4 @@
-"""Meta-training: vocabularies from a dataset, task sampling, item-side pre-training, the outer loop.
+"""Meta-training: task sampling, item-side pre-training, the outer loop (vocabularies: :mod:`adapters.meta.vocab`).
 
 A *task* is one user at one moment: ``split="time"`` cuts each user's event sequence at several points
 (support = up to ``window`` events before the cut, query = the next ``query_size`` events — what the stream
@@ -27,72 +27,19 @@ import numpy as np
 import torch
 
 from adapters.base import SupportBatch
-from adapters.meta.checkpoint import UNK, Checkpoint, training_fingerprint
-from adapters.meta.config import (DEFAULT_FRESHNESS, DEFAULT_INNER_LR, DEFAULT_INNER_LR_RATING, DEFAULT_ITEMSIDE,
-                                  DEFAULT_PROX, DEFAULT_RATING_SOLVER, DEFAULT_RIDGE_LAMBDA, DEFAULT_RIDGE_MEAN,
+from adapters.meta.checkpoint import Checkpoint, training_fingerprint
+from adapters.meta.config import (DEFAULT_INNER_LR, DEFAULT_INNER_LR_RATING, DEFAULT_ITEMS, DEFAULT_PROX,
+                                  DEFAULT_RATING_SOLVER, DEFAULT_RIDGE_LAMBDA, DEFAULT_RIDGE_MEAN, HALF_LIFE_EVENTS,
                                   TrainConfig)
 from adapters.errors import MetarecError
-from adapters.online.freshness import FreshnessConfig, decayed_counts
+from adapters.online.items.config import ItemConfig
 from adapters.meta.inner import InnerConfig
 from adapters.meta.learners import ALL_META, meta_objective
+from adapters.meta.vocab import Vocab, build_vocab, feature_codes
 from adapters.meta.warmstart import WarmStart, warm_start
-from adapters.models import MODEL_NAMES, FeatureTables, build_model
+from adapters.models import MODEL_NAMES, build_model
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Vocab:
-    item_ids: list[str]
-    user_ids: list[str]
-    item_titles: dict[str, str]
-    genre_names: list[str]
-    tables: FeatureTables
-
-
-def _dense(values: np.ndarray) -> np.ndarray:
-    """Codes with 0 = unknown kept, other values mapped to 1..k in sorted order."""
-    out = np.zeros(len(values), dtype=np.int64)
-    nz = values > 0
-    if nz.any():
-        out[nz] = np.unique(values[nz], return_inverse=True)[1] + 1
-    return out
-
-
-def build_vocab(ds: Any, items_from_features: bool) -> Vocab:
-    """Item rows (row 0 = ``<unk>``) and user rows (row 0 = unknown user) with their side features."""
-    event_items = set(ds.item_ids.tolist())
-    itf, usf = ds.item_features, ds.user_features
-    if itf is not None:
-        ordered = [i for i in itf.item_ids if items_from_features or i in event_items]
-        known = set(itf.item_ids)
-        ordered += sorted(i for i in event_items if i not in known)
-    else:
-        ordered = sorted(event_items, key=lambda s: (len(s), s))
-    item_ids = [UNK] + ordered
-    n_genres = itf.genres.shape[1] if itf is not None else 0
-    genres = np.zeros((len(item_ids), n_genres), dtype=np.float32)
-    year = np.zeros(len(item_ids), dtype=np.int64)
-    titles: dict[str, str] = {}
-    if itf is not None:
-        pos = {i: r for r, i in enumerate(itf.item_ids)}
-        rows = [(r, pos[i]) for r, i in enumerate(item_ids) if i in pos]
-        if rows:
-            dst, src = map(np.array, zip(*rows))
-            genres[dst] = itf.genres[src]
-            year[dst] = np.asarray(itf.year)[src]
-        titles = {i: itf.titles[pos[i]] for i in item_ids if i in pos}
-    if usf is not None:
-        user_ids = [UNK] + list(usf.user_ids)
-        age = np.concatenate([[0], usf.age]).astype(np.int64)
-        gender = np.concatenate([[0], usf.gender]).astype(np.int64)
-        occ = np.concatenate([[0], usf.occupation]).astype(np.int64)
-    else:
-        user_ids = [UNK]
-        age = gender = occ = np.zeros(1, dtype=np.int64)
-    tables = FeatureTables(torch.from_numpy(genres), torch.from_numpy(_dense(year)), torch.from_numpy(age),
-                           torch.from_numpy(gender), torch.from_numpy(occ))
-    return Vocab(item_ids, user_ids, titles, list(itf.genre_names) if itf is not None else [], tables)
 
 
 @dataclass
@@ -222,30 +169,22 @@ def _reset_item_rows(model: Any, users: list[UserEvents]) -> None:
             p[unseen] = p[torch.from_numpy(seen)].mean(0)
 
 
-def _freshness(cfg: TrainConfig, part: Any, vocab: Vocab) -> dict[str, Any]:
-    """The online item side's settings and its starting point: item counts decayed to the end of the training data."""
-    over = {"weight": cfg.freshness, "half_life": cfg.freshness_half_life, "rating_lr": cfg.item_rating_lr}
-    fc = FreshnessConfig.from_dict({**DEFAULT_FRESHNESS[cfg.model], **{k: v for k, v in over.items() if v is not None}})
+def _item_state(cfg: TrainConfig, part: Any, vocab: Vocab) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The online item state's settings and its starting point: each item's events decayed in event time to the end
+    of the training data (``{"counts", "t"}``)."""
+    t = np.asarray(part.timestamps, np.float64)
+    half_life = cfg.item_half_life
+    if half_life is None:  # the event time the last HALF_LIFE_EVENTS events span: the rate serving starts at
+        recent = t[-min(len(t), HALF_LIFE_EVENTS):]
+        half_life = max(float(recent.max() - recent.min()), 60.0)
+    over = {"popularity_weight": cfg.popularity_weight, "bias_lr": cfg.bias_lr, "half_life_s": half_life}
+    items = ItemConfig.from_dict(DEFAULT_ITEMS[cfg.model]).overridden(**over)
     index = {i: r for r, i in enumerate(vocab.item_ids)}
     rows = np.array([index.get(i, 0) for i in part.item_ids.tolist()], dtype=np.int64)
-    counts = decayed_counts(rows, len(vocab.item_ids), fc.half_life)
-    return {**fc.to_dict(), "counts": [round(float(c), 4) for c in counts]}
-
-
-def feature_codes(features: Any) -> dict[str, list[int]]:
-    """Item id → feature codes (its genre indices, then ``n_genres`` + its decade since 1900) for every item the
-    dataset describes; empty without item features."""
-    if features is None:
-        return {}
-    n_genres = features.genres.shape[1]
-    out: dict[str, list[int]] = {}
-    for n, item in enumerate(features.item_ids):
-        codes = np.flatnonzero(features.genres[n] > 0).tolist()
-        year = int(features.year[n])
-        if year > 0:
-            codes.append(n_genres + min(max(year // 10 - 190, 0), 15))
-        out[str(item)] = codes
-    return out
+    end = float(t.max())
+    counts = np.bincount(rows, weights=np.exp2(-(end - t) / items.half_life_s), minlength=len(vocab.item_ids))
+    counts[0] = 0.0
+    return items.to_dict(), {"counts": [round(float(c), 4) for c in counts], "t": end}
 
 
 def inner_config(cfg: TrainConfig) -> InnerConfig:
@@ -378,8 +317,8 @@ def train(ds: Any, cfg: TrainConfig, on_step: Callable[[int, int, int, float], N
                "train_events": int(len(part)), "train_users": len(users)}
     train_cfg = {k: (sorted(v) if isinstance(v, frozenset) else v) for k, v in asdict(cfg).items()
                  if k != "exclude_users"}
-    config = {"freshness": _freshness(cfg, part, vocab), "itemside": dict(DEFAULT_ITEMSIDE[cfg.model]),
-              "history": cfg.history, "dataset": cfg.dataset_spec or ds.name, "dataset_name": ds.name,
+    items, popularity = _item_state(cfg, part, vocab)
+    config = {"items": items, "popularity": popularity, "history": cfg.history, "dataset": cfg.dataset_spec or ds.name, "dataset_name": ds.name,
               "dataset_fingerprint": ds.fingerprint, "part": cfg.part, "training": train_cfg}
     if warm is not None:
         config["warm_start"] = warm.to_dict()

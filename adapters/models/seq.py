@@ -19,7 +19,7 @@ whose learning rate on it is 0, so that ranking needs nothing but the state (and
 it did when it was adapted).
 
 Item-to-item affinity of window item ``j`` and candidate ``i`` is ``g · a_j · K_j·Q_i``: the learned part. The
-online co-occurrence prior (:mod:`adapters.online.itemside`) adds the counted part in the learner.
+online co-occurrence prior (:mod:`adapters.online.items.table`) adds the counted part in the learner.
 
 Example
 -------

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from adapters.errors import MetarecError
-from adapters.online.itemshare import ShareConfig
+from adapters.online.items.contributions import Contributions
 from adapters.online.records import UserRecord
 
 
@@ -29,15 +29,20 @@ class OnlineConfig:
     top_k: int = 10  #: list length
     max_catalog: int = 50_000  #: rank the full catalog up to this many items ...
     retrieval_m: int = 2_000  #: ... above it, re-rank only the top-M items by θ0 score
-    freshness: float | None = None  #: weight of the item-popularity bonus (None = the checkpoint's; 0 = off)
-    freshness_half_life: float | None = None  #: half-life of the item counts in events (None = the checkpoint's)
-    item_rating_lr: float | None = None  #: online item rating-bias learning rate (None = the checkpoint's; 0 = off)
-    max_items: int | None = None  #: item rows at most, online items included (None = the checkpoint's)
-    item_prior: float | None = None  #: weight of the co-occurrence prior (None = the checkpoint's; 0 = off)
-    item_lr: float | None = None  #: online SGD rate of the item ranking rows (None = the checkpoint's; 0 = frozen)
-    item_factor_lr: float | None = None  #: online SGD rate of the item rating factors (None = the checkpoint's)
-    #: set: the item side is the group's (adapters.online.sharedside): learned by contributions, applied from rows
-    shared_items: ShareConfig | None = None
+    #: the item state's settings (adapters.online.items.config.ItemConfig), each None = the checkpoint's
+    max_items: int | None = None  #: item rows at most, online items included
+    prior_weight: float | None = None  #: weight of the co-occurrence prior (0 = off)
+    popularity_weight: float | None = None  #: weight of the item-popularity bonus (0 = off)
+    item_half_life: float | None = None  #: half-life of item popularity, seconds of event time
+    embed_lr: float | None = None  #: SGD rate of the items' ranking rows (0 = frozen)
+    factor_lr: float | None = None  #: SGD rate of the items' rating factors (0 = frozen)
+    bias_lr: float | None = None  #: rate of the items' rating-bias corrections (0 = off)
+    negatives: int | None = None  #: sampled negatives of the items' ranking step (0 = the whole catalogue)
+    #: the in-process owner's delay in micro-batches: 0 = this process owns its item state (local), 1 = a group's
+    #: round trip simulated (the evaluation of shared mode); None = the group's owners merge the contributions
+    #: (a worker with --item-state shared sends them and applies the published rows)
+    owner_delay: int | None = 0
+    item_seed: int = 0  #: seed of the ranking step's negatives
     #: how a user's state adapts: "gradient" or "bayes" (adapters.online.tasklearner); None = the checkpoint's
     task_learner: str | None = None
     explore: str = "none"  #: "none", "thompson" or "ucb" (bayes only): exploration when ranking
@@ -57,12 +62,14 @@ class OnlineConfig:
             raise MetarecError(f"max-age must be > 0 seconds, got {self.max_age_s}")
         if self.prox is not None and not self.prox >= 0:
             raise MetarecError(f"prox must be ≥ 0, got {self.prox}")
-        for name in ("freshness", "item_rating_lr"):
+        for name in ("prior_weight", "popularity_weight", "embed_lr", "factor_lr", "bias_lr", "negatives"):
             value = getattr(self, name)
             if value is not None and not value >= 0:
                 raise MetarecError(f"{name.replace('_', '-')} must be ≥ 0, got {value}")
-        if self.freshness_half_life is not None and not self.freshness_half_life > 0:
-            raise MetarecError(f"freshness half-life must be > 0 events, got {self.freshness_half_life}")
+        if self.item_half_life is not None and not self.item_half_life > 0:
+            raise MetarecError(f"item half-life must be > 0 seconds, got {self.item_half_life}")
+        if self.owner_delay is not None and self.owner_delay < 0:
+            raise MetarecError(f"owner delay must be ≥ 0 micro-batches, got {self.owner_delay}")
         if self.max_items is not None and self.max_items < 2:
             raise MetarecError(f"max-items must be ≥ 2, got {self.max_items}")
         if not self.explore_scale >= 0:
@@ -106,8 +113,8 @@ class BatchResult:
     unknown_items: int  #: events whose item had no row before the batch (new items: they get one now, up to max_items)
     adapt_seconds: float  #: time in the batched adaptation call
     timings: dict[str, float] = field(default_factory=dict)
-    #: shared item state: one contribution per item of the batch's new events (adapters.online.itemstep)
-    item_updates: list[tuple[str, Any]] = field(default_factory=list)
+    #: shared mode (no in-process owner): the batch's item contributions, for the group's owners
+    item_updates: Contributions = field(default_factory=Contributions.empty)
 
 
 @dataclass

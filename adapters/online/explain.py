@@ -56,7 +56,7 @@ def explain(learner: Any, recs: Sequence[Any], users: torch.Tensor, states: torc
         dots = torch.bmm(model.ctx_emb[support.items], model.item_emb[torch.from_numpy(index)].transpose(1, 2))
         contrib += (g[:, None, None] * model.attention(support)[..., None] * dots).numpy()
     side = learner.items
-    if side.config.cooc_weight > 0:  # the counted part, shared in proportion to each position's term
+    if side.config.prior_weight > 0:  # the counted part, shared in proportion to each position's term
         for n, w in enumerate(windows):
             if not len(w):
                 continue

@@ -13,8 +13,9 @@ For each micro-batch, :meth:`OnlineLearner.process`:
 4. adapts all touched users in ONE batched :meth:`Adapter.adapt` call, warm-started from each user's previous
    state (θ0 for a new user), ``steps`` gradient steps on the window, pulled toward θ0 by ``prox`` (both the
    checkpoint's unless the :class:`OnlineConfig` sets them);
-5. updates the item side (:class:`~adapters.online.freshness.ItemFreshness`: decayed item counts that add a popularity
-   bonus to the ranking scores, online item rating-bias corrections) from the batch's new events;
+5. turns the batch's new events into item contributions (:func:`adapters.online.items.rule.contribute`), which its
+   in-process owner merges into its item table (:mod:`adapters.online.items.owner`; at once, or one micro-batch
+   later to simulate a group's round trip) or which the caller sends to the group's owners (``owner_delay`` None);
 6. ranks the catalog for every touched user (also one whose events were all redeliveries, so that a list lost
    in a crash is published again) (excluding row 0 and every item the user ever interacted with) and
    returns one top-K :class:`Recommendation` per user, ``as_of`` the newest event of that user in the batch.
@@ -42,11 +43,13 @@ import torch
 from adapters.base import SupportBatch
 from adapters.errors import MetarecError
 from adapters.meta.warmstart import descends_from
-from adapters.online.carryover import Carried, carry_over, new_freshness, new_item_side
-from adapters.online.freshness import ItemFreshness
-from adapters.online.itemside import ItemSide
-from adapters.online.itemstep import apply_items, item_state, learn_items
-from adapters.online.sharedside import SharedItems
+from adapters.online.batch import apply_events
+from adapters.online.carryover import Carried, carry_over, new_item_table
+from adapters.online.items.contributions import Contributions
+from adapters.online.items.owner import InProcessOwner
+from adapters.online.items.rows import ItemRow
+from adapters.online.items.rule import BatchItems, contribute, layout_of
+from adapters.online.items.table import ItemTable
 from adapters.online.explain import explain
 from adapters.online.tasklearner import TaskLearner, support_batch
 from adapters.online.config import AppliedBatch, BatchResult, Interaction, OnlineConfig, Recommendation
@@ -63,10 +66,10 @@ class OnlineLearner:
     def __init__(self, checkpoint: Any, config: OnlineConfig | None = None) -> None:
         self.config = config or OnlineConfig()
         self._vocabs: dict[int, list[str]] = {}
-        self.freshness: ItemFreshness | None = None
         self.carried: Carried | None = None  #: what the last switch carried over (None: no switch yet)
-        #: shared mode: this learner's side of the group's item state (None: it learns its own items)
-        self.shared = None if self.config.shared_items is None else SharedItems(self.config.shared_items)
+        #: merges this learner's item contributions into its own table (None: the group's owners do, shared mode)
+        self.owner = None if self.config.owner_delay is None else InProcessOwner(self.config.owner_delay)
+        self.batches = 0  #: micro-batches processed (seeds the ranking step's negatives)
         self.switch(checkpoint)
 
     # -- model versions --------------------------------------------------------------------------------
@@ -85,13 +88,13 @@ class OnlineLearner:
             raise MetarecError(f"checkpoint vocabulary has {len(checkpoint.item_ids)} items but the model "
                                f"{checkpoint.adapter.n_items}")
         vocab = vocab_hash(list(checkpoint.item_ids))
-        adapter, items = new_item_side(checkpoint, self.config)
-        old: ItemSide | None = getattr(self, "items", None)
+        adapter, items = new_item_table(checkpoint, self.config)
+        old: ItemTable | None = getattr(self, "items", None)
         if old is not None:
+            if self.owner is not None:
+                self.owner.flush(old)  # contributions still waiting belong to the version they were computed in
             self.carried = carry_over(old, items, copy_rows=descends_from(checkpoint, self.model_version),
                                       keep_rows=vocab == self.vocab)
-            if self.shared is not None:
-                self.shared.switched(old, items)
         self.checkpoint = checkpoint
         self.model_version: str = checkpoint.version
         #: inner-loop steps per micro-batch: the config's, else the checkpoint's (what it was trained with)
@@ -104,11 +107,9 @@ class OnlineLearner:
                                 cfg.explore_scale, cfg.explore_seed, cfg.persistence)
         self.item_ids = items.ids  # grows online (the same list object)
         self.item_index = items.index
+        self.layout = layout_of(adapter) if items.rows is not None else None
         self._vocabs[self.vocab] = self.item_ids
         self._candidates = self._retrieval_candidates()
-        self.freshness = new_freshness(checkpoint, self.config, self.freshness,
-                                       old.ids if old is not None else None, items)
-        self.items.warm(self.freshness.counts)
 
     @property
     def n_items(self) -> int:
@@ -187,10 +188,10 @@ class OnlineLearner:
                 windows: Sequence[np.ndarray] | None = None) -> torch.Tensor:
         """Ranking scores: the model's, the item-popularity bonus, the co-occurrence prior of each user's window."""
         scores = self.task.scores(states, users, candidates)
-        if self.freshness is not None and self.freshness.active:
-            bonus = self.freshness.bonus()
+        bonus = self.items.bonus(self.items.stream_time)
+        if bonus is not None:
             scores = scores + (bonus if candidates is None else bonus[candidates])
-        if windows is not None and self.items.config.cooc_weight > 0:
+        if windows is not None and self.items.config.prior_weight > 0:
             prior = torch.from_numpy(self.items.prior(windows))
             scores = scores + (prior if candidates is None else torch.gather(prior, 1, candidates))
         return scores
@@ -198,9 +199,9 @@ class OnlineLearner:
     def _predict(self, states: torch.Tensor, users: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """``[n]`` predicted ratings of item ``rows[n]`` by state ``n`` (with the online item-bias corrections)."""
         pred = self.adapter.predict(self.task.model_states(states), users, rows[:, None])[:, 0]
-        if self.freshness is not None and self.freshness.config.rating_lr > 0:
+        if self.items.config.bias_lr > 0:
             ad = self.adapter
-            pred = (pred + torch.from_numpy(self.freshness.rating_delta)[rows]).clamp(ad.rating_min, ad.rating_max)
+            pred = (pred + torch.from_numpy(self.items.rating_delta)[rows]).clamp(ad.rating_min, ad.rating_max)
         return pred
 
     @torch.no_grad()
@@ -220,8 +221,8 @@ class OnlineLearner:
         """
         t0 = time.perf_counter()
         cfg = self.config
-        if self.shared is not None and events:  # popularity as of this batch, in event time
-            self.shared.refresh(self.items, self.freshness, max(ev.timestamp for ev in events))
+        if events and not math.isfinite(self.items.stream_time):  # counts stored without a time start here
+            self.items.anchor(min(ev.timestamp for ev in events))
         batch = self._apply(events, records)
         if not batch.touched:
             return BatchResult({}, [], math.nan, batch.duplicates, batch.unknown, 0.0)
@@ -237,7 +238,7 @@ class OnlineLearner:
             support_loss = (self._support_loss(states, users, [recs[n] for n in adapted], adapted,
                                                [batch.fresh[user_ids[n]] for n in adapted])
                             if adapted and measure_loss else math.nan)
-            contributions = learn_items(self, user_ids, self.task.model_states(states), users, batch)
+            contributions = self._contribute(user_ids, self.task.model_states(states), users, batch)
         for n in adapted:
             recs[n].trim(cfg.window, cfg.max_age_s)
         t2 = time.perf_counter()
@@ -255,14 +256,49 @@ class OnlineLearner:
         return BatchResult(out, recommendations, support_loss, batch.duplicates, int(batch.unknown), t3 - t2,
                            {"apply": t1 - t0, "loss": t2 - t1, "adapt": t3 - t2, "rank": t4 - t3}, contributions)
 
-    # -- the group's item state (shared mode, adapters.online.sharedside) ------------------------------------
+    # -- the item state (adapters.online.items) ----------------------------------------------------------------
+    def _contribute(self, user_ids: list[str], states: torch.Tensor, users: torch.Tensor,
+                    batch: AppliedBatch) -> Contributions:
+        """The batch's item contributions; merged by the in-process owner when there is one (then returned empty)."""
+        self.batches += 1
+        if not batch.new_rows:
+            self.items.vocab.pending = []
+            return Contributions.empty(self.model_version)
+        rows = np.asarray(batch.new_rows, dtype=np.int64)
+        ratings = np.asarray(batch.new_ratings, dtype=np.float64)
+        pos = {u: n for n, u in enumerate(user_ids)}
+        idx = torch.tensor([pos[u] for u in batch.new_users], dtype=torch.long)
+        mine = states[idx]
+        errors = np.full(len(rows), np.nan)
+        if np.isfinite(ratings).any():
+            errors = self._predict(mine, users[idx], torch.from_numpy(rows)).numpy().astype(np.float64) - ratings
+        learns = self.layout is not None
+        items = BatchItems(rows, batch.new_windows, np.asarray(batch.new_times, np.float64),
+                           self.adapter.effective(mine) if learns else None,
+                           self.adapter._split(mine)[1] if learns else None, errors)
+        out = contribute(self.items, self.model_version, items, seed=self.config.item_seed * 1_000_003 + self.batches,
+                         layout=self.layout)
+        self.items.vocab.pending = []  # the batch's new rows are learned: evictable from now on
+        if self.owner is not None:
+            self.owner.settle(self.items, out)
+            return Contributions.empty(self.model_version)
+        return out
+
+    def merge_items(self, contributions: Contributions, offset: int = -1) -> np.ndarray:
+        """Merge the group's contributions to the items this learner's process owns (shared mode); the rows
+        changed (publish them with ``self.items.publish``)."""
+        return self.items.merge(contributions, offset)
+
     def apply_items(self, updates: Sequence[tuple[str, bytes | None, float]]) -> int:
         """Apply published item rows ``(item id, row bytes or None: deleted, record time)``; how many."""
-        return apply_items(self, updates)
+        if not updates:
+            return 0
+        return self.items.apply([(i, None if v is None else ItemRow.from_bytes(v), ts) for i, v, ts in updates],
+                                self.model_version)
 
     def item_state(self, item_id: str) -> dict[str, Any] | None:
         """What this learner holds about ``item_id`` (None: no row), JSON-ready."""
-        return item_state(self, item_id)
+        return self.items.describe(item_id)
 
     def item_vectors(self, item_ids: Sequence[str]) -> np.ndarray | None:
         """``[n, d]`` ranking embeddings of ``item_ids`` (no row: row 0's); None without any (list diversity)."""
@@ -271,45 +307,12 @@ class OnlineLearner:
         return None if emb is None else emb.detach().numpy()[rows]
 
     def shared_newest_update(self) -> float:
-        """Record time of the newest shared item update applied (NaN: none, or local mode)."""
-        return math.nan if self.shared is None else self.shared.newest_update
+        """Record time of the newest published item row applied (NaN: none, or local mode)."""
+        return self.items.newest_update
 
     def _apply(self, events: Sequence[Interaction], records: Mapping[str, UserRecord | None]) -> AppliedBatch:
         """Apply the batch's events to copies of their users' records (redeliveries skipped), in input order."""
-        known = [self.items.row(ev.item_id) > 0 for ev in events]
-        rows_of = [self.items.add(ev.item_id) for ev in events]  # new items get rows first: records sized once
-        self._sync_item_tables()
-        batch = AppliedBatch()
-        grow: dict[str, tuple[list, list, list, list]] = {}  # user → this batch's window rows (appended at once)
-        for ev, row, was_known in zip(events, rows_of, known):
-            rec = batch.touched.get(ev.user_id)
-            if rec is None:
-                rec = batch.touched[ev.user_id] = self._current(records.get(ev.user_id))
-            if rec.is_duplicate(ev.partition, ev.offset):
-                batch.duplicates += 1
-                continue
-            batch.unknown += not was_known
-            rating = math.nan if ev.rating is None else float(ev.rating)
-            g = grow.get(ev.user_id)
-            if g is None:
-                g = grow[ev.user_id] = ([], [], [], [])
-            batch.fresh.setdefault(ev.user_id, []).append(len(rec.items) + len(g[0]))
-            batch.new_windows.append(rec.items[-self.items.config.cooc_window:].tolist() + g[0])
-            batch.new_rows.append(row)
-            batch.new_users.append(ev.user_id)
-            batch.new_ratings.append(rating)
-            batch.new_times.append(ev.timestamp)
-            rec.mark_applied(row, ev.timestamp, ev.partition, ev.offset)
-            g[0].append(row)
-            g[1].append(rating)
-            g[2].append(ev.timestamp)
-            g[3].append(ev.offset)
-            prev = batch.newest.get(ev.user_id)
-            if prev is None or ev.offset >= prev.offset or ev.offset < 0:
-                batch.newest[ev.user_id] = ev
-        for user, (rows, ratings, stamps, offsets) in grow.items():
-            batch.touched[user].extend_window(rows, ratings, stamps, offsets)
-        return batch
+        return apply_events(self.items, self._current, events, records)
 
     def readapt(self, records: Mapping[str, UserRecord | None], batch: int = 512) -> dict[str, UserRecord]:
         """The records of another version re-expressed in this one, without waiting for their users' next event.
@@ -354,12 +357,6 @@ class OnlineLearner:
         with torch.no_grad():  # the global parameters stay fixed online (torch.func transforms ignore this)
             states[sub] = self.task.adapt(states[sub], support, self.steps, self.config.prox)
         return states
-
-    def _sync_item_tables(self) -> None:
-        """Per-row arrays of the learner follow the item table's growth and evictions."""
-        if self.freshness is not None:
-            self.freshness.resize(self.n_items)
-            self.freshness.clear(self.items.take_cleared())
 
     @torch.no_grad()
     def _rank(self, user_ids: list[str], recs: list[UserRecord], users: torch.Tensor, states: torch.Tensor,

@@ -51,7 +51,8 @@ def served_inner(name: str, steps: int) -> Any:
 
 def _model(dataset: Any, name: str, steps: int) -> tuple[Any, Any, list]:
     from adapters.models import build_model
-    from adapters.meta.training import build_vocab, encode_users
+    from adapters.meta.training import encode_users
+    from adapters.meta.vocab import build_vocab
 
     vocab = build_vocab(dataset, items_from_features=(name == "melu"))
     rated = dataset.ratings[~np.isnan(dataset.ratings)]

@@ -12,7 +12,7 @@ Example
 ...                    "scale_out": {"one_process_events_per_s": 1.0, "two_processes_events_per_s": 2.0},
 ...                    "restore": {"records_per_s": 50_000.0}, "state_bytes_per_user": 100.0})
 >>> [x["met"] for x in t]
-[True, True, True, True, True, False, False, False, True]
+[True, True, True, True, True, False, False, False, True, False, False, False]
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def _ratio(a: float, b: float) -> float:
 def check_targets(r: dict[str, Any]) -> list[dict[str, Any]]:
     """Each target of the issue: name, measured value, threshold, whether it was met."""
     e2e, ref, ad, so = r["end_to_end"], r["references"], r["adaptation"], r["scale_out"]
-    rt = r.get("runtimes", {})
+    rt, items = r.get("runtimes", {}), r.get("item_state", {})
     kafka, faust = rt.get("kafka", {}), rt.get("faust", {})
     rows = [
         ("runtime kafka / runtime faust, end to end",
@@ -44,6 +44,12 @@ def check_targets(r: dict[str, Any]) -> list[dict[str, Any]]:
         ("end-to-end / River full ranking", _ratio(e2e["events_per_s"], ref["river_full_ranking_events_per_s"]),
          ">=", 10.0),
         ("durable state per user, bytes", r["state_bytes_per_user"], "<=", 2048.0),
+        ("two workers: shared item state / without", _ratio(items.get("two_workers_shared_events_per_s", math.nan),
+                                                          items.get("two_workers_events_per_s", math.nan)), ">=", 0.9),
+        ("p99 latency: shared item state / without", _ratio(items.get("latency_p99_shared_s", math.nan),
+                                                          items.get("latency_p99_s", math.nan)), "<=", 1.2),
+        ("peak RSS: shared item state − without, MiB",
+         (items.get("peak_rss_shared_bytes", math.nan) - items.get("peak_rss_bytes", math.nan)) / 2**20, "<=", 50.0),
     ]
     out = []
     for name, value, op, threshold in rows:
@@ -99,11 +105,15 @@ def render_table(r: dict[str, Any], console: Any = None) -> None:
         rows.insert(7, ("learner alone, 500-event batches, events/s", _fmt(ref["batched_learner_events_per_s"])))
     items = r.get("item_state")
     if items:
-        rows.insert(1, ("end-to-end with --item-state shared, events/s",
-                        _fmt(items["end_to_end_shared_items_events_per_s"])))
+        rows.insert(1, ("two workers without / with --item-state shared, events/s",
+                        f"{_fmt(items['two_workers_events_per_s'])} / {_fmt(items['two_workers_shared_events_per_s'])}"))
+        rows.insert(2, ("p99 at half max rate without / with --item-state shared",
+                        f"{_fmt(items['latency_p99_s'] * 1000, ' ms')} / "
+                        f"{_fmt(items['latency_p99_shared_s'] * 1000, ' ms')}"))
         per = items["us_per_event"]
-        rows.append(("shared item state per event: agent / apply / encode",
-                     f"{_fmt(per['agent'], ' µs')} / {_fmt(per['apply'], ' µs')} / {_fmt(per['encode'], ' µs')}"))
+        rows.append(("shared item state per event: owner / apply / encode",
+                     f"{_fmt(per['owner'], ' µs')} / {_fmt(per['apply'], ' µs')} / {_fmt(per['encode'], ' µs')}"))
+        rows.append(("shared item state, bytes per event (both topics)", _fmt(items["bytes_per_event"], " B")))
     for name, value in rows:
         t.add_row(name, value)
     console.print(t)

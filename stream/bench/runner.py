@@ -23,21 +23,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from adapters.errors import MetarecError
-from stream.worker.config import WorkerConfig
+
+from stream.bench.onkafka import RUNTIMES, KafkaRuns, measure_on_kafka
 
 if TYPE_CHECKING:
     from stream.bench.adaptation import AdaptationResult
-    from stream.bench.endtoend import LatencyResult, ThroughputResult
-    from stream.bench.passthrough import PassthroughResult
     from stream.bench.references import RateResult
-    from stream.bench.restore import RestoreResult
-    from stream.bench.workers import WorkerSettings
 
 log = logging.getLogger(__name__)
 
 QUICK_EVENTS = 100_000
-RUNTIMES = ("kafka", "faust")  #: both measured in every run
-DEFAULT_RUNTIME = WorkerConfig.runtime
 
 
 @dataclass
@@ -115,25 +110,6 @@ class _StageTimer:
 
 
 @dataclass
-class _KafkaRuns:
-    """The measurements on the broker (see :func:`_measure_on_kafka`)."""
-
-    passthrough: dict[str, PassthroughResult]  #: runtime → its pass-through
-    runs: dict[str, ThroughputResult]  #: runtime → end to end, one worker
-    latencies: dict[str, LatencyResult]  #: runtime → latency at half its rate
-    two: ThroughputResult | None  #: end to end, two workers, default runtime (None with ``skip_scale_out``)
-    restore: RestoreResult
-
-    @property
-    def one(self) -> ThroughputResult:
-        return self.runs[DEFAULT_RUNTIME]
-
-    @property
-    def latency(self) -> LatencyResult:
-        return self.latencies[DEFAULT_RUNTIME]
-
-
-@dataclass
 class _LearnerRuns:
     """The measurements without Kafka (see :func:`_measure_learning`)."""
 
@@ -167,91 +143,19 @@ def run_bench(cfg: BenchConfig, stage: Stage = _null_stage) -> dict[str, Any]:
     settings = WorkerSettings(checkpoint=ck_dir, partitions=cfg.partitions, batch_size=cfg.batch_size,
                               batch_ms=cfg.batch_ms, store=cfg.store)
     details: dict[str, Any] = {}
-    kafka = _measure_on_kafka(cfg, ds, settings, timer, details)
+    kafka = measure_on_kafka(cfg, ds, settings, timer, details)
     learning = _measure_learning(cfg, ds, ck_dir, timer, details)
     details["stage_seconds"] = timer.finish()
     result = _contract(cfg, len(ds), ck_dir, kafka, learning)
-    shared, items = details["one_worker_shared_items"], details["item_state"]
+    items = details["item_state"]
     result["item_state"] = {  # the shared item state's cost: end to end, and per event without Kafka
-        "end_to_end_events_per_s": kafka.one.events_per_s,
-        "end_to_end_shared_items_events_per_s": shared["events_per_s"],
-        "agent_us_per_event": items["agent_us_per_event"], "us_per_event": items["us_per_event"],
+        **kafka.item_state_figures(),
+        "owner_us_per_event": items["owner_us_per_event"], "us_per_event": items["us_per_event"],
+        "bytes_per_event": items["bytes_per_event"],
         "messages_per_event": items["messages_per_event"], "rows_per_event": items["rows_per_event"]}
     result.update(machine=_machine(load_before), seconds=time.time() - started, details=details)
     result["targets"] = check_targets(result)
     return result
-
-
-def _measure_on_kafka(cfg: BenchConfig, ds: Any, settings: WorkerSettings, stage: Stage,
-                      details: dict[str, Any]) -> _KafkaRuns:
-    """On the broker (embedded unless ``cfg.bootstrap``): pre-load the input topic, then both pass-throughs, one
-    worker per runtime, the restore, the shared item state, the latency at half each runtime's rate and two workers;
-    each adds its entry to ``details``."""
-    from stream.bench.endtoend import measure_latency, measure_throughput
-    from stream.bench.inputs import preload
-    from stream.bench.passthrough import run_passthrough
-    from stream.bench.restore import measure_restore
-    from stream.bench.topics import delete_topics
-
-    n = len(ds)
-    with ExitStack() as stack:
-        bootstrap = cfg.bootstrap
-        if bootstrap is None:
-            from stream.kafka.broker import EmbeddedBroker
-
-            bootstrap = stack.enter_context(EmbeddedBroker(host="127.0.0.1")).bootstrap
-        topic = f"bench-input-{uuid.uuid4().hex[:8]}"
-        p = stage(f"pre-load {n:,} events into {topic}", n)
-        sent = [0]
-
-        def advance(k: int) -> None:
-            sent[0] += k
-            p(sent[0], n)
-
-        t = time.perf_counter()
-        preload(ds, bootstrap, topic, cfg.partitions, progress=advance)
-        details["preload_seconds"] = time.perf_counter() - t
-
-        passthrough = {}
-        for rt in RUNTIMES:
-            passthrough[rt] = run_passthrough(bootstrap, topic, n, partitions=cfg.partitions, batch_size=cfg.batch_size,
-                                              batch_ms=cfg.batch_ms, progress=stage(f"{rt} pass-through", n),
-                                              runtime=rt)
-            details[f"passthrough_{rt}"] = asdict(passthrough[rt])
-        delete_topics(bootstrap, [f"{topic}-passthrough-out"])
-
-        runs = {}
-        for rt in RUNTIMES:
-            keep = rt == "kafka"  # its changelog is restored into a fresh worker below
-            runs[rt] = measure_throughput(bootstrap, replace(settings, runtime=rt), topic, n, 1,
-                                          progress=stage(f"end-to-end, 1 worker, runtime {rt}", n),
-                                          state_size=rt == DEFAULT_RUNTIME, cleanup=not keep)
-            details[f"one_worker_{rt}"] = runs[rt].summary()
-        kafka_run = runs["kafka"]
-        stage(f"restore {kafka_run.changelog} into a fresh worker", None)
-        restore = measure_restore(bootstrap, settings, topic, f"bench-restore-out-{uuid.uuid4().hex[:8]}",
-                                  kafka_run.group)
-        details["restore"] = asdict(restore)
-        delete_topics(bootstrap, [kafka_run.changelog])
-        shared = replace(settings, runtime=DEFAULT_RUNTIME, extra=[*settings.extra, "--item-state", "shared"])
-        details["one_worker_shared_items"] = measure_throughput(
-            bootstrap, shared, topic, n, 1,
-            progress=stage("end-to-end, 1 worker, --item-state shared", n)).summary()
-
-        latencies = {}
-        for rt in RUNTIMES:
-            rate = 0.5 * runs[rt].events_per_s
-            latencies[rt] = measure_latency(bootstrap, replace(settings, runtime=rt), ds, rate, cfg.paced_seconds,
-                                            progress=stage(f"latency at {rate:,.0f} events/s, runtime {rt}", None))
-            details[f"latency_{rt}"] = asdict(latencies[rt])
-
-        if cfg.skip_scale_out:
-            two = None
-        else:
-            two = measure_throughput(bootstrap, replace(settings, runtime=DEFAULT_RUNTIME), topic, n, 2,
-                                     progress=stage(f"end-to-end, 2 workers, runtime {DEFAULT_RUNTIME}", n))
-            details["two_workers"] = two.summary()
-    return _KafkaRuns(passthrough, runs, latencies, two, restore)
 
 
 def _measure_learning(cfg: BenchConfig, ds: Any, ck_dir: Path, stage: Stage,
@@ -280,19 +184,17 @@ def _measure_learning(cfg: BenchConfig, ds: Any, ck_dir: Path, stage: Stage,
     details["river"] = asdict(river)
     items = measure_item_state(ds, ck_dir, n_batched, cfg.batch_size, cfg.partitions,
                                progress=stage("shared item state, per event", n_batched))
-    details["item_state"] = {**asdict(items), "agent_us_per_event": items.agent_us_per_event}
+    details["item_state"] = {**asdict(items), "owner_us_per_event": items.owner_us_per_event}
     return _LearnerRuns(adapt, river, naive, batched)
 
 
-def _contract(cfg: BenchConfig, n: int, ck_dir: Path, kafka: _KafkaRuns, learning: _LearnerRuns) -> dict[str, Any]:
+def _contract(cfg: BenchConfig, n: int, ck_dir: Path, kafka: KafkaRuns, learning: _LearnerRuns) -> dict[str, Any]:
     """The contract JSON's figures and the run's ``config``."""
     one, lat, two = kafka.one, kafka.latency, kafka.two
-    rss = [x for x in [*(x for r in kafka.runs.values() for x in r.peak_rss_bytes),
-                       *(x.peak_rss_bytes for x in kafka.latencies.values()),
-                       *(two.peak_rss_bytes if two else [])] if x]
+    rss = kafka.peak_rss()
     return {
         "end_to_end": {"events": n, "events_per_s": one.events_per_s, "latency_p50_s": lat.latency_p50_s,
-                       "latency_p99_s": lat.latency_p99_s, "runtime": DEFAULT_RUNTIME},
+                       "latency_p99_s": lat.latency_p99_s, "runtime": kafka.default},
         "adaptation": {m: {"users_per_s": a.users_per_s} for m, a in learning.adaptation.items()},
         "scale_out": {"one_process_events_per_s": one.events_per_s,
                       "two_processes_events_per_s": two.events_per_s if two else float("nan")},

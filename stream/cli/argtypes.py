@@ -32,3 +32,29 @@ def non_negative_float(text: str) -> float:
     if not 0 <= value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be ≥ 0, got {text}")
     return value
+
+
+class RemovedFlag(argparse.Action):
+    """A flag that no longer exists: giving it (or its ``METAREC_*`` variable) is a one-line error that names its
+    replacement. Hidden from ``--help``.
+
+    >>> p = argparse.ArgumentParser(prog="metarec train", exit_on_error=False)
+    >>> removed_flags(p, {"--freshness": "use --popularity-weight"})
+    >>> p.error = lambda message: print(message)
+    >>> _ = p.parse_args(["--freshness", "1"])
+    --freshness was removed: use --popularity-weight
+    """
+
+    def __init__(self, option_strings: list[str], dest: str, replacement: str = "", **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs="?", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        self.replacement = replacement
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        parser.error(f"{option_string} was removed: {self.replacement}")
+
+
+def removed_flags(parser: argparse.ArgumentParser, replacements: dict[str, str]) -> None:
+    """Register each removed flag of ``replacements`` (flag → what to use instead)."""
+    for flag, replacement in replacements.items():
+        parser.add_argument(flag, action=RemovedFlag, replacement=replacement)

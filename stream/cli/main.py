@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from adapters.errors import MetarecError
+from stream.cli.argtypes import RemovedFlag
 from stream.cli.commands import COMMANDS
 
 ENV_PREFIX = "METAREC_"
@@ -46,6 +47,8 @@ def apply_env_defaults(parser: argparse.ArgumentParser, environ: dict[str, str] 
         var = env_var_for(action)
         if var is None or var not in environ:
             continue
+        if isinstance(action, RemovedFlag):
+            parser.error(f"environment variable {var} was removed: {action.replacement}")
         raw = environ[var]
         if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
             truthy = raw.strip().lower() in ("1", "true", "yes", "on")

@@ -5,7 +5,7 @@ reads; its owner takes the queued records with :meth:`TopicFeed.take` whenever i
 micro-batches). :attr:`TopicFeed.restored` is set once every partition has been read to the end it had when the
 feed started (end-of-partition events, which stay exact on brokers whose high watermark undercounts), so that its
 owner can report ready only after the restore. The worker reads ``<group>-items`` this way
-(:mod:`adapters.online.sharedside`).
+(:mod:`stream.worker.item_owner`).
 
 Example
 -------
@@ -38,6 +38,7 @@ class TopicFeed:
         self.skip = skip or (lambda key: False)
         self.poll_s = float(poll_s)
         self.restored = threading.Event()  #: set once every partition was read to its end at start
+        self.positions: dict[int, int] = {}  #: partition → next offset the feed will read (queued up to there)
         self.records_read = 0
         self.error = ""  #: the last consumer error ("" while none)
         self._queue: deque[tuple[bytes, bytes | None, float]] = deque()
@@ -58,6 +59,40 @@ class TopicFeed:
 
     def pending(self) -> int:
         return len(self._queue)
+
+    def caught_up(self, partitions: list[int], cancel: threading.Event | None = None, poll_s: float = 0.1) -> bool:
+        """Wait until the feed has queued every record of ``partitions`` that exists now (a probe reads on from the
+        feed's position and finds the partition's end there); False if ``cancel`` is set first."""
+        from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+        todo = set(partitions)
+        probe = Consumer(consumer_config(self.bootstrap, overrides=self.overrides, enable_partition_eof=True))
+        try:
+            while todo:
+                if (cancel is not None and cancel.is_set()) or self._stop.is_set():
+                    return False
+                for p in sorted(todo):
+                    pos = self.positions.get(p)
+                    if pos is None:
+                        continue
+                    probe.assign([TopicPartition(self.topic, p, pos)])
+                    deadline = time.monotonic() + 10.0
+                    while time.monotonic() < deadline:
+                        m = probe.poll(0.2)
+                        if m is None:
+                            continue
+                        if m.error() is not None and m.error().code() == KafkaError._PARTITION_EOF:
+                            if m.offset() <= self.positions.get(p, -1):
+                                todo.discard(p)
+                            break
+                        if m.error() is None:  # a record the feed has not read yet: wait for it
+                            break
+                    probe.unassign()
+                if todo:
+                    time.sleep(poll_s)
+            return True
+        finally:
+            probe.close()
 
     def close(self) -> None:
         self._stop.set()
@@ -82,6 +117,7 @@ class TopicFeed:
                     err = m.error()
                     if err is not None:
                         if err.code() == KafkaError._PARTITION_EOF:
+                            self.positions[m.partition()] = m.offset()
                             todo.discard(m.partition())
                             if not todo and not self.restored.is_set():
                                 log.info("%s restored: %d records in %.2f s", self.topic, self.records_read,
@@ -92,6 +128,7 @@ class TopicFeed:
                             log.warning("reading %s: %s", self.topic, self.error)
                         continue
                     key = m.key()
+                    self.positions[m.partition()] = m.offset() + 1
                     if self.skip(key):
                         continue
                     self.records_read += 1

@@ -15,13 +15,11 @@ from stream.worker.versions import CheckpointWatcher
 log = logging.getLogger(__name__)
 
 
-def build_core(cfg: WorkerConfig, partitions: int, metrics: WorkerMetrics) -> tuple[WorkerCore, CheckpointWatcher]:
+def build_core(cfg: WorkerConfig, metrics: WorkerMetrics) -> tuple[WorkerCore, CheckpointWatcher]:
     """Load the model named by ``cfg.checkpoint`` and build the worker core around it (no Kafka I/O)."""
     from adapters.meta.checkpoint import Checkpoint
-    from adapters.online.itemshare import ShareConfig
     from adapters.online.learner import OnlineConfig, OnlineLearner
     from stream.worker.expiry import StateExpiry
-    from stream.worker.state_layout import item_updates_topic
 
     watcher = CheckpointWatcher(cfg.checkpoint, Checkpoint.load, rollout=metrics.rollout)
     ckpt = watcher.load_initial()
@@ -29,13 +27,11 @@ def build_core(cfg: WorkerConfig, partitions: int, metrics: WorkerMetrics) -> tu
     online = OnlineConfig(window=cfg.window, max_age_s=cfg.max_age, steps=cfg.steps, prox=cfg.prox, top_k=cfg.top_k,
                           max_catalog=cfg.max_catalog, retrieval_m=cfg.retrieval_m, max_items=cfg.max_items,
                           task_learner=cfg.task_learner, explore=cfg.explore, explore_scale=cfg.explore_scale,
-                          persistence=cfg.persistence,
-                          shared_items=ShareConfig(half_life_s=cfg.item_half_life) if shared else None)
+                          persistence=cfg.persistence, item_half_life=cfg.item_half_life,
+                          owner_delay=None if shared else 0)
     learner = OnlineLearner(ckpt, online)
     core = WorkerCore(learner, metrics, cfg.input, cfg.output, max_event_bytes=cfg.max_event_bytes,
-                      expiry=StateExpiry(cfg.state_ttl or None),
-                      item_updates_topic=item_updates_topic(cfg.group) if shared else None,
-                      item_partitions=partitions)
+                      expiry=StateExpiry(cfg.state_ttl or None))
     log.info("serving model %s (%s/%s) from %s", ckpt.version, ckpt.model, ckpt.meta, cfg.checkpoint)
     return core, watcher
 

@@ -1,7 +1,8 @@
 """The settings of one worker process (:class:`WorkerConfig`) and the worker's limits, each defined once here.
 
 ``metarec worker`` (:mod:`stream.cli.commands.worker`) builds a :class:`WorkerConfig` from its flags, whose defaults
-are read from this dataclass, and calls :func:`stream.runtime.faust.process.run_worker`.
+are read from this dataclass, and runs the runtime it names (:func:`stream.runtime.kafka.process.run_worker` or
+:func:`stream.runtime.faust.process.run_worker`).
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ class WorkerConfig:
     checkpoint: Path
     #: the Kafka runtime under the worker core: "kafka" (confluent-kafka, stream.runtime.kafka) or "faust"
     #: (faust-streaming, stream.runtime.faust)
-    runtime: str = "faust"
+    runtime: str = "kafka"
     input: str = "interactions"
     output: str = "recommendations"
     group: str = "metarec"
@@ -63,19 +64,19 @@ class WorkerConfig:
     kafka_options: dict[str, str] = field(default_factory=dict)
     loglevel: str = "warning"
     torch_threads: int = 1  #: torch intra-op threads; more contend with the event loop on a small machine
-    fetch_max_wait_ms: int = 30  #: consumer long-poll wait (faust hard-codes 1500 ms)
+    fetch_max_wait_ms: int = 30  #: consumer long-poll wait (librdkafka's default is 500 ms, faust's 1500 ms)
     state_ttl: float = DEFAULT_STATE_TTL_S  #: forget users inactive this long in event time (0: never)
     max_event_bytes: int = MAX_EVENT_BYTES  #: larger input values are dead-lettered as "oversized"
     stall_after: float = 5.0  #: /readyz turns 503 after the broker was unreachable (or a batch stalled) this long
     probe_interval: float = 2.0  #: seconds between broker probes (metadata requests)
-    #: how faust's fetch loop hands each message to the stream: "direct" (a plain await, stream.runtime.faust.wait_first_per_message) or
-    #: "faust" (its own per-message wait_first, four tasks per message)
+    #: runtime faust: how its fetch loop hands each message to the stream: "direct" (a plain await,
+    #: stream.runtime.faust.wait_first_per_message) or "faust" (its own per-message wait_first, four tasks per message)
     delivery: str = "direct"
     #: "local": each process learns its own items (the evaluated default); "shared": one item state for the group
     #: (stream.runtime.faust.item_agent)
     item_state: str = "local"
     item_ttl: float = 0.0  #: shared: delete items idle this long in event time (0: never)
-    item_half_life: float = 7 * 86_400.0  #: shared: half-life of item popularity, seconds of event time
+    item_half_life: float | None = None  #: half-life of item popularity, seconds of event time (None: the checkpoint's)
     item_table_max: int = 100_000  #: shared: item rows at most in the group's table
 
     def __post_init__(self) -> None:
@@ -111,7 +112,8 @@ class WorkerConfig:
             raise MetarecError("--stall-after and --probe-interval must be > 0")
         if self.item_state not in ("shared", "local"):
             raise MetarecError(f"--item-state must be shared or local, got {self.item_state!r}")
-        if not 0 <= self.item_ttl < float("inf") or not self.item_half_life > 0 or self.item_table_max < 1:
+        if not 0 <= self.item_ttl < float("inf") or self.item_table_max < 1 or (
+                self.item_half_life is not None and not self.item_half_life > 0):
             raise MetarecError("--item-ttl must be ≥ 0, --item-half-life > 0 and --item-table-max ≥ 1")
         if self.input == self.output:
             raise MetarecError("--input and --output must be different topics")

@@ -34,10 +34,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from adapters.online.learner import BatchResult, Interaction, OnlineLearner
-from adapters.online.itemshare import pack_bundle
+from adapters.online.items.contributions import Contributions
 from adapters.online.records import UserRecord
 from stream.kafka.messages import Outgoing, RawMessage
-from stream.kafka.partitioner import partition_for
 from stream.kafka.schema import MAX_EVENT_BYTES, REASONS, InvalidEvent, parse_event
 from stream.kafka.schema import dlq_topic as dlq_topic_of
 from stream.worker.expiry import StateExpiry
@@ -106,12 +105,13 @@ class BatchOutput:
     records: dict[str, UserRecord] = field(default_factory=dict)  #: the touched users' new records
     result: BatchResult | None = None  #: the learner's result (None: no valid event)
     expired: int = 0  #: users deleted by the TTL
-    item_updates: list[Outgoing] = field(default_factory=list)  #: contributions to the shared item state
+    #: shared item state: the batch's item contributions (the runtime buffers them, stream.worker.item_owner)
+    item_updates: Contributions = field(default_factory=Contributions.empty)
 
     @property
     def publish(self) -> list[Outgoing]:
-        """Every message to produce: the lists, the dead letters, the item contributions."""
-        return self.lists + self.dead + self.item_updates
+        """Every message to produce now: the lists and the dead letters."""
+        return self.lists + self.dead
 
     @property
     def partitions_written(self) -> set[int]:
@@ -136,11 +136,8 @@ class WorkerCore:
                  output_topic: str = "recommendations", dlq_topic: str | None = None,
                  hitrate: OnlineHitRate | None = None, active: ActiveUsers | None = None,
                  max_event_bytes: int = MAX_EVENT_BYTES, expiry: StateExpiry | None = None,
-                 item_updates_topic: str | None = None, item_partitions: int = 1,
                  liststats: ListStats | None = None) -> None:
         self.learner = learner
-        self.item_updates_topic = item_updates_topic  #: shared item state: where contributions go (None: local)
-        self.item_partitions = int(item_partitions)  #: partitions of that topic
         self.expiry = expiry or StateExpiry(None)
         self.max_event_bytes = int(max_event_bytes)
         self.metrics = metrics
@@ -286,20 +283,7 @@ class WorkerCore:
         m.list_diversity.set(self.liststats.diversity)
         self.active.touch({ev.user_id for ev in events})
         m.users_active.set(self.active.count())
-        out = BatchOutput([], lists, dead, list(good), result.records, result)
-        if self.item_updates_topic is not None:
-            out.item_updates = self._bundles(result.item_updates)
-        return out
-
-    def _bundles(self, contributions: Sequence[tuple[str, Any]]) -> list[Outgoing]:
-        """The batch's item contributions, one message per partition of the item agents' topic (each item in the
-        partition its key hashes to, as a keyed record would be): one message per owner, not one per item."""
-        by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
-        for item, c in contributions:
-            key = item.encode("utf-8")
-            by_partition.setdefault(partition_for(key, self.item_partitions), []).append((key, c.to_bytes()))
-        return [Outgoing(str(self.item_updates_topic), None, pack_bundle(parts), partition=p)
-                for p, parts in sorted(by_partition.items())]
+        return BatchOutput([], lists, dead, list(good), result.records, result, item_updates=result.item_updates)
 
     def _isolate(self, good: Sequence[tuple[Interaction, RawMessage]], records: Mapping[str, UserRecord | None]
                  ) -> tuple[BatchResult, list[Outgoing]]:
@@ -325,7 +309,7 @@ class WorkerCore:
             merged.duplicates += r.duplicates
             merged.unknown_items += r.unknown_items
             merged.adapt_seconds += r.adapt_seconds
-            merged.item_updates.extend(r.item_updates)
+            merged.item_updates = merged.item_updates.combine(r.item_updates)
             if not math.isnan(r.support_loss):
                 losses.append(r.support_loss)
         merged.support_loss = sum(losses) / len(losses) if losses else math.nan

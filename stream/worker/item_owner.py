@@ -1,184 +1,179 @@
-"""The owner of the group's shared item rows: contributions in, row writes out. No Kafka.
+"""The group's shared item state on the stream side: contributions out, the owner's merge, rows in. No Kafka.
 
-Every worker sends, per micro-batch, one :class:`~adapters.online.itemshare.ItemContribution` per item to the
-topic ``<group>-item-updates`` (:mod:`stream.worker.state_layout`), bundled per partition (one message per partition
-and micro-batch, :func:`~adapters.online.itemshare.pack_bundle`), in the partition its item id hashes to (murmur2).
-That topic is partitioned like the input, and the worker that owns input partition *p* owns item partition *p*: its
-:class:`ItemOwner` folds each contribution into the item's :class:`~adapters.online.itemshare.ItemRow`
-(:func:`~adapters.online.itemshare.merge`, the merge rule) and returns the rows to write to the compacted topic
-``<group>-items``, which is both the owner's durable state and what every worker applies. A runtime keeps the rows
-in a :class:`RowStore`, produces the writes, and commits the contributions once the writes are delivered. Each row
-keeps the offset of the last bundle applied to it, so a redelivered contribution is skipped: an owner killed at any
-point loses and doubles nothing.
+Every worker's learner turns its micro-batches into item contributions (:mod:`adapters.online.items.rule`). A
+worker adds them up in a :class:`ContributionBuffer` and sends them when it commits its input offsets (not after
+every micro-batch): one value per partition of ``<group>-item-updates``, each item in the partition its id hashes to
+(murmur2, as a keyed record would be). That topic is partitioned like the input, and the worker that owns input
+partition *p* owns item partition *p*: its :class:`ItemOwner` merges the contributions of its items into its own
+learner's item table (:meth:`adapters.online.items.table.ItemTable.merge`, the one rule) and publishes their rows on
+the compacted topic ``<group>-items``, at most once per commit, which every worker applies (a worker's table skips a
+published row it holds as merged up to the same or a later contribution: an owner's own table is ahead of its
+publications). Each row keeps the offset of the last contribution merged into it, so a redelivered contribution is
+skipped: an owner killed at any point loses and doubles nothing. A worker that takes an item partition over starts
+from that partition's rows as published (the runtime waits until it has applied ``<group>-items`` to its end).
 
-Bounds (:meth:`ItemOwner.sweep`, every ``sweep_s`` seconds over the rows owned): an item whose newest event is more
-than ``ttl_s`` of event time older than the group's event time (the newest event any worker has applied, as of the
-previous sweep: a partition without new items still moves on, and a contribution in flight is merged before its
-item can be judged idle) is deleted (a tombstone on ``<group>-items``: it leaves every worker's table); beyond
-``max_items / partitions`` rows in a partition, the least popular are deleted too.
+Bounds (:meth:`ItemOwner.sweep`, every ``sweep_s`` seconds over the items owned that the stream has met: an item only
+trained on, or only drawn as a negative of the ranking step, is not the stream's to delete): an item whose newest
+event is more than ``ttl_s`` of event time older than the group's event time (the newest event this worker has
+learned or applied, as of the previous sweep: a contribution in flight is merged before its item can be judged
+idle) is deleted (a tombstone on ``<group>-items``: it leaves every worker's table); beyond ``max_items /
+partitions`` items in a partition, the least popular are deleted too.
 
 Example
 -------
->>> from adapters.online.itemshare import ItemContribution, ShareConfig, pack_bundle
->>> from stream.kafka.messages import RawMessage
+>>> from adapters.online.items.config import ItemConfig
+>>> from adapters.online.items.table import ItemTable
 >>> from stream.worker.metrics import WorkerMetrics
->>> rows = DictRowStore()
->>> owner = ItemOwner(rows, ShareConfig(half_life_s=60.0), ItemBounds(), partitions=1, metrics=WorkerMetrics())
->>> c = ItemContribution(space="", t=100.0, events=2.0, rated=0.0, d_rating=0.0)
->>> writes = owner.on_contributions([RawMessage("g-item-updates", 0, 5, None, pack_bundle([(b"m1", c.to_bytes())]), 0.0)])
->>> [(w.partition, w.key, ItemRow.from_bytes(w.value).total) for w in writes]
-[(0, b'm1', 2.0)]
+>>> table = ItemTable(["<unk>", "m1"], ItemConfig())
+>>> owner = ItemOwner(table, partitions=1, bounds=ItemBounds(), metrics=WorkerMetrics()); owner.assigned([0])
+>>> buf = ContributionBuffer("g-item-updates", partitions=1)
+>>> buf.add(Contributions.of(["m1"], t=[100.0], events=[2]))
+>>> [m] = buf.drain()
+>>> owner.on_contributions([RawMessage(m.topic, 0, 5, None, m.value, 0.0)])
+>>> [(key, ItemRow.from_bytes(value).total) for key, value in owner.publish()]
+[(b'm1', 2.0)]
 """
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+
+import numpy as np
 
 from adapters.errors import MetarecError
-from adapters.online.itemshare import ItemContribution, ItemRow, ShareConfig, merge, row_header, unpack_bundle
-from stream.kafka.messages import RawMessage
+from adapters.online.items.contributions import Contributions
+from adapters.online.items.rows import ItemRow
+from adapters.online.items.table import ItemTable
+from stream.kafka.messages import Outgoing, RawMessage
 from stream.kafka.partitioner import partition_for
-from stream.worker.core import StateWrite
 from stream.worker.metrics import WorkerMetrics
-from stream.worker.state_layout import is_internal_key
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DictRowStore", "ItemBounds", "ItemOwner", "ItemRow", "RowStore"]
+__all__ = ["ContributionBuffer", "ItemBounds", "ItemOwner", "ItemRow"]
 
 
 @dataclass(frozen=True)
 class ItemBounds:
     """How large the group's item table may grow."""
 
-    max_items: int = 100_000  #: rows at most over the whole group (each partition holds its share)
+    max_items: int = 100_000  #: items at most over the whole group (each partition holds its share)
     ttl_s: float = 0.0  #: delete items idle this long in event time (0: never)
     sweep_s: float = 2.0  #: how often the bounds are enforced
 
 
-class RowStore(Protocol):
-    """Where the owner's rows live (a runtime's table of the partitions it owns)."""
+class ContributionBuffer:
+    """A worker's item contributions since its last commit, added up per item; drained into one message per
+    partition of ``<group>-item-updates``."""
 
-    def get(self, partition: int, key: bytes) -> bytes | None: ...
+    def __init__(self, topic: str, partitions: int) -> None:
+        self.topic, self.partitions = topic, int(partitions)
+        self.pending = Contributions.empty()
+        self.batches = 0
 
-    def set(self, partition: int, key: bytes, value: bytes | None) -> None:
-        """Store (None: delete) ``key`` in ``partition``."""
-        ...
+    def add(self, contributions: Contributions) -> None:
+        if len(contributions):
+            self.pending = self.pending.combine(contributions)
+            self.batches += 1
 
-    def rows(self) -> Iterable[tuple[bytes, bytes | None]]:
-        """Every stored ``(key, row bytes)`` of the owned partitions."""
-        ...
+    def __len__(self) -> int:
+        return len(self.pending)
 
-
-class DictRowStore:
-    """A :class:`RowStore` in memory, one dict per owned partition (restored from ``<group>-items``)."""
-
-    def __init__(self) -> None:
-        self.partitions: dict[int, dict[bytes, bytes]] = {}
-
-    def get(self, partition: int, key: bytes) -> bytes | None:
-        return self.partitions.get(partition, {}).get(key)
-
-    def set(self, partition: int, key: bytes, value: bytes | None) -> None:
-        rows = self.partitions.setdefault(partition, {})
-        if value is None:
-            rows.pop(key, None)
-        else:
-            rows[key] = value
-
-    def rows(self) -> Iterator[tuple[bytes, bytes | None]]:
-        for rows in list(self.partitions.values()):
-            yield from list(rows.items())
-
-    def drop(self, partition: int) -> None:
-        self.partitions.pop(partition, None)
+    def drain(self) -> list[Outgoing]:
+        """The messages to send (nothing when nothing is pending); the buffer is empty afterwards."""
+        c, self.pending, self.batches = self.pending, Contributions.empty(), 0
+        if not len(c):
+            return []
+        parts: dict[int, list[int]] = {}
+        for k, item in enumerate(c.items):
+            parts.setdefault(partition_for(item.encode("utf-8"), self.partitions), []).append(k)
+        return [Outgoing(self.topic, None, c.select(entries).to_bytes(), partition=p)
+                for p, entries in sorted(parts.items())]
 
 
 class ItemOwner:
-    """Merges contributions into the owned item rows and enforces the bounds; returns the writes to publish."""
+    """The owner of the items of the item partitions this worker owns (see the module docstring)."""
 
-    def __init__(self, store: RowStore, share: ShareConfig, bounds: ItemBounds, partitions: int,
-                 metrics: WorkerMetrics, stream_time: Callable[[], float] = lambda: -math.inf) -> None:
-        self.store, self.share, self.bounds = store, share, bounds
-        self.partitions, self.metrics = int(partitions), metrics
-        self.stream_time = stream_time  #: the group's event time as this worker knows it (every item's row)
+    def __init__(self, table: ItemTable, partitions: int, bounds: ItemBounds, metrics: WorkerMetrics) -> None:
+        self.table, self.partitions, self.bounds, self.metrics = table, int(partitions), bounds, metrics
+        self.owned: set[int] = set()
+        self._changed: set[int] = set()  #: rows merged since the last publication
+        self._gone: list[str] = []  #: items deleted since the last publication
         self._clock = -math.inf
 
-    def on_contributions(self, messages: Iterable[RawMessage]) -> list[StateWrite]:
-        """Merge bundles of contributions into their rows; one write per changed row (in the bundle's partition)."""
-        rows: dict[bytes, tuple[int, ItemRow | None]] = {}
+    def assigned(self, partitions: Iterable[int]) -> None:
+        self.owned |= set(partitions)
+
+    def revoked(self, partitions: Iterable[int]) -> None:
+        self.owned -= set(partitions)
+
+    def switch(self, table: ItemTable) -> None:
+        """The learner switched model versions: its new table (rows merged since the last publication are
+        published from it, by item)."""
+        changed = [self.table.ids[r] for r in self._changed]
+        self.table = table
+        self._changed = {r for r in (table.row(i) for i in changed) if r > 0}
+
+    def partition_of(self, item: str) -> int:
+        return partition_for(item.encode("utf-8"), self.partitions)
+
+    def owns(self, item: str) -> bool:
+        return self.partition_of(item) in self.owned
+
+    def on_contributions(self, messages: Iterable[RawMessage]) -> None:
+        """Merge the contributions of ``messages`` (values of ``<group>-item-updates``) into the owned rows."""
         for m in messages:
-            p = m.partition
             try:
-                bundle = unpack_bundle(m.value or b"")
+                c = Contributions.from_bytes(m.value or b"")
             except MetarecError as exc:
-                log.warning("item owner: unreadable bundle at %s/%d/%d: %s", m.topic, p, m.offset, exc)
+                log.warning("item owner: unreadable contributions at %s/%d/%d: %s", m.topic, m.partition, m.offset,
+                            exc)
                 self.metrics.item_contributions_invalid.inc()
                 continue
-            for key, value in bundle:
-                if key not in rows:
-                    rows[key] = (p, _decode(key, self.store.get(p, key)))
-                try:
-                    c = ItemContribution.from_bytes(value)
-                except MetarecError as exc:
-                    log.warning("item owner: unreadable contribution of %r at %s/%d/%d: %s", key[:60], m.topic, p,
-                                m.offset, exc)
-                    self.metrics.item_contributions_invalid.inc()
-                    continue
-                rows[key] = (p, merge(rows[key][1], c, m.offset, self.share))
-        writes = [StateWrite(p, key, row.to_bytes()) for key, (p, row) in rows.items() if row is not None]
-        for w in writes:
-            self.store.set(w.partition, w.key, w.value)
-        self.metrics.item_contributions.inc(len(rows))
-        return writes
+            rows = self.table.merge(c, offset=m.offset)
+            self._changed.update(rows.tolist())
+            self.metrics.item_contributions.inc(len(rows))
 
-    def sweep(self) -> list[StateWrite]:
-        """Delete the rows past the TTL or beyond the size bound: their tombstones."""
-        b = self.bounds
-        # the group's event time as of the previous sweep: contributions sent before it have been merged since
-        clock, self._clock = self._clock, self.stream_time()
-        by_partition: dict[int, list[tuple[bytes, float, float, float]]] = {}
-        for key, raw in self.store.rows():
-            if is_internal_key(key) or raw is None:
-                continue
-            try:
-                t_last, count, count_t = row_header(raw)
-            except MetarecError:
-                continue
-            by_partition.setdefault(self.partition_of(key), []).append((key, t_last, count, count_t))
+    def sweep(self) -> None:
+        """Delete the owned items past the TTL or beyond the size bound (published with the next rows)."""
+        t, b = self.table, self.bounds
+        clock, self._clock = self._clock, t.stream_time  # the group's event time as of the previous sweep
+        rows = np.flatnonzero(t.active() & (t.offset >= 0) & np.isfinite(t.t_last))  # items the stream has met
+        rows = np.array([r for r in rows.tolist() if self.owns(t.ids[r])], np.int64)
+        if not len(rows):
+            return
+        parts = np.array([self.partition_of(t.ids[r]) for r in rows.tolist()])
         cap = max(1, math.ceil(b.max_items / self.partitions))
-        gone: list[StateWrite] = []
-        for p, rows in by_partition.items():
-            newest = max(clock, max(r[1] for r in rows))
-            keep = rows
+        gone: list[int] = []
+        for p in np.unique(parts).tolist():
+            mine = rows[parts == p]
+            newest = max(clock, float(t.t_last[mine].max()))
+            keep = mine
             if b.ttl_s > 0:
-                keep = [r for r in rows if r[1] >= newest - b.ttl_s]
-                gone += [StateWrite(p, r[0], None) for r in rows if r[1] < newest - b.ttl_s]
+                idle = t.t_last[mine] < newest - b.ttl_s
+                gone += mine[idle].tolist()
+                keep = mine[~idle]
             if len(keep) > cap:
-                h = self.share.half_life_s
-                keep.sort(key=lambda r: r[2] * math.exp2(-max(0.0, newest - r[3]) / h) if math.isfinite(r[3]) else 0.0)
-                gone += [StateWrite(p, r[0], None) for r in keep[:len(keep) - cap]]
-        for w in gone:
-            self.store.set(w.partition, w.key, None)
+                pop = t.popularity(newest)[keep]
+                gone += keep[np.argsort(pop, kind="stable")[:len(keep) - cap]].tolist()
         if gone:
-            self.metrics.items_expired.inc(len(gone))
-            log.info("item owner: %d item rows deleted (TTL %g s, at most %d per partition)", len(gone), b.ttl_s, cap)
-        return gone
+            items = [t.ids[r] for r in gone]
+            t.vocab.drop(items)
+            self._changed -= set(gone)
+            self._gone += items
+            self.metrics.items_expired.inc(len(items))
+            log.info("item owner: %d item rows deleted (TTL %g s, at most %d per partition)", len(items), b.ttl_s, cap)
 
-    def partition_of(self, key: bytes) -> int:
-        """The partition of ``<group>-item-updates`` (and of ``<group>-items``) that holds ``key``: murmur2, as the
-        workers' bundles were partitioned."""
-        return partition_for(key, self.partitions)
+    def pending(self) -> bool:
+        """Rows merged or deleted since the last :meth:`publish`."""
+        return bool(self._changed or self._gone)
 
-
-def _decode(key: bytes, raw: bytes | None) -> ItemRow | None:
-    if raw is None:
-        return None
-    try:
-        return ItemRow.from_bytes(raw)
-    except MetarecError as exc:
-        log.warning("item owner: unreadable row of %r (%s); starting it afresh", key[:60], exc)
-        return None
+    def publish(self) -> list[tuple[bytes, bytes | None]]:
+        """``(item key, row bytes or None: deleted)`` of every row changed since the last call."""
+        rows = np.array(sorted(r for r in self._changed if self.table.active()[r]), np.int64)
+        out = [(item.encode("utf-8"), row.to_bytes()) for item, row in self.table.publish(rows)]
+        out += [(item.encode("utf-8"), None) for item in self._gone]
+        self._changed, self._gone = set(), []
+        return out

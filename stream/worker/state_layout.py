@@ -13,9 +13,10 @@ One changelog-backed table ``users`` (changelog topic ``<group>-users-changelog`
 
 Readers of the table or of its changelog skip internal keys (:func:`is_internal_key`).
 
-The group's shared item state (:mod:`stream.runtime.faust.item_agent`): contributions travel on
-``<group>-item-updates`` (keyed by item id) to the item agent, whose table ``items`` has the compacted changelog
-``<group>-items`` (keyed by item id, the item's row; internal keys as above), which every worker reads.
+The group's shared item state (:mod:`stream.worker.item_owner`): contributions travel on ``<group>-item-updates``
+(one value per partition, each item in the partition its id hashes to) to the items' owners, which publish each
+item's row on the compacted topic ``<group>-items`` (keyed by item id; internal keys as above), which every worker
+reads.
 
 Example
 -------
@@ -38,9 +39,6 @@ TABLE = "users"  #: name of the state table (faust names its changelog ``<app id
 INTERNAL = b"\xff"  #: first byte of every internal table/changelog key (never valid UTF-8)
 END_MARKER = INTERNAL + b"metarec/batch-end"  #: changelog key closing each micro-batch's writes (a tombstone)
 _MARK = INTERNAL + b"metarec/processed/"
-
-
-ITEMS_TABLE = "items"  #: the item agent's table (:mod:`stream.runtime.faust.item_agent`)
 
 
 def items_topic(group: str) -> str:

@@ -85,12 +85,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "about one θ0 training (the JSON's retrain section counts and times them) "
                              f"(default {preq.retrain_every}: never)")
     parser.add_argument("--item-state", choices=("local", "shared"), default=preq.item_state,
-                        help="prequential: local (default): the learners learn their item side from each batch at "
-                             "once; shared: as a worker does with the group's item state (contributions merged by "
-                             "the items' owner, here in the same process, and applied back)")
+                        help=f"prequential (default {preq.item_state}): shared = what docker-compose and Kubernetes "
+                             "deploy: a micro-batch's item contributions reach the learner's item rows one micro-batch "
+                             "later (the round trip through the items' owner); local = at once (one worker alone)")
     parser.add_argument("--item-half-life", type=positive_float, default=preq.item_half_life, metavar="SECONDS",
-                        help=f"prequential, --item-state shared: half-life of item popularity in event time "
-                             f"(default {preq.item_half_life:g}, the worker's)")
+                        help="prequential: half-life of item popularity in event time (default: θ0's, which training "
+                             "sets to the time its last 5,000 events span)")
     parser.add_argument("--task-learner", choices=("gradient", "bayes"), default=preq.task_learner,
                         help="prequential: " + "how a user's state adapts: gradient = the inner-loop gradient steps; bayes = a Gaussian posterior "
                              "around θ0 with a meta-learned prior precision (one Newton step per micro-batch; scores get an "

@@ -44,7 +44,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     def per_model(table: dict[str, object]) -> str:
         return f"mf {table['mf']:g}, melu {table['melu']:g}"
 
-    mf_fresh = defaults.DEFAULT_FRESHNESS["mf"]
     source = parser.add_argument_group("training data: --dataset, or a time range of a topic")
     source.add_argument("--dataset", help="ml-100k, ml-1m or a CSV/TSV path (user_id,item_id,rating,timestamp)")
     source.add_argument("--from-topic", metavar="TOPIC",
@@ -86,14 +85,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"ridge solver: weight λ of the pull λ‖[v|b_u]−θ0‖² (default: mf "
                              f"{defaults.DEFAULT_RIDGE_LAMBDA['mf']:g}, with the squared errors "
                              f"{'averaged' if defaults.DEFAULT_RIDGE_MEAN['mf'] else 'summed'})")
-    parser.add_argument("--freshness", type=float, default=T.freshness,
-                        help="mf: weight β of the worker's item-popularity bonus β·log(1+decayed count) "
-                             f"(default {mf_fresh['weight']:g})")
-    parser.add_argument("--freshness-half-life", type=float, default=T.freshness_half_life,
-                        help=f"half-life of those item counts, in events (default {mf_fresh['half_life']:g})")
-    parser.add_argument("--item-rating-lr", type=float, default=T.item_rating_lr,
-                        help="online learning rate of the worker's item rating-bias corrections "
-                             f"(default {mf_fresh['rating_lr']:g})")
+    _item_arguments(parser.add_argument_group("online item state (what the worker serves the model with)"))
     parser.add_argument("--batch-users", type=int, default=T.batch_users,
                         help=f"tasks per meta-step (default {T.batch_users})")
     parser.add_argument("--split", choices=("time", "random"), default=T.split, help=f"task split (default {T.split})")
@@ -116,6 +108,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_kafka_arguments(parser)
 
 
+def _item_arguments(group: argparse._ArgumentGroup) -> None:
+    from adapters.meta import config as defaults
+    from adapters.meta.config import TrainConfig as T
+    from stream.cli.argtypes import removed_flags
+
+    mf_items = defaults.DEFAULT_ITEMS["mf"]
+    group.add_argument("--popularity-weight", type=float, default=T.popularity_weight,
+                        help="weight β of the online item-popularity bonus β·log(1 + decayed count) "
+                             f"(default {mf_items['popularity_weight']:g}; melu 0)")
+    group.add_argument("--item-half-life", type=float, default=T.item_half_life, metavar="SECONDS",
+                        help="half-life of item popularity, seconds of event time (default: the time the training "
+                             f"data's last {defaults.HALF_LIFE_EVENTS:,} events span)")
+    group.add_argument("--bias-lr", type=float, default=T.bias_lr,
+                        help="online learning rate of the items' rating-bias corrections "
+                             f"(default {mf_items['bias_lr']:g}; melu 0)")
+    removed_flags(group, {"--freshness": "use --popularity-weight",
+                           "--freshness-half-life": "use --item-half-life (seconds of event time, not events)",
+                           "--item-rating-lr": "use --bias-lr"})
+
 def _check(args: argparse.Namespace) -> None:
     from adapters.errors import MetarecError
     if (args.dataset is None) == (args.from_topic is None):
@@ -134,10 +145,10 @@ def _check(args: argparse.Namespace) -> None:
         raise MetarecError(f"--history must be in (0, 1], got {args.history}")
     if args.pretrain_epochs < 0:
         raise MetarecError("--pretrain-epochs must not be negative")
-    for name in ("prox", "freshness", "item_rating_lr"):
+    for name in ("prox", "popularity_weight", "bias_lr"):
         if getattr(args, name, None) is not None and getattr(args, name) < 0:
             raise MetarecError(f"--{name.replace('_', '-')} must not be negative")
-    for name in ("inner_lr_rating", "freshness_half_life"):
+    for name in ("inner_lr_rating", "item_half_life"):
         if getattr(args, name, None) is not None and not getattr(args, name) > 0:
             raise MetarecError(f"--{name.replace('_', '-')} must be > 0")
 
@@ -161,9 +172,10 @@ def run(args: argparse.Namespace) -> int:
                       steps=args.steps, inner_lr=args.inner_lr, inner_lr_rating=getattr(args, "inner_lr_rating", None),
                       prox=args.prox, rating_solver=getattr(args, "rating_solver", None),
                       task_learner=args.task_learner,
-                      ridge_lambda=getattr(args, "ridge_lambda", None), freshness=getattr(args, "freshness", None),
-                      freshness_half_life=getattr(args, "freshness_half_life", None),
-                      item_rating_lr=getattr(args, "item_rating_lr", None), batch_users=args.batch_users,
+                      ridge_lambda=getattr(args, "ridge_lambda", None),
+                      popularity_weight=getattr(args, "popularity_weight", None),
+                      item_half_life=getattr(args, "item_half_life", None),
+                      bias_lr=getattr(args, "bias_lr", None), batch_users=args.batch_users,
                       split=args.split, window=args.window, query_size=args.query_size, outer_lr=args.outer_lr,
                       pretrain_epochs=args.pretrain_epochs, model_config=model_config,
                       dataset_spec=args.dataset or f"topic:{args.from_topic}")

@@ -10,10 +10,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from stream.worker.config import WorkerConfig
 
 DESCRIPTION = """\
-Run the stream processor: a faust worker that consumes interaction events, keeps each user's last W events
-(none older than --max-age) in a changelog-backed state table, adapts every touched user's model in one batched
-call per micro-batch (up to --batch-size events or --batch-ms milliseconds), and publishes one refreshed top-K
-list per touched user to the output topic. Bad messages go to <input>.dlq with an `error` header; they never
+Run the stream processor: it consumes interaction events, keeps each user's last W events (none older than
+--max-age) in a changelog-backed state store, adapts every touched user's model in one batched call per
+micro-batch (up to --batch-size events, taken within --batch-ms of the first), and publishes one refreshed top-K
+list per touched user to the output topic. --runtime picks the Kafka client under the same worker core:
+confluent-kafka (default) or faust-streaming. Bad messages go to <input>.dlq with an `error` header; they never
 stop the worker. Several workers with the same --group split the input partitions; when one stops, the others
 take over its users with their state restored from the changelog.
 
@@ -109,10 +110,12 @@ def _batch_arguments(k: argparse._ArgumentGroup, b: argparse._ArgumentGroup) -> 
     from stream.worker.config import WorkerConfig as W
 
     k.add_argument("--fetch-max-wait-ms", type=int, default=W.fetch_max_wait_ms,
-                   help=f"consumer long-poll wait (default {W.fetch_max_wait_ms}; faust's own is 1500, a latency "
-                        "floor on the embedded broker, which answers a waiting fetch only when the wait expires)")
+                   help=f"consumer long-poll wait (default {W.fetch_max_wait_ms}; librdkafka's own is 500 and faust's "
+                        "1500, a latency floor on the embedded broker, which answers a waiting fetch only when the "
+                        "wait expires)")
     k.add_argument("--delivery", choices=("direct", "faust"), default=W.delivery,
-                   help=f"how faust's fetch loop hands each message to the stream (default {W.delivery}): direct "
+                   help=f"runtime faust only: how faust's fetch loop hands each message to the stream (default "
+                        f"{W.delivery}): direct "
                         "(a plain await) or faust (its own per-message wait_first, four asyncio tasks per message)")
     b.add_argument("--batch-size", type=int, default=W.batch_size,
                    help=f"max events per micro-batch (default {W.batch_size})")
@@ -142,7 +145,8 @@ def _batch_arguments(k: argparse._ArgumentGroup, b: argparse._ArgumentGroup) -> 
                    help="shared item state: delete an item whose newest event is this many seconds (event time) older "
                         "than the group's newest event; it leaves every worker's table (default 0 = never)")
     b.add_argument("--item-half-life", type=positive_float, default=W.item_half_life, metavar="SECONDS",
-                   help=f"shared item state: half-life of item popularity in event time (default {W.item_half_life:g})")
+                   help="half-life of item popularity in event time (default: the checkpoint's, which training sets "
+                        "to the time its last 5,000 events span)")
     b.add_argument("--item-table-max", type=int, default=W.item_table_max,
                    help=f"shared item state: rows at most in the group's item table; beyond it the least popular are "
                         f"deleted (default {W.item_table_max}); each worker still keeps at most --max-items rows")

@@ -16,7 +16,9 @@ import signal
 from typing import Any
 
 from stream.runtime.faust.control_agent import ControlAgent
-from stream.runtime.faust.item_agent import ItemAgent, ItemBounds
+from stream.runtime.faust.item_agent import ItemAgent
+from stream.worker.item_owner import ContributionBuffer, ItemBounds, ItemOwner
+from stream.worker.state_layout import item_updates_topic
 from stream.runtime.faust.runner import FaustRunner
 from stream.runtime.faust.wait_first_per_message import deliver_directly
 from stream.worker.config import MAX_DLQ_BYTES
@@ -65,10 +67,11 @@ def build_app(runner: FaustRunner, broker_credentials: Any = None) -> Any:
     ControlAgent(app, runner).register()  # forget requests of <group>-control
     if cfg.item_state == "shared":
         learner = runner.core.learner
-        assert learner is not None and learner.shared is not None
-        ItemAgent(app, cfg.group, runner.partitions, runner.metrics, learner.shared.config,
-                  ItemBounds(max_items=cfg.item_table_max, ttl_s=cfg.item_ttl),
-                  stream_time=lambda: learner.shared.stream_time).register()
+        assert learner is not None and runner.feed is not None
+        runner.owner = ItemOwner(learner.items, runner.partitions,
+                                 ItemBounds(max_items=cfg.item_table_max, ttl_s=cfg.item_ttl), runner.metrics)
+        runner.buffer = ContributionBuffer(item_updates_topic(cfg.group), runner.partitions)
+        ItemAgent(app, runner, runner.owner, runner.feed).register()
     return app
 
 

@@ -29,7 +29,7 @@ def build_runner(cfg: WorkerConfig, partitions: int, metrics: WorkerMetrics | No
 
     metrics = metrics or WorkerMetrics()
     health = health or WorkerHealth(items_restored=cfg.item_state != "shared")
-    core, watcher = build_core(cfg, partitions, metrics)
+    core, watcher = build_core(cfg, metrics)
     return FaustRunner(cfg, core, watcher, metrics, health, partitions)
 
 

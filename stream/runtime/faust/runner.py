@@ -30,6 +30,7 @@ from stream.runtime.faust.table import TableStore
 from stream.worker.config import WorkerConfig
 from stream.worker.core import WorkerCore
 from stream.worker.http import WorkerHealth
+from stream.worker.item_owner import ContributionBuffer, ItemOwner
 from stream.worker.metrics import WorkerMetrics
 from stream.worker.offsets import OffsetTracker
 from stream.worker.versions import CheckpointWatcher
@@ -55,6 +56,9 @@ class FaustRunner:
         self.store: TableStore | None = None
         self.barrier: ChangelogBarrier | None = None
         self.feed: TopicFeed | None = None  #: shared item state: <group>-items, applied between micro-batches
+        #: shared item state: the owner of the items of this worker's item partitions, and the contributions out
+        self.owner: ItemOwner | None = None
+        self.buffer: ContributionBuffer | None = None
         self.set_model_metrics()
 
     def attach(self, app: Any, table: Any) -> None:
@@ -109,7 +113,11 @@ class FaustRunner:
         marks = {p: n for p in {m.partition for m in msgs} if (n := self.offsets.processed(p)) is not None}
         store.write_marks(marks)
         self.health.stall("delivery of a micro-batch's output")
-        await publish(self.app.producer, out.publish, self.metrics)
+        contributions: list[Any] = []
+        if self.buffer is not None:  # faust commits by itself: a batch's contributions go out with its lists
+            self.buffer.add(out.item_updates)
+            contributions = self.buffer.drain()
+        await publish(self.app.producer, out.publish + contributions, self.metrics)
         t2 = time.perf_counter()
         await barrier.seal(self.app.producer, out.partitions_written | set(marks))
         self.health.stall(None)
@@ -135,6 +143,7 @@ class FaustRunner:
         if self.health.agent_alive:
             self.health.beat()
         self.metrics.users_active.set(self.core.active.count())
+        self.metrics.items.set(self.core.learner.items.n_active)  # type: ignore[union-attr]  (the owner's sweep)
         if self.feed is not None and not self.draining:
             async with self.lock:
                 await self.apply_items()
@@ -178,6 +187,8 @@ class FaustRunner:
         async with self.lock:
             if self.core.switch(ckpt):
                 self.set_model_metrics()
+                if self.owner is not None:
+                    self.owner.switch(self.core.learner.items)  # type: ignore[union-attr]
 
     # -- group membership and stop -------------------------------------------------------------------------
     def on_assigned(self, partitions: list[int]) -> None:

@@ -6,8 +6,9 @@ partition *p* also owns partition *p* of the topics partitioned like it: the con
 same callback (:meth:`Ownership.on_assign`) and its state is changelog partition *p*.
 
 * **assigned**: the partitions are paused, their stores are opened and restored from their changelogs in a
-  background thread (:func:`stream.runtime.kafka.changelog.restore`), and resumed once restored
-  (:meth:`Ownership.poll`); other partitions keep flowing meanwhile. ``/readyz`` is 200 while nothing is restoring.
+  background thread (:func:`stream.runtime.kafka.changelog.restore`), the ``gate`` waited for (shared item state:
+  the items' published rows applied), and resumed once restored (:meth:`Ownership.poll`); other partitions keep
+  flowing meanwhile. ``/readyz`` is 200 while nothing is restoring.
 * **revoked** (a rebalance or the stop): what was processed is committed (everything processed has been delivered
   already: callbacks run between micro-batches), then the stores are closed (kept on disk: a store whose partition
   comes back is brought up to date from its changelog offset).
@@ -55,7 +56,10 @@ class Ownership:
 
     def __init__(self, consumer: Any, group: str, input_topic: str, co_partitioned: list[str], tables: list[Tables],
                  restore_config: dict[str, Any], metrics: WorkerMetrics, health: WorkerHealth,
-                 positions: Callable[[list[int]], list[Any]], on_change: Callable[[], None]) -> None:
+                 positions: Callable[[list[int]], list[Any]], on_change: Callable[[], None],
+                 gate: Callable[[list[int], threading.Event], bool] | None = None,
+                 before_revoke: Callable[[list[int]], None] | None = None,
+                 on_owner_change: Callable[[list[int], list[int]], None] | None = None) -> None:
         self.consumer, self.group, self.input = consumer, group, input_topic
         self.co_partitioned = list(co_partitioned)  #: topics whose partition p goes with input partition p
         self.tables = tables
@@ -63,6 +67,9 @@ class Ownership:
         self.metrics, self.health = metrics, health
         self.positions = positions  #: partitions → the TopicPartitions (with next offsets) to commit for them
         self.on_change = on_change  #: called once the set of restored partitions changed (expiry index, metrics)
+        self.gate = gate  #: in the restore thread, after the tables: True once the partitions may resume
+        self.before_revoke = before_revoke  #: deliver what the revoked partitions still owe, before their commit
+        self.on_owner_change = on_owner_change  #: (partitions gained, partitions lost)
         self.owned: set[int] = set()  #: input partitions assigned (restored or restoring)
         self.restoring: dict[int, _Restore] = {}  #: partition → the restore job that holds it
         self.revoked_now: set[int] = set()  #: partitions revoked since the caller last looked (drop their messages)
@@ -80,6 +87,8 @@ class Ownership:
                 consumer.pause(list(partitions) + extra)
             if mine:
                 self.owned.update(mine)
+                if self.on_owner_change is not None:
+                    self.on_owner_change(mine, [])
                 self._submit(mine)
             log.info("assigned input partitions %s (new: %s, paused until their state is restored)", sorted(self.owned),
                      mine)
@@ -94,6 +103,8 @@ class Ownership:
         mine = sorted(tp.partition for tp in partitions if tp.topic == self.input)
         try:
             done = [p for p in mine if p not in self.restoring]
+            if self.before_revoke is not None:
+                self.before_revoke(done)
             offsets = self.positions(done)
             if offsets:
                 consumer.commit(offsets=offsets, asynchronous=False)
@@ -131,6 +142,8 @@ class Ownership:
                     t.state.close(p, destroy=destroy)
                 self.owned.discard(p)
             self.revoked_now.update(mine)
+            if self.on_owner_change is not None:
+                self.on_owner_change([], mine)
             consumer.incremental_unassign(list(partitions) + extra)
         except Exception:  # noqa: BLE001
             log.exception("releasing partitions %s failed", mine)
@@ -167,6 +180,8 @@ class Ownership:
             n = sum(res.records for res in got)
             log.info("restored %s partitions %s: %d records in %.2f s (%.0f records/s)", t.changelog, r.partitions,
                      n, seconds, n / seconds if seconds > 0 else float("nan"))
+        if self.gate is not None and not self.gate(r.partitions, r.cancel):
+            raise RestoreCancelled(str(r.partitions))
         return results
 
     def _committed(self, partitions: list[int]) -> dict[int, int]:

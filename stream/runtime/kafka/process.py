@@ -50,7 +50,7 @@ def run_worker(cfg: WorkerConfig) -> int:
         probe = BrokerProbe(cfg.bootstrap, health, metrics, interval_s=cfg.probe_interval,
                             timeout_s=min(cfg.probe_interval, 2.0), overrides=cfg.kafka_options).start()
         partitions = prepare_topics(cfg)
-        core, watcher = build_core(cfg, partitions, metrics)
+        core, watcher = build_core(cfg, metrics)
         core.set_model_metrics()
         health.model_loaded = True
         health.model_version = core.learner.model_version  # type: ignore[union-attr]

@@ -16,6 +16,10 @@ is switched to, the shared item rows that arrived are applied, the item owner's 
 bounds enforced, forget requests are carried out, and once a second the lag and activity metrics are refreshed.
 Rebalance callbacks run inside ``consume``, hence between micro-batches too.
 
+Shared item state (:mod:`stream.worker.item_owner`): the micro-batches' item contributions are added up and sent
+when the input offsets are committed, before them; the rows the owner merged are published when the item-update
+offsets are committed, before them. A kill -9 loses neither: what was not committed is processed again.
+
 Stop (SIGTERM/SIGINT → :meth:`KafkaRunner.stop`): the micro-batch in flight is finished, delivered and committed, the
 consumer leaves the group (its partitions' stores are closed), and :meth:`run` returns 0.
 """
@@ -41,7 +45,7 @@ from stream.worker.config import MAX_DLQ_BYTES, WorkerConfig
 from stream.worker.core import StateWrite, WorkerCore
 from stream.worker.forget import forget_users
 from stream.worker.http import WorkerHealth
-from stream.worker.item_owner import ItemBounds, ItemOwner
+from stream.worker.item_owner import ContributionBuffer, ItemBounds, ItemOwner
 from stream.worker.metrics import WorkerMetrics
 from stream.worker.state_layout import changelog_topic, item_updates_topic, items_topic
 from stream.worker.versions import CheckpointWatcher
@@ -49,25 +53,6 @@ from stream.worker.versions import CheckpointWatcher
 log = logging.getLogger(__name__)
 
 IDLE_POLL_S = 0.1  #: longest wait for a first message (timers and the stop flag are checked this often)
-
-
-class _Rows:
-    """The item owner's :class:`~stream.worker.item_owner.RowStore` over its partitions' stores."""
-
-    def __init__(self, state: UserState) -> None:
-        self.state = state
-
-    def get(self, partition: int, key: bytes) -> bytes | None:
-        store = self.state.stores.get(partition)
-        return None if store is None else store.get(key)
-
-    def set(self, partition: int, key: bytes, value: bytes | None) -> None:
-        store = self.state.stores.get(partition)
-        if store is not None:
-            store.put(key, value)
-
-    def rows(self) -> Any:
-        return self.state.items()
 
 
 class KafkaRunner:
@@ -100,18 +85,17 @@ class KafkaRunner:
         self.users = UserState(cfg.data_dir / STATE_DIR if cfg.store == "rocksdb" else None)
         tables = [Tables(self.users, self.changelog, skip_uncommitted=True)]
         self.owner: ItemOwner | None = None
+        self.buffer: ContributionBuffer | None = None
         if self.shared:
-            learner = core.learner
-            assert learner is not None and learner.shared is not None and self.items_topic is not None
-            self.rows = UserState(None)
-            tables.append(Tables(self.rows, self.items_topic, skip_uncommitted=False))
-            self.owner = ItemOwner(_Rows(self.rows), learner.shared.config,
-                                   ItemBounds(max_items=cfg.item_table_max, ttl_s=cfg.item_ttl), partitions, metrics,
-                                   stream_time=lambda: learner.shared.stream_time)
+            assert core.learner is not None and self.updates is not None and feed is not None
+            self.owner = ItemOwner(core.learner.items, partitions,
+                                   ItemBounds(max_items=cfg.item_table_max, ttl_s=cfg.item_ttl), metrics)
+            self.buffer = ContributionBuffer(self.updates, partitions)
         self.ownership = Ownership(
             self.consumer, cfg.group, cfg.input, [self.control] + ([self.updates] if self.updates else []), tables,
             consumer_config(cfg.bootstrap, None, cfg.kafka_options), metrics, health, self._positions_of,
-            self._partitions_changed)
+            self._partitions_changed, gate=feed.caught_up if self.shared and feed is not None else None,
+            before_revoke=lambda _partitions: self._flush_items(), on_owner_change=self._owner_change)
         self.positions: dict[tuple[str, int], int] = {}  #: (topic, partition) → next offset processed, to commit
         self._models: queue.Queue[Any] = queue.Queue()
         self._next_tick = self._next_sweep = 0.0
@@ -202,6 +186,8 @@ class KafkaRunner:
         self._store(self.users, out.writes)
         self.delivery.send(out.publish)
         self.delivery.send(self._changelog(self.changelog, out.writes, last))
+        if self.buffer is not None:
+            self.buffer.add(out.item_updates)
         self.delivery.wait(lambda: self.stopping)
         t2 = time.perf_counter()
         self.core.observe_published(out.good, len(out.lists))
@@ -211,12 +197,26 @@ class KafkaRunner:
                   {k: round(v * 1e3, 1) for k, v in out.result.timings.items()} if out.result else {})
 
     def merge_items(self, msgs: list[RawMessage]) -> None:
-        """Contributions to the item rows this worker owns: merge → ``<group>-items`` → deliver → commit."""
-        assert self.owner is not None and self.items_topic is not None
-        writes = self.owner.on_contributions(msgs)
-        self.delivery.send([Outgoing(self.items_topic, w.key, w.value, partition=w.partition) for w in writes])
-        self.delivery.wait(lambda: self.stopping)
+        """Contributions to the items this worker owns: merged now, their rows published at the next commit."""
+        assert self.owner is not None
+        self.owner.on_contributions(msgs)
         self._done(msgs[0].topic, _last_offsets(msgs))
+
+    def _flush_items(self) -> None:
+        """Deliver the contributions buffered and the rows merged since the last commit (before committing)."""
+        if self.owner is None or self.buffer is None or self.items_topic is None:
+            return
+        out = self.buffer.drain()
+        out += [Outgoing(self.items_topic, key, value, partition=self.owner.partition_of(key.decode("utf-8")))
+                for key, value in self.owner.publish()]
+        if out:
+            self.delivery.send(out)
+            self.delivery.wait(lambda: self.stopping)
+
+    def _owner_change(self, gained: list[int], lost: list[int]) -> None:
+        if self.owner is not None:
+            self.owner.assigned(gained)
+            self.owner.revoked(lost)
 
     def forget(self, msgs: list[RawMessage]) -> None:
         """Forget requests: commit the input processed so far, tombstone the records, then acknowledge, commit."""
@@ -247,6 +247,8 @@ class KafkaRunner:
         else:
             if self.core.switch(ckpt):
                 self.health.model_version = self.core.learner.model_version  # type: ignore[union-attr]
+                if self.owner is not None:
+                    self.owner.switch(self.core.learner.items)  # type: ignore[union-attr]
         if self.feed is not None:
             self._apply_items()
         now = time.monotonic()
@@ -255,11 +257,7 @@ class KafkaRunner:
             self._tick()
         if self.owner is not None and now >= self._next_sweep:
             self._next_sweep = now + self.owner.bounds.sweep_s
-            gone = self.owner.sweep()
-            if gone:
-                assert self.items_topic is not None
-                self.delivery.send([Outgoing(self.items_topic, w.key, None, partition=w.partition) for w in gone])
-                self.delivery.wait(lambda: self.stopping)
+            self.owner.sweep()  # the tombstones go out with the next commit
 
     def _apply_items(self) -> None:
         feed = self.feed
@@ -283,6 +281,7 @@ class KafkaRunner:
         self._maybe_commit()
         m = self.metrics
         m.users_active.set(self.core.active.count())
+        m.items.set(self.core.learner.items.n_active)  # type: ignore[union-attr]  (the owner's sweep drops items)
         if self.feed is not None:
             self._item_state_age()
         lags: dict[tuple[str, int], int] = {}
@@ -352,7 +351,8 @@ class KafkaRunner:
         """Commit what is delivered, at most every ``--commit-interval`` seconds (asynchronously: the order of
         commits is kept, and each covers only delivered output)."""
         now = time.monotonic()
-        if now - self._last_commit >= self.config.commit_interval and self.positions != self._committed:
+        pending = (self.buffer is not None and len(self.buffer) > 0) or (self.owner is not None and self.owner.pending())
+        if now - self._last_commit >= self.config.commit_interval and (self.positions != self._committed or pending):
             self._commit(sync=False)
 
     def _positions_of(self, partitions: list[int]) -> list[Any]:
@@ -362,6 +362,7 @@ class KafkaRunner:
 
     def _commit(self, sync: bool) -> None:
         from confluent_kafka import KafkaException, TopicPartition
+        self._flush_items()  # the contributions and rows of what is committed are delivered first
         offsets = [TopicPartition(t, p, o) for (t, p), o in self.positions.items() if p in self.ownership.owned]
         if not offsets:
             return

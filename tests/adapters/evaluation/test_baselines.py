@@ -88,8 +88,9 @@ def tiny() -> tuple[EventStream, object]:
     st = generate(SynthConfig(n_users=80, n_items=60, events_per_user=20, n_clusters=4, seed=5))
     ds = Dataset(name="tiny", fingerprint="tiny", user_ids=st.user_ids, item_ids=st.item_ids, ratings=st.ratings,
                  timestamps=st.timestamps)
-    # freshness=0: these tests are about the user states (θ0 vs adapted), not the online item-popularity bonus
-    ck = train(ds, TrainConfig(model="mf", meta="fomaml", epochs=1, pretrain_epochs=1, history=0.5, freshness=0.0,
+    # popularity_weight=0: these tests are about the user states (θ0 vs adapted), not the item-popularity bonus
+    ck = train(ds, TrainConfig(model="mf", meta="fomaml", epochs=1, pretrain_epochs=1, history=0.5,
+                               popularity_weight=0.0,
                                model_config={"dim": 8, "rating_dim": 4}))
     return EventStream.from_dataset(ds, history=0.5), ck
 

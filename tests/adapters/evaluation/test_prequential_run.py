@@ -143,35 +143,43 @@ def test_the_library_never_reads_the_command_line() -> None:
     assert offenders == []
 
 
-def test_item_state_shared_gives_the_learners_the_group_s_item_state(csv_path: Path,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_item_state_shared_gives_the_learners_the_group_s_round_trip(csv_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """--item-state shared (now the default) delays the in-process owner by one micro-batch, local merges at once;
+    the popularity half-life is θ0's unless --item-half-life gives it in seconds."""
     seen = _fake_models(monkeypatch, inner_steps=3)
     prequential_run.run_prequential(EvaluationConfig(dataset=str(csv_path), progress=False))
-    prequential_run.run_prequential(EvaluationConfig(dataset=str(csv_path), progress=False, item_state="shared",
+    prequential_run.run_prequential(EvaluationConfig(dataset=str(csv_path), progress=False, item_state="local",
                                                      item_half_life=600.0))
-    assert seen[0]["online"].shared_items is None
-    assert seen[1]["online"].shared_items.half_life_s == 600.0
+    assert EvaluationConfig(dataset="x").item_state == "shared"
+    assert (seen[0]["online"].owner_delay, seen[0]["online"].item_half_life) == (1, None)
+    assert (seen[1]["online"].owner_delay, seen[1]["online"].item_half_life) == (0, 600.0)
 
 
 def test_a_shared_learner_model_learns_its_items_through_the_in_process_owner(csv_path: Path) -> None:
+    from collections import Counter
+
     from adapters.data.datasets import load_dataset
     from adapters.evaluation.baselines import LearnerModel
     from adapters.evaluation.prequential import EventStream
     from adapters.meta.training import TrainConfig, train
     from adapters.online.config import OnlineConfig
-    from adapters.online.itemshare import ShareConfig
     from adapters.online.learner import OnlineLearner
 
     ds = load_dataset(str(csv_path))
     ck = train(ds, TrainConfig(model="seq", meta="fomaml", epochs=1, pretrain_epochs=1, seed=0,
                                model_config={"dim": 8, "rating_dim": 4}))
     stream = EventStream.from_dataset(ds, history=0.5)
-    model = LearnerModel(stream, OnlineLearner(ck, OnlineConfig(shared_items=ShareConfig())), "metarec")
-    model.learn(0, 100)
-    shared, owner = model.learner.shared, model._owner
-    assert owner is not None and len(owner.rows) > 5 and set(shared.applied) == set(owner.rows)
-    item = max(owner.rows, key=lambda i: owner.rows[i].total)
-    assert model.learner.item_state(item)["events"] == owner.rows[item].total > 1
+    model = LearnerModel(stream, OnlineLearner(ck, OnlineConfig(owner_delay=1)), "metarec")
+    learner = model.learner
+    model.learn(0, 100)                                       # one micro-batch: still on its way to the owner
+    assert len(learner.owner.queue) == 1 and not learner.items.total.any()
+    model.learn(100, 101)                                     # the next one brings it back
+    counts = Counter(e.item_id for e in model._events[:100])
+    assert len(counts) > 5
+    for item, n in counts.items():
+        assert learner.item_state(item)["events"] == n, item
+    assert learner.items.total.sum() == 100
 
 
 def test_models_restricts_the_report_and_skips_the_erm_training(csv_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -96,7 +96,7 @@ def test_train_command_defaults_are_train_config_s():
     flagged = {f.name for f in fields(TrainConfig) if f.name in args}
     assert flagged == {"model", "meta", "epochs", "seed", "history", "steps", "inner_lr", "inner_lr_rating", "prox",
                        "rating_solver", "ridge_lambda", "batch_users", "split", "window", "query_size", "outer_lr",
-                       "pretrain_epochs", "freshness", "freshness_half_life", "item_rating_lr", "task_learner"}
+                       "pretrain_epochs", "popularity_weight", "item_half_life", "bias_lr", "task_learner"}
     for name in flagged:
         expected = DEFAULT_META if name == "meta" else getattr(defaults, name)   # the commands train with maml
         assert args[name] == expected, name

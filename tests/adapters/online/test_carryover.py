@@ -32,7 +32,7 @@ class Driver:
     """A learner fed micro-batches of (user, item) events, with the records a worker would store."""
 
     def __init__(self, checkpoint) -> None:  # noqa: ANN001
-        self.learner = OnlineLearner(checkpoint, OnlineConfig(top_k=5, item_prior=4.0))
+        self.learner = OnlineLearner(checkpoint, OnlineConfig(top_k=5, prior_weight=4.0))
         self.records: dict = {}
         self.offset = 0
 
@@ -78,8 +78,8 @@ def test_an_item_learned_online_keeps_its_row_across_a_switch_to_a_version_train
     learned = d.rows("brand-new")
     side = d.learner.items
     old_row, a_row = side.row("brand-new"), side.row(anchor)
-    cooc, total = float(side.cooc[a_row, old_row]), float(side.total[old_row])
-    count = float(d.learner.freshness.counts[old_row])
+    cooc, total = float(side.cooc(np.array([a_row]))[0, old_row]), float(side.total[old_row])
+    count = float(side.popularity(side.stream_time)[old_row])
     newer = train(dataset, _cfg(seed=1), init=checkpoint)               # warm-started, never saw "brand-new"
     assert "brand-new" not in newer.item_index
     d.learner.switch(newer)
@@ -89,8 +89,8 @@ def test_an_item_learned_online_keeps_its_row_across_a_switch_to_a_version_train
     for now, before in zip(d.rows("brand-new"), learned):              # the same learned values
         torch.testing.assert_close(now, before, rtol=0, atol=0)
     torch.testing.assert_close(d.rows(anchor)[0], newer.adapter.item_emb[newer.item_index[anchor]], rtol=0, atol=0)
-    assert side.cooc[side.row(anchor), row] == cooc and side.total[row] == total
-    assert d.learner.freshness.counts[row] == pytest.approx(count)
+    assert side.cooc(np.array([side.row(anchor)]))[0, row] == cooc and side.total[row] == total
+    assert side.popularity(side.stream_time)[row] == pytest.approx(count)
     fan = d.learner._current(d.records["fan0"])                        # a stored record remaps by item id
     assert row in fan.items.tolist() and fan.seen[row]
     out = d.batch([("newcomer", anchor)])                              # and it is recommended
@@ -110,7 +110,7 @@ def test_a_switch_to_a_version_that_knows_the_item_uses_its_trained_row(dataset,
     for name, now, before in zip(knows.adapter.ITEM_TABLES, d.rows("brand-new"), learned):
         torch.testing.assert_close(now, getattr(knows.adapter, name)[row], rtol=0, atol=0)
         assert not torch.equal(now, before)
-    assert side.cooc[side.row(anchor), row] == 10                     # the statistics follow the item
+    assert side.cooc(np.array([side.row(anchor)]))[0, row] == 10      # the statistics follow the item
 
 
 def test_after_a_switch_to_an_unrelated_version_the_row_is_rebuilt_in_its_space(dataset, checkpoint):
@@ -133,7 +133,7 @@ def test_a_switch_over_the_same_vocabulary_keeps_every_row_so_records_stay_valid
     d.learn_new_item(anchor, "first")
     d.learn_new_item(anchor, "second")
     rows = {i: d.learner.item_row(i) for i in ("first", "second")}
-    d.learner.items._evict(1)                                           # a hole before the online rows
+    d.learner.items.vocab._evict(1)                                     # a hole before the online rows
     rows = {i: r for i, r in rows.items() if d.learner.item_row(i) == r}
     vocab = d.learner.vocab
     same = train(dataset, _cfg(seed=2), init=checkpoint)

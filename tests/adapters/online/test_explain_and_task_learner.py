@@ -46,7 +46,7 @@ def test_every_reason_is_an_item_of_the_user_s_own_window(checkpoint, dataset):
 
 
 def test_the_reason_is_the_window_item_that_co_occurred_with_the_listed_item(checkpoint, dataset):
-    learner = OnlineLearner(checkpoint, OnlineConfig(top_k=5, item_prior=1.0))
+    learner = OnlineLearner(checkpoint, OnlineConfig(top_k=5, prior_weight=1.0))
     records, _ = run(learner, events(dataset, 200))
     user = next(u for u, r in records.items() if len(r.items) >= 3)
     rec = records[user]
@@ -54,9 +54,10 @@ def test_the_reason_is_the_window_item_that_co_occurred_with_the_listed_item(che
     listed = np.array([[i for i in range(1, learner.n_items) if not rec.seen[i]][:2]])
     x, y = int(listed[0, 0]), int(listed[0, 1])
     side = learner.items
-    side.cooc[:, x] = 0.0
-    side.cooc[:, y] = 0.0
-    side.cooc[anchor, x] = 1e4  # a strong co-occurrence: the counted part dominates any learned part
+    for z in (x, y):  # no co-occurrence of x or y with anything, in either direction
+        side.links[:, z] = 0.0
+        side.links[z, :] = 0.0
+    side.links[x, anchor] = 1e4  # a strong co-occurrence: the counted part dominates any learned part
     users = torch.tensor([learner.user_row(user)])
     states = learner._states([rec], users)
     reasons = explain(learner, [rec], users, states, listed)[0]
@@ -68,7 +69,7 @@ def test_the_reason_is_the_window_item_that_co_occurred_with_the_listed_item(che
 def test_seq_s_learned_part_names_the_position_of_the_largest_attention_term(dataset):
     ck = train(dataset, TrainConfig(model="seq", meta="fomaml", epochs=1, pretrain_epochs=1, seed=0,
                                     model_config={"dim": 8, "rating_dim": 4}))
-    learner = OnlineLearner(ck, OnlineConfig(top_k=5, item_prior=0.0))
+    learner = OnlineLearner(ck, OnlineConfig(top_k=5, prior_weight=0.0))
     records, lists = run(learner, events(dataset, 200))
     user = next(u for u, r in records.items() if len(r.items) >= 4)
     rec, a = records[user], learner.adapter
@@ -103,7 +104,7 @@ def test_exploration_needs_the_bayes_task_learner(checkpoint):
 
 
 def test_the_reasons_terms_add_up_to_the_prior_the_learner_ranks_with(checkpoint, dataset):
-    learner = OnlineLearner(checkpoint, OnlineConfig(top_k=5, item_prior=1.0))
+    learner = OnlineLearner(checkpoint, OnlineConfig(top_k=5, prior_weight=1.0))
     records, _ = run(learner, events(dataset, 200))
     side, cols = learner.items, np.arange(1, learner.n_items)
     for rec in list(records.values())[:10]:

@@ -136,7 +136,7 @@ def test_score_before_learn_uses_the_current_state(dataset, checkpoint):
     scores = learner.ranking_scores([probe], records)
     users = torch.tensor([learner.user_row(probe.user_id)])
     state = torch.from_numpy(records[probe.user_id].state)[None]
-    torch.testing.assert_close(scores, checkpoint.adapter.score(state, users) + learner.freshness.bonus())
+    torch.testing.assert_close(scores, checkpoint.adapter.score(state, users) + learner.items.bonus(learner.items.stream_time))
     rating = learner.predict_ratings([probe], records)
     assert rating.shape == (1,) and 1.0 <= rating[0] <= 5.0
 
@@ -159,7 +159,7 @@ def test_switch_keeps_windows_and_readapts_from_the_new_theta0(dataset, checkpoi
         scores = learner.ranking_scores([Interaction(user, "x", None, 0.0)], records)
         users = torch.tensor([learner.user_row(user)])
         torch.testing.assert_close(scores, newer.adapter.score(newer.adapter.init_states(users), users)
-                                   + learner.freshness.bonus())
+                                   + learner.items.bonus(learner.items.stream_time))
 
 
 def test_record_bytes_round_trip_and_remap_between_vocabularies() -> None:

@@ -62,14 +62,18 @@ def test_quick_bench_writes_the_contract_json(broker: str, tmp_path: Path, capsy
     assert 64 < r["state_bytes_per_user"] < 64_000
     # the shared item state's cost: an end-to-end run without it, and the per-event steps (some items learned)
     items = r["item_state"]
-    assert items["end_to_end_events_per_s"] == e2e["events_per_s"]
-    assert _positive(items["end_to_end_shared_items_events_per_s"])
+    for key in ("two_workers_events_per_s", "two_workers_shared_events_per_s", "latency_p99_s",
+                "latency_p99_shared_s", "peak_rss_bytes", "peak_rss_shared_bytes"):
+        assert _positive(items[key]), key
+    assert items["latency_p99_s"] == e2e["latency_p99_s"]
+    assert items["two_workers_events_per_s"] == r["scale_out"]["two_processes_events_per_s"]
     assert 0 < items["messages_per_event"] <= 1 and 0 < items["rows_per_event"] <= 1
-    for step in ("learner", "encode", "agent", "apply"):
+    assert _positive(items["bytes_per_event"])
+    for step in ("learner", "encode", "owner", "apply"):
         assert _positive(items["us_per_event"][step]), step
     # the targets judge this run's own figures, and "met" agrees with each threshold
     targets = {t["target"]: t for t in r["targets"]}
-    assert len(targets) == 9
+    assert len(targets) == 12
     ref, so, rt = r["references"], r["scale_out"], r["runtimes"]
     assert targets["runtime kafka / runtime faust, end to end"]["value"] == pytest.approx(
         rt["kafka"]["events_per_s"] / rt["faust"]["events_per_s"])
@@ -129,10 +133,15 @@ def test_targets_flag_misses() -> None:
          "references": {"batched_learner_events_per_s": 150.0, "river_full_ranking_events_per_s": 50.0},
          "adaptation": {"mf": {"users_per_s": 40_000.0}, "melu": {"users_per_s": 100.0}},
          "scale_out": {"one_process_events_per_s": 100.0, "two_processes_events_per_s": 170.0},
-         "restore": {"records_per_s": 45_000.0}, "state_bytes_per_user": 4096.0}
+         "restore": {"records_per_s": 45_000.0}, "state_bytes_per_user": 4096.0,
+         "item_state": {"two_workers_events_per_s": 100.0, "two_workers_shared_events_per_s": 95.0,
+                        "latency_p99_s": 0.1, "latency_p99_shared_s": 0.2, "peak_rss_bytes": 100.0 * 2**20,
+                        "peak_rss_shared_bytes": 120.0 * 2**20}}
     met = {t["target"]: t["met"] for t in check_targets(r)}
     assert met == {"runtime kafka / runtime faust, end to end": False, "end to end / learner alone (batched)": True,
                    "mf adaptation, users/s": True, "melu adaptation, users/s": False,
                    "p99 event→publish at half max rate, s": False, "two processes / one process": True,
                    "restore of a partition's state, records/s": True, "end-to-end / River full ranking": False,
-                   "durable state per user, bytes": False}
+                   "durable state per user, bytes": False, "two workers: shared item state / without": True,
+                   "p99 latency: shared item state / without": False,
+                   "peak RSS: shared item state − without, MiB": True}

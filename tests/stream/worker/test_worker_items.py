@@ -1,7 +1,7 @@
-"""The group's shared item state with real worker processes on a real broker (stream/runtime/faust/item_agent.py,
-stream/kafka/topic_feed.py, adapters/online/sharedside.py): two workers converge on the same item rows, a new
-item met on one worker's partition is recommended on the other's, a worker killed with SIGKILL restores the item
-state before it reports ready, and an idle item is deleted from every worker."""
+"""The group's shared item state with real worker processes on a real broker, on each runtime
+(stream/worker/item_owner.py, stream/kafka/topic_feed.py, adapters/online/items): two workers converge on the same
+item rows, a new item met on one worker's partition is recommended on the other's, a worker killed with SIGKILL
+restores the item state before it reports ready, and an idle item is deleted from every worker."""
 from __future__ import annotations
 
 import json
@@ -62,9 +62,11 @@ def item(worker, item_id: str) -> dict | None:  # noqa: ANN001
 
 
 def same_row(a: dict | None, b: dict | None) -> bool:
-    if a is None or b is None or a.get("shared") is None or b.get("shared") is None:
+    """Both workers hold the same row of the item: as its owner merged it, and as the other applied it."""
+    if a is None or b is None or a.get("model_version") is None or b.get("model_version") is None:
         return False
-    return (a["events"] == b["events"] and a["shared"] == b["shared"]
+    return (a["events"] == b["events"] and a["model_version"] == b["model_version"] and a["offset"] == b["offset"]
+            and a["neighbours"] == b["neighbours"]
             and np.allclose(a["tables"], b["tables"], rtol=1e-5, atol=1e-6)
             and abs(a["rating_delta"] - b["rating_delta"]) < 1e-6)
 
