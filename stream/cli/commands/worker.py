@@ -135,12 +135,12 @@ def _batch_arguments(k: argparse._ArgumentGroup, b: argparse._ArgumentGroup) -> 
                         "partition's stream time: their record is deleted and tombstoned in the changelog "
                         f"(default {W.state_ttl:.0f} = {W.state_ttl / 86_400:.0f} days; 0 = never)")
     b.add_argument("--item-state", choices=("shared", "local"), default=W.item_state,
-                   help=f"local (default): each process learns its own items from its own events (what the evaluation "
-                        "measures; not shared, not durable); shared: one item state for the whole group: item updates "
-                        "go to an item agent "
-                        "that owns each item (topic <group>-item-updates), which publishes its row on the compacted "
-                        "topic <group>-items that every worker applies and restores before it is ready (costs "
-                        "throughput and some ranking quality, see the README)")
+                   help=f"local (default): one process alone, its own item state (not shared, not durable); shared: one "
+                        "item state for the whole group: each worker sends its item contributions (topic "
+                        "<group>-item-updates) to the worker that owns the item's partition, which merges them and "
+                        "publishes the item's row on the compacted topic <group>-items that every worker applies and "
+                        "restores before it is ready (what docker-compose and Kubernetes run, and what metarec "
+                        "evaluate measures by default; docs/OPERATIONS.md)")
     b.add_argument("--item-ttl", type=non_negative_float, default=W.item_ttl, metavar="SECONDS",
                    help="shared item state: delete an item whose newest event is this many seconds (event time) older "
                         "than the group's newest event; it leaves every worker's table (default 0 = never)")
