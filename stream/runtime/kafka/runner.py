@@ -289,13 +289,15 @@ class KafkaRunner:
             tp = TopicPartition(self.config.input, p)
             try:
                 _low, high = self.consumer.get_watermark_offsets(tp, cached=True)
-            except Exception:  # noqa: BLE001 - no fetch yet
+                if high is None or high < 0:  # no fetch response cached yet for it: ask the broker
+                    _low, high = self.consumer.get_watermark_offsets(tp, timeout=0.5, cached=False)
+            except Exception:  # noqa: BLE001 - the broker did not answer in time: next tick
                 continue
             pos = self.positions.get((self.config.input, p))
-            if pos is None:
+            if pos is None:  # nothing processed here yet: the consumer's position, else where it starts (earliest)
                 got = self.consumer.position([tp])
-                pos = got[0].offset if got and got[0].offset >= 0 else None
-            if high is not None and high >= 0 and pos is not None:
+                pos = got[0].offset if got and got[0].offset >= 0 else _low
+            if high is not None and high >= 0 and pos is not None and pos >= 0:
                 lags[(self.config.input, p)] = max(0, int(high) - int(pos))
         m.set_lag(lags)
 
