@@ -57,7 +57,7 @@ class PrequentialConfig:
     history: float = 0.5  #: leading fraction of the events that is history (learned, not scored)
     k: int = 10  #: cut-off of hr@k / ndcg@k
     batch_size: int = 256  #: max events of a micro-batch (events are scored with the states before their batch)
-    #: max event-time span of a micro-batch, in seconds: a worker collecting ``--batch-ms`` of a live stream never
+    #: max event-time span of a micro-batch, in seconds: a worker collecting ``--batch-seconds`` of a live stream never
     #: holds events further apart than that; None = cut by ``batch_size`` only (a replay at full speed)
     batch_seconds: float | None = 1.0
     positive_threshold: float = 4.0  #: explicit ratings ≥ this are positive events

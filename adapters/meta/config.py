@@ -69,7 +69,7 @@ class TrainConfig:
     """Settings of :func:`adapters.meta.training.train`; a None falls back on the model's default above."""
 
     model: str = "seq"
-    meta: str = "fomaml"
+    meta: str = DEFAULT_META
     epochs: int = 5
     seed: int = 0
     history: float = 1.0  #: train on the first fraction of events in time order

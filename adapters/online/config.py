@@ -23,7 +23,7 @@ class OnlineConfig:
     """Settings of the online path (the worker's and the prequential evaluation's)."""
 
     window: int = 32  #: events per user kept as the support set
-    max_age_s: float | None = None  #: drop window events older than this before the user's newest event
+    max_age: float | None = None  #: seconds: drop window events older than this before the user's newest event
     steps: int | None = None  #: inner-loop steps per micro-batch (None = the checkpoint's; 0 = no adaptation)
     prox: float | None = None  #: proximal pull toward θ0 (None = the checkpoint's default)
     top_k: int = 10  #: list length
@@ -58,8 +58,14 @@ class OnlineConfig:
             raise MetarecError(f"steps must be ≥ 0, got {self.steps}")
         if self.top_k < 1:
             raise MetarecError(f"top-k must be ≥ 1, got {self.top_k}")
-        if self.max_age_s is not None and not self.max_age_s > 0:
-            raise MetarecError(f"max-age must be > 0 seconds, got {self.max_age_s}")
+        if self.max_age is not None and not self.max_age > 0:
+            raise MetarecError(f"max-age must be > 0 seconds, got {self.max_age}")
+        if self.explore not in ("none", "thompson", "ucb"):
+            raise MetarecError(f"explore must be none, thompson or ucb, got {self.explore!r}")
+        if self.explore != "none" and self.task_learner == "gradient":
+            raise MetarecError(f"--explore {self.explore} samples from the posterior: it needs --task-learner bayes")
+        if self.persistence is not None and not 0.0 <= self.persistence < 1.0:
+            raise MetarecError(f"--persistence must be in [0, 1), got {self.persistence}")
         if self.prox is not None and not self.prox >= 0:
             raise MetarecError(f"prox must be ≥ 0, got {self.prox}")
         for name in ("prior_weight", "popularity_weight", "embed_lr", "factor_lr", "bias_lr", "negatives"):

@@ -8,7 +8,7 @@ input position (partition, offset), and per-user durable state goes in and out a
 For each micro-batch, :meth:`OnlineLearner.process`:
 
 1. applies each event to its user's record (a redelivered ``(partition, offset)`` is skipped: idempotent);
-2. trims every touched window to the last ``window`` events, none older than ``max_age_s``;
+2. trims every touched window to the last ``window`` events, none older than ``max_age`` seconds;
 3. measures the pre-update loss of the current states on the incoming events (the drift signal);
 4. adapts all touched users in ONE batched :meth:`Adapter.adapt` call, warm-started from each user's previous
    state (θ0 for a new user), ``steps`` gradient steps on the window, pulled toward θ0 by ``prox`` (both the
@@ -240,7 +240,7 @@ class OnlineLearner:
                             if adapted and measure_loss else math.nan)
             contributions = self._contribute(user_ids, self.task.model_states(states), users, batch)
         for n in adapted:
-            recs[n].trim(cfg.window, cfg.max_age_s)
+            recs[n].trim(cfg.window, cfg.max_age)
         t2 = time.perf_counter()
         if adapted:
             states = self._adapt(states, users, recs, adapted)

@@ -97,7 +97,7 @@ def measure_on_kafka(cfg: Any, ds: Any, settings: WorkerSettings, stage: Stage, 
         preload(ds, bootstrap, topic, cfg.partitions, progress=advance)
         details["preload_seconds"] = time.perf_counter() - t
         passthrough = {rt: run_passthrough(bootstrap, topic, n, partitions=cfg.partitions, batch_size=cfg.batch_size,
-                                           batch_ms=cfg.batch_ms, progress=stage(f"{rt} pass-through", n), runtime=rt)
+                                           batch_seconds=cfg.batch_seconds, progress=stage(f"{rt} pass-through", n), runtime=rt)
                        for rt in RUNTIMES}
         details.update({f"passthrough_{rt}": asdict(r) for rt, r in passthrough.items()})
         delete_topics(bootstrap, [f"{topic}-passthrough-out"])

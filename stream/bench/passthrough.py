@@ -53,7 +53,7 @@ def _vm_hwm(pid: int) -> int:
 
 
 def run_passthrough(bootstrap: str, topic: str, expect: int, *, partitions: int = 4, batch_size: int = 500,
-                    batch_ms: float = 30.0, session_timeout: float = 3.0, commit_interval: float = 1.0,
+                    batch_seconds: float = 0.03, session_timeout: float = 3.0, commit_interval: float = 1.0,
                     timeout: float = 1800.0, progress: Callable[[int, int], None] | None = None,
                     runtime: str = "faust") -> PassthroughResult:
     """Run ``runtime``'s pass-through in a child process (fresh consumer group) until ``expect`` events were read."""
@@ -61,7 +61,7 @@ def run_passthrough(bootstrap: str, topic: str, expect: int, *, partitions: int 
         out = Path(tmp) / "result.json"
         cmd = [sys.executable, "-m", AGENT_MODULES[runtime], "--bootstrap", bootstrap, "--topic", topic,
                "--group", f"bench-passthrough-{uuid.uuid4().hex[:8]}", "--expect", str(expect), "--out", str(out),
-               "--partitions", str(partitions), "--batch-size", str(batch_size), "--batch-ms", str(batch_ms),
+               "--partitions", str(partitions), "--batch-size", str(batch_size), "--batch-seconds", str(batch_seconds),
                "--session-timeout", str(session_timeout), "--commit-interval", str(commit_interval),
                "--datadir", str(Path(tmp) / "data")]
         log_path = Path(tmp) / "child.log"

@@ -47,7 +47,7 @@ class BenchConfig:
     bootstrap: str | None = None  #: use this broker instead of starting the embedded one
     store: str = "rocksdb"
     batch_size: int = 500
-    batch_ms: float = 30.0
+    batch_seconds: float = 0.03
     latency_seconds: float | None = None  #: paced run length (default 30 s; 10 s with ``quick``)
     reference_events: int | None = None  #: River / naive-loop subset (default 2,000; 500 with ``quick``)
     data_dir: str | None = None
@@ -58,8 +58,8 @@ class BenchConfig:
             raise MetarecError(f"--limit must be at least 100 events, got {self.limit}")
         if self.partitions < 2:
             raise MetarecError(f"--partitions must be >= 2 (two workers need a partition each), got {self.partitions}")
-        if self.batch_size < 1 or not self.batch_ms > 0:
-            raise MetarecError("--batch-size must be >= 1 and --batch-ms > 0")
+        if self.batch_size < 1 or not self.batch_seconds > 0:
+            raise MetarecError("--batch-size must be >= 1 and --batch-seconds > 0")
         if self.store not in ("rocksdb", "memory"):
             raise MetarecError(f"--store must be rocksdb or memory, got {self.store!r}")
         if self.latency_seconds is not None and not self.latency_seconds > 0:
@@ -141,7 +141,7 @@ def run_bench(cfg: BenchConfig, stage: Stage = _null_stage) -> dict[str, Any]:
         p = timer("train the worker's checkpoint (once, cached)", None)
         ck_dir = bench_checkpoint(ds, cfg.data_dir, on_step=lambda e, s, total, _l: p(s + 1, total))
     settings = WorkerSettings(checkpoint=ck_dir, partitions=cfg.partitions, batch_size=cfg.batch_size,
-                              batch_ms=cfg.batch_ms, store=cfg.store)
+                              batch_seconds=cfg.batch_seconds, store=cfg.store)
     details: dict[str, Any] = {}
     kafka = measure_on_kafka(cfg, ds, settings, timer, details)
     learning = _measure_learning(cfg, ds, ck_dir, timer, details)

@@ -70,7 +70,7 @@ class WorkerSettings:
     runtime: str = "kafka"  #: ``metarec worker --runtime``
     partitions: int = 4
     batch_size: int = 500
-    batch_ms: float = 30.0
+    batch_seconds: float = 0.03
     store: str = "rocksdb"
     session_timeout: float = 3.0  #: Tansu hands partitions out after ~half of it (FIELD-NOTES)
     extra: list[str] = field(default_factory=list)  #: more ``metarec worker`` flags
@@ -91,7 +91,7 @@ class WorkerProcess:
         self.cmd = [*launcher, "worker", "--runtime", s.runtime, "--bootstrap", bootstrap,
                     "--checkpoint", str(s.checkpoint), "--input", input_topic, "--output", output_topic,
                     "--group", group, "--metrics-port", "0",
-                    "--partitions", str(s.partitions), "--batch-size", str(s.batch_size), "--batch-ms", str(s.batch_ms),
+                    "--partitions", str(s.partitions), "--batch-size", str(s.batch_size), "--batch-seconds", str(s.batch_seconds),
                     "--store", s.store, "--data-dir", str(Path(self._tmp.name) / "data"),
                     "--session-timeout", str(s.session_timeout), *s.extra]
         self._env = env if env is not None else s.env

@@ -48,7 +48,7 @@ class DemoConfig:
     retrain: bool = False
     partitions: int = 4
     batch_size: int = 1000
-    batch_ms: float = 5.0  #: short micro-batches: in the live phase a user's next event is often 2.5 ms later
+    batch_seconds: float = 0.005  #: short micro-batches: in the live phase a user's next event is often 2.5 ms later
     limit: int | None = None
     users_shown: int = 3
     live: bool = True
@@ -124,7 +124,7 @@ class _Scraper:
 def _start_worker(bootstrap: str, checkpoint: Path, port: int, workdir: Path, cfg: DemoConfig) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "stream", "worker", "--bootstrap", bootstrap, "--checkpoint", str(checkpoint),
            "--metrics-port", str(port), "--data-dir", str(workdir / "state"), "--session-timeout", "3",
-           "--partitions", str(cfg.partitions), "--batch-size", str(cfg.batch_size), "--batch-ms", str(cfg.batch_ms),
+           "--partitions", str(cfg.partitions), "--batch-size", str(cfg.batch_size), "--batch-seconds", str(cfg.batch_seconds),
            "--model-poll", "30"]
     log_file = open(workdir / "worker.log", "w")  # noqa: SIM115 - closed when the demo ends
     return subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)

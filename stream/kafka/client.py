@@ -117,7 +117,10 @@ def check_reachable(bootstrap: str, timeout: float = 5.0, *, overrides: Mapping[
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient(client_config(bootstrap, overrides, environ=environ))
+    try:
+        admin = AdminClient(client_config(bootstrap, overrides, environ=environ))
+    except KafkaException as exc:  # an invalid property (--kafka-option, METAREC_KAFKA_*)
+        raise MetarecError(f"bad Kafka client configuration: {exc.args[0].str() if exc.args else exc}") from None
     try:
         return admin.list_topics(timeout=timeout)
     except KafkaException as exc:

@@ -28,7 +28,7 @@ class PassthroughConfig:
     out: str  #: result file
     partitions: int = 4
     batch_size: int = 500
-    batch_ms: float = 30.0
+    batch_seconds: float = 0.03
     session_timeout: float = 3.0
     commit_interval: float = 1.0
     datadir: str = ""  #: faust's data directory (default: a fresh temporary directory)
@@ -44,14 +44,14 @@ def parse_args(argv: list[str] | None, prog: str, doc: str | None) -> Passthroug
     p.add_argument("--out", required=True)
     p.add_argument("--partitions", type=int, default=4)
     p.add_argument("--batch-size", type=int, default=500)
-    p.add_argument("--batch-ms", type=float, default=30.0)
+    p.add_argument("--batch-seconds", type=float, default=0.03)
     p.add_argument("--session-timeout", type=float, default=3.0)
     p.add_argument("--commit-interval", type=float, default=1.0)
     p.add_argument("--datadir", default=None)
     args = p.parse_args(argv)
     return PassthroughConfig(
         bootstrap=args.bootstrap, topic=args.topic, group=args.group, expect=args.expect, out=args.out,
-        partitions=args.partitions, batch_size=args.batch_size, batch_ms=args.batch_ms,
+        partitions=args.partitions, batch_size=args.batch_size, batch_seconds=args.batch_seconds,
         session_timeout=args.session_timeout, commit_interval=args.commit_interval,
         datadir=args.datadir or tempfile.mkdtemp(prefix="metarec-passthrough-"))
 

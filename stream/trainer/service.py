@@ -2,7 +2,7 @@
 
 The trainer reads ``--topic`` with a plain assigned consumer (no consumer group, no commits: it never disturbs the
 workers' group), from ``--since`` (a time, through ``offsets_for_times``) or the topic's beginning. It keeps the
-last ``--window-events`` events; every ``--every`` new events it re-meta-trains θ0 on that window, warm-started from
+last ``--retrain-window`` events; every ``--retrain-every`` new events it re-meta-trains θ0 on that window, warm-started from
 the version it published last (or from the newest version already in ``--out`` at start), and publishes the result
 as a new version directory under ``--out`` with an atomic ``LATEST``
 (:func:`stream.worker.versions.publish_version`). Workers polling ``--out`` switch to it between micro-batches,
@@ -38,8 +38,8 @@ class TrainerConfig:
     bootstrap: str
     topic: str
     out: Path
-    every: int = 10_000  #: retrain after this many new events
-    window_events: int = 100_000  #: train on the last this many events
+    retrain_every: int = 10_000  #: retrain after this many new events
+    retrain_window: int = 100_000  #: train on the last this many events
     since: float | None = None  #: epoch seconds to start reading from (None: the topic's beginning)
     model: str = TrainConfig.model  #: used when --out holds no version yet
     meta: str = TrainConfig.meta
@@ -51,8 +51,9 @@ class TrainerConfig:
     kafka_options: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.every < 1 or self.window_events < 2:
-            raise MetarecError(f"--every must be ≥ 1 and --window-events ≥ 2, got {self.every}, {self.window_events}")
+        if self.retrain_every < 1 or self.retrain_window < 2:
+            raise MetarecError(f"--retrain-every must be ≥ 1 and --retrain-window ≥ 2, got {self.retrain_every}, "
+                               f"{self.retrain_window}")
         if self.epochs < 1 or self.pretrain_epochs < 0:
             raise MetarecError("--epochs must be ≥ 1 and --pretrain-epochs ≥ 0")
         if not 0 <= self.metrics_port < 65536:
@@ -65,7 +66,7 @@ class Trainer:
 
     def __init__(self, cfg: TrainerConfig, metrics: TrainerMetrics, current: Any = None) -> None:
         self.cfg, self.metrics, self.current = cfg, metrics, current
-        self.window: collections.deque[tuple[bytes | None, float]] = collections.deque(maxlen=cfg.window_events)
+        self.window: collections.deque[tuple[bytes | None, float]] = collections.deque(maxlen=cfg.retrain_window)
         self.new = 0
 
     def add(self, value: bytes | None, record_ts: float) -> None:
@@ -75,7 +76,7 @@ class Trainer:
         self.metrics.window_events.set(len(self.window))
 
     def due(self) -> bool:
-        return self.new >= self.cfg.every
+        return self.new >= self.cfg.retrain_every
 
     def retrain(self) -> Path | None:
         """Meta-train on the window (warm start from :attr:`current`) and publish a version; its directory."""
@@ -144,8 +145,8 @@ def run_trainer(cfg: TrainerConfig, stop: threading.Event | None = None) -> int:
     if trainer.current is not None:
         metrics.serving(trainer.current.version)
     consumer = Consumer(consumer_config(cfg.bootstrap, overrides=cfg.kafka_options))
-    print(f"metarec trainer: {cfg.topic} ({len(partitions)} partitions) → {cfg.out}; every {cfg.every} events on the "
-          f"last {cfg.window_events}; metrics http://{cfg.metrics_host}:{server.port}/metrics", flush=True)
+    print(f"metarec trainer: {cfg.topic} ({len(partitions)} partitions) → {cfg.out}; every {cfg.retrain_every} events on the "
+          f"last {cfg.retrain_window}; metrics http://{cfg.metrics_host}:{server.port}/metrics", flush=True)
     try:
         consumer.assign(_start_positions(cfg, consumer, partitions))
         health.assigned = True

@@ -6,6 +6,7 @@ feeds the core micro-batches; nothing here talks to Kafka.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 from stream.worker.config import WorkerConfig
 from stream.worker.core import WorkerCore
@@ -18,17 +19,13 @@ log = logging.getLogger(__name__)
 def build_core(cfg: WorkerConfig, metrics: WorkerMetrics) -> tuple[WorkerCore, CheckpointWatcher]:
     """Load the model named by ``cfg.checkpoint`` and build the worker core around it (no Kafka I/O)."""
     from adapters.meta.checkpoint import Checkpoint
-    from adapters.online.learner import OnlineConfig, OnlineLearner
+    from adapters.online.learner import OnlineLearner
     from stream.worker.expiry import StateExpiry
 
     watcher = CheckpointWatcher(cfg.checkpoint, Checkpoint.load, rollout=metrics.rollout)
     ckpt = watcher.load_initial()
     shared = cfg.item_state == "shared"
-    online = OnlineConfig(window=cfg.window, max_age_s=cfg.max_age, steps=cfg.steps, prox=cfg.prox, top_k=cfg.top_k,
-                          max_catalog=cfg.max_catalog, retrieval_m=cfg.retrieval_m, max_items=cfg.max_items,
-                          task_learner=cfg.task_learner, explore=cfg.explore, explore_scale=cfg.explore_scale,
-                          persistence=cfg.persistence, item_half_life=cfg.item_half_life,
-                          owner_delay=None if shared else 0)
+    online = replace(cfg.online, owner_delay=None if shared else 0)
     learner = OnlineLearner(ckpt, online)
     core = WorkerCore(learner, metrics, cfg.input, cfg.output, max_event_bytes=cfg.max_event_bytes,
                       expiry=StateExpiry(cfg.state_ttl or None))

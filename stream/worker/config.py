@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from adapters.errors import MetarecError
+from adapters.online.config import OnlineConfig
 from stream.kafka.schema import MAX_EVENT_BYTES
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,8 @@ class WorkerConfig:
     #: the Kafka runtime under the worker core: "kafka" (confluent-kafka, stream.runtime.kafka) or "faust"
     #: (faust-streaming, stream.runtime.faust)
     runtime: str = "kafka"
+    #: the online learner's settings (window, top-k, inner steps, task learner, item state, ...): one home for them
+    online: OnlineConfig = field(default_factory=OnlineConfig)
     input: str = "interactions"
     output: str = "recommendations"
     group: str = "metarec"
@@ -42,20 +45,8 @@ class WorkerConfig:
     metrics_port: int = 9400
     store: str = "rocksdb"  #: "rocksdb" (durable local cache, restored from the changelog) or "memory"
     data_dir: Path | None = None  #: table files; default $METAREC_DATA_DIR/worker/<group>
-    window: int = 32
-    max_age: float | None = None
-    steps: int | None = None  #: inner-loop steps per micro-batch (None = the checkpoint's)
-    prox: float | None = None
-    task_learner: str | None = None  #: "gradient" or "bayes" (None = the checkpoint's)
-    explore: str = "none"  #: "none", "thompson" or "ucb" (bayes): exploration when ranking
-    explore_scale: float = 1.0  #: posterior standard deviations per unit of exploration
-    persistence: float | None = None  #: bayes: deviation from θ0 kept between micro-batches (None = the checkpoint's)
-    top_k: int = 10
     batch_size: int = 500
-    batch_ms: float = 30.0
-    max_catalog: int = 50_000
-    max_items: int | None = None  #: item rows, online items included (None = the checkpoint's)
-    retrieval_m: int = 2_000
+    batch_seconds: float = 0.03
     partitions: int = 4  #: partitions of topics created by the worker (existing topics are left as they are)
     replication_factor: int = 1
     session_timeout: float = 10.0
@@ -76,18 +67,13 @@ class WorkerConfig:
     #: (stream.runtime.faust.item_agent)
     item_state: str = "local"
     item_ttl: float = 0.0  #: shared: delete items idle this long in event time (0: never)
-    item_half_life: float | None = None  #: half-life of item popularity, seconds of event time (None: the checkpoint's)
     item_table_max: int = 100_000  #: shared: item rows at most in the group's table
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise MetarecError(f"--batch-size must be ≥ 1, got {self.batch_size}")
-        if not self.batch_ms > 0:
-            raise MetarecError(f"--batch-ms must be > 0, got {self.batch_ms}")
-        if self.explore != "none" and self.task_learner == "gradient":
-            raise MetarecError(f"--explore {self.explore} samples from the posterior: it needs --task-learner bayes")
-        if self.persistence is not None and not 0.0 <= self.persistence < 1.0:
-            raise MetarecError(f"--persistence must be in [0, 1), got {self.persistence}")
+        if not self.batch_seconds > 0:
+            raise MetarecError(f"--batch-seconds must be > 0, got {self.batch_seconds}")
         if self.runtime not in RUNTIMES:
             raise MetarecError(f"--runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
         if self.delivery not in ("direct", "faust"):
@@ -112,9 +98,8 @@ class WorkerConfig:
             raise MetarecError("--stall-after and --probe-interval must be > 0")
         if self.item_state not in ("shared", "local"):
             raise MetarecError(f"--item-state must be shared or local, got {self.item_state!r}")
-        if not 0 <= self.item_ttl < float("inf") or self.item_table_max < 1 or (
-                self.item_half_life is not None and not self.item_half_life > 0):
-            raise MetarecError("--item-ttl must be ≥ 0, --item-half-life > 0 and --item-table-max ≥ 1")
+        if not 0 <= self.item_ttl < float("inf") or self.item_table_max < 1:
+            raise MetarecError("--item-ttl must be ≥ 0 and --item-table-max ≥ 1")
         if self.input == self.output:
             raise MetarecError("--input and --output must be different topics")
         self.checkpoint = Path(self.checkpoint)

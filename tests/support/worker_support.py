@@ -147,7 +147,7 @@ def start_worker(bootstrap: str, checkpoint: Path, workdir: Path, *, group: str,
     cmd = [sys.executable, "-m", "stream", os.environ.get("METAREC_TEST_WORKER_VERBOSITY", "-v"), "worker", "--bootstrap", bootstrap, "--checkpoint", str(checkpoint),
            "--group", group, "--input", input_topic, "--output", output_topic, "--metrics-port", str(port),
            "--data-dir", str(workdir / f"{state or name}-data"), "--session-timeout", "2", "--partitions", "4",
-           "--batch-ms", "50", *(["--runtime", runtime] if runtime else []), *extra]
+           "--batch-seconds", "0.05", *(["--runtime", runtime] if runtime else []), *extra]
     return spawn(cmd, port, log)
 
 

@@ -7,7 +7,7 @@ rounds, on the same pre-loaded topic (throughput) or at the same offered rate (l
 benchmark checkpoint of the full dataset (``metarec bench`` creates it).
 
 Run: ``python -m stream.bench.tools.ab_worker --events 200000 --reps 2 default= faust=--delivery faust``
-     ``python -m stream.bench.tools.ab_worker --latency 5200 --seconds 30 default= slow="--batch-ms 100 --fetch-max-wait-ms 100"``
+     ``python -m stream.bench.tools.ab_worker --latency 5200 --seconds 30 default= slow="--batch-seconds 100 --fetch-max-wait-ms 100"``
 """
 from __future__ import annotations
 

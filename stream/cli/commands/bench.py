@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from stream.cli.argtypes import positive_float
+from stream.cli.argtypes import positive_float, removed_flags
 
 DESCRIPTION = """\
 Measure the performance of the whole system in one run and write the figures as JSON (--json OUT):
@@ -59,8 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", choices=("rocksdb", "memory"), default="rocksdb",
                         help="worker state store (default rocksdb, the worker's default)")
     parser.add_argument("--batch-size", type=_positive_int, default=500, help="worker micro-batch size (default 500)")
-    parser.add_argument("--batch-ms", type=positive_float, default=30.0,
-                        help="worker micro-batch wait in ms (default 30, the worker's default)")
+    parser.add_argument("--batch-seconds", type=positive_float, default=0.03,
+                        help="worker micro-batch wait in seconds (default 0.03, the worker's default)")
+    removed_flags(parser, {"--batch-ms": "use --batch-seconds (seconds: 30 ms is 0.03)"})
     parser.add_argument("--latency-seconds", type=positive_float, default=None,
                         help="length of the paced latency run (default 30 s, 10 s with --quick)")
     parser.add_argument("--reference-events", type=_positive_int, default=None,
@@ -85,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         validate_bootstrap(args.bootstrap)
     cfg = BenchConfig(dataset=args.dataset, limit=args.limit, partitions=args.partitions, quick=args.quick,
                       checkpoint=Path(args.checkpoint) if args.checkpoint else None, bootstrap=args.bootstrap,
-                      store=args.store, batch_size=args.batch_size, batch_ms=args.batch_ms,
+                      store=args.store, batch_size=args.batch_size, batch_seconds=args.batch_seconds,
                       latency_seconds=args.latency_seconds, reference_events=args.reference_events,
                       data_dir=args.data_dir)
     if cfg.checkpoint is not None and not (cfg.checkpoint / "config.json").is_file():

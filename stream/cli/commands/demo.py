@@ -37,11 +37,13 @@ def _positive_float(text: str) -> float:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from adapters.meta.config import META_NAMES
+    from stream.cli.argtypes import removed_flags
 
     parser.add_argument("--dataset", default="ml-100k", help="dataset to replay (default ml-100k)")
     parser.add_argument("--data-dir", default=None, help="dataset and checkpoint cache (default $METAREC_DATA_DIR "
                                                          "or ~/.cache/metarec)")
-    parser.add_argument("--report-dir", default="reports/demo", help="where to write demo.json and demo.md")
+    parser.add_argument("--report", default="reports/demo", help="where to write demo.json and demo.md")
+    removed_flags(parser, {"--report-dir": "use --report"})
     parser.add_argument("--model", choices=("seq", "mf", "melu"), default="seq",
                         help="model (default seq: attention over the user's window on top of mf)")
     parser.add_argument("--meta", choices=META_NAMES, default="maml",
@@ -66,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     from stream.cli.demo import DemoConfig, run_demo
 
     cfg = DemoConfig(dataset=args.dataset, data_dir=Path(args.data_dir) if args.data_dir else None,
-                     report_dir=Path(args.report_dir), model=args.model, meta=args.meta, epochs=args.epochs,
+                     report_dir=Path(args.report), model=args.model, meta=args.meta, epochs=args.epochs,
                      retrain=args.retrain, limit=args.limit, partitions=args.partitions, batch_size=args.batch_size,
                      users_shown=args.users, live=not args.no_live, timeout=args.timeout,
                      live_events=args.live_events, live_rate=args.live_rate)

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from stream.cli.argtypes import positive_float
+from stream.cli.argtypes import positive_float, removed_flags
 
 if TYPE_CHECKING:
     from adapters.evaluation.config import EvaluationConfig
@@ -112,8 +112,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="prequential, with --retrain-every: train each retraining on the last M past events only "
                              "(bounds its cost; the warm start keeps what older events taught) "
                              f"(default {preq.retrain_window}: all past events)")
-    parser.add_argument("--threads", type=int, default=THREADS,
+    parser.add_argument("--torch-threads", type=int, default=THREADS,
                         help=f"torch threads (default {THREADS}: on a small machine more threads contend and run slower)")
+    removed_flags(parser, {"--threads": "use --torch-threads"})
     parser.add_argument("--data-dir", default=preq.data_dir,
                         help="dataset cache (default $METAREC_DATA_DIR or ~/.cache/metarec)")
     parser.add_argument("--no-progress", action="store_true", help="no progress output")
@@ -207,9 +208,9 @@ def run(args: argparse.Namespace) -> int:
         raise MetarecError(f"--steps must not be negative, got {args.steps}")
     if args.protocol != "prequential" and (args.retrain_every or args.retrain_window):
         raise MetarecError("--retrain-every and --retrain-window belong to --protocol prequential")
-    if args.threads:
+    if args.torch_threads:
         import torch
-        torch.set_num_threads(args.threads)
+        torch.set_num_threads(args.torch_threads)
     report = PROTOCOLS[args.protocol](args)
     _write_json(args.json, report)
     _table(report)

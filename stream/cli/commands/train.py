@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults of :mod:`adapters.meta.config`."""
     from adapters.meta import config as defaults
     from adapters.meta.config import DEFAULT_META, META_NAMES, TrainConfig as T
-    from stream.cli.argtypes import iso_time
+    from stream.cli.argtypes import iso_time, removed_flags
 
     def per_model(table: dict[str, object]) -> str:
         return f"mf {table['mf']:g}, melu {table['melu']:g}"
@@ -97,7 +97,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pretrain-epochs", type=int, default=T.pretrain_epochs,
                         help=f"mf item-side pre-training epochs (default {T.pretrain_epochs})")
     parser.add_argument("--dim", type=int, default=None, help="embedding size (mf default 64)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--torch-threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    removed_flags(parser, {"--threads": "use --torch-threads"})
     parser.add_argument("--data-dir", default=None, help="dataset cache (default $METAREC_DATA_DIR or ~/.cache/metarec)")
     parser.add_argument("--coldstart-part", action="store_true",
                         help="train only on the users that `evaluate --protocol coldstart --seed S` does not hold out "
@@ -162,8 +163,8 @@ def run(args: argparse.Namespace) -> int:
     from adapters.data.datasets import load_dataset
     from adapters.meta.training import TrainConfig, train
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
     console = Console(stderr=True)
     ds = _topic_dataset(args, console) if args.from_topic else load_dataset(args.dataset, data_dir=args.data_dir,
                                                                            progress=not args.no_progress)

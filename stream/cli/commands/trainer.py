@@ -5,23 +5,23 @@ import argparse
 
 DESCRIPTION = """\
 Continual meta-training: read the interaction topic (no consumer group, no commits), keep the last
---window-events events, and every --every new events re-meta-train θ0 on them, warm-started from the version
+--retrain-window events, and every --retrain-every new events re-meta-train θ0 on them, warm-started from the version
 published last (or the newest one already in --out), and publish a new version directory under --out with an
 atomic LATEST file. Workers started with `--checkpoint <--out>` switch to each new version between micro-batches,
 without restart, and keep the item rows they learned online for items the new version does not know.
 
-A fresh --out gets a first, cold version (--model/--meta) after --every events. HTTP: /metrics (versions trained,
+A fresh --out gets a first, cold version (--model/--meta) after --retrain-every events. HTTP: /metrics (versions trained,
 last training time and loss, window size), /healthz, /readyz. SIGTERM/Ctrl-C stops after the training in progress.
 
 examples:
   metarec trainer --bootstrap 127.0.0.1:9092 --topic interactions --out models
-  metarec trainer --bootstrap kafka:9092 --topic interactions --out /models --every 50000 --window-events 500000
+  metarec trainer --bootstrap kafka:9092 --topic interactions --out /models --retrain-every 50000 --retrain-window 500000
   metarec trainer --bootstrap kafka:9092 --topic interactions --out /models --since 2024-05-01T00:00:00Z
 """
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from stream.cli.argtypes import iso_time
+    from stream.cli.argtypes import iso_time, removed_flags
     from stream.kafka.client import add_kafka_arguments
     from adapters.meta.config import META_NAMES
     from stream.trainer.service import TrainerConfig as T
@@ -29,10 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bootstrap", required=True, help="Kafka bootstrap servers, host:port[,host:port]")
     parser.add_argument("--topic", required=True, help="interaction topic to learn from")
     parser.add_argument("--out", required=True, help="model directory: versions are written here, with LATEST")
-    parser.add_argument("--every", type=int, default=T.every, help=f"retrain after this many new events "
-                        f"(default {T.every:,})")
-    parser.add_argument("--window-events", type=int, default=T.window_events,
-                        help=f"train on the last this many events (default {T.window_events:,})")
+    parser.add_argument("--retrain-every", type=int, default=T.retrain_every, metavar="N",
+                        help=f"retrain after this many new events (default {T.retrain_every:,})")
+    parser.add_argument("--retrain-window", type=int, default=T.retrain_window, metavar="M",
+                        help=f"train on the last this many events (default {T.retrain_window:,})")
+    removed_flags(parser, {"--every": "use --retrain-every", "--window-events": "use --retrain-window"})
     parser.add_argument("--since", type=iso_time, default=None,
                         help="start reading at this time, ISO 8601 (default: the topic's beginning)")
     parser.add_argument("--model", choices=("seq", "mf", "melu"), default=T.model,
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     from stream.trainer.service import TrainerConfig, run_trainer
 
     cfg = TrainerConfig(bootstrap=validate_bootstrap(args.bootstrap), topic=args.topic, out=args.out,
-                        every=args.every, window_events=args.window_events,
+                        retrain_every=args.retrain_every, retrain_window=args.retrain_window,
                         since=args.since.timestamp() if args.since is not None else None, model=args.model,
                         meta=args.meta, epochs=args.epochs, pretrain_epochs=args.pretrain_epochs, seed=args.seed,
                         metrics_host=args.metrics_host, metrics_port=args.metrics_port,

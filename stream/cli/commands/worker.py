@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from stream.cli.argtypes import non_negative_float, positive_float
+from stream.cli.argtypes import non_negative_float, positive_float, removed_flags
 
 if TYPE_CHECKING:  # pragma: no cover
     from stream.worker.config import WorkerConfig
@@ -12,7 +12,7 @@ if TYPE_CHECKING:  # pragma: no cover
 DESCRIPTION = """\
 Run the stream processor: it consumes interaction events, keeps each user's last W events (none older than
 --max-age) in a changelog-backed state store, adapts every touched user's model in one batched call per
-micro-batch (up to --batch-size events, taken within --batch-ms of the first), and publishes one refreshed top-K
+micro-batch (up to --batch-size events, taken within --batch-seconds of the first), and publishes one refreshed top-K
 list per touched user to the output topic. --runtime picks the Kafka client under the same worker core:
 confluent-kafka (default) or faust-streaming. Bad messages go to <input>.dlq with an `error` header; they never
 stop the worker. Several workers with the same --group split the input partitions; when one stops, the others
@@ -69,41 +69,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _model_arguments(m: argparse._ArgumentGroup) -> None:
+    from adapters.online.config import OnlineConfig as O
     from stream.worker.config import WorkerConfig as W
 
     m.add_argument("--checkpoint", required=True,
                    help="checkpoint directory, or directory of versioned checkpoints (LATEST file or newest)")
     m.add_argument("--model-poll", type=positive_float, default=W.model_poll,
                    help=f"seconds between checks for a new model version (default {W.model_poll:g})")
-    m.add_argument("--window", type=int, default=W.window,
-                   help=f"events kept per user as the support set (default {W.window})")
-    m.add_argument("--max-age", type=positive_float, default=W.max_age,
+    m.add_argument("--window", type=int, default=O.window,
+                   help=f"events kept per user as the support set (default {O.window})")
+    m.add_argument("--max-age", type=positive_float, default=O.max_age,
                    help="drop window events older than this many seconds before the user's newest (default: none)")
-    m.add_argument("--steps", type=int, default=W.steps,
+    m.add_argument("--steps", type=int, default=O.steps,
                    help="inner-loop gradient steps per micro-batch (default: the checkpoint's)")
-    m.add_argument("--prox", type=float, default=W.prox, help="pull toward θ0 (default: the checkpoint's)")
-    m.add_argument("--task-learner", choices=("gradient", "bayes"), default=W.task_learner,
+    m.add_argument("--prox", type=float, default=O.prox, help="pull toward θ0 (default: the checkpoint's)")
+    m.add_argument("--task-learner", choices=("gradient", "bayes"), default=O.task_learner,
                    help="how a user's state adapts: gradient steps, or bayes: a Gaussian posterior around θ0 (one "
                         "Newton step per micro-batch; lists carry an \"uncertainty\" per item) (default: the "
                         "checkpoint's, what it was trained with; a gradient checkpoint under bayes uses its prox and "
                         "ridge λ as the prior precision)")
-    m.add_argument("--explore", choices=("none", "thompson", "ucb"), default=W.explore,
+    m.add_argument("--explore", choices=("none", "thompson", "ucb"), default=O.explore,
                    help="with --task-learner bayes: thompson = rank with a state drawn from the posterior, ucb = mean "
-                        f"score + scale × its std (default {W.explore})")
-    m.add_argument("--persistence", type=non_negative_float, default=W.persistence, metavar="RHO",
+                        f"score + scale × its std (default {O.explore})")
+    m.add_argument("--persistence", type=non_negative_float, default=O.persistence, metavar="RHO",
                    help="with --task-learner bayes: share of a user's deviation from θ0 kept from one micro-batch to "
                         "the next, in [0, 1) (default: the checkpoint's, 0.5)")
-    m.add_argument("--explore-scale", type=non_negative_float, default=W.explore_scale, metavar="X",
-                   help=f"posterior standard deviations per unit of exploration (default {W.explore_scale:g})")
-    m.add_argument("--top-k", type=int, default=W.top_k, help=f"list length (default {W.top_k})")
-    m.add_argument("--max-items", type=int, default=W.max_items,
+    m.add_argument("--explore-scale", type=non_negative_float, default=O.explore_scale, metavar="X",
+                   help=f"posterior standard deviations per unit of exploration (default {O.explore_scale:g})")
+    m.add_argument("--top-k", type=int, default=O.top_k, help=f"list length (default {O.top_k})")
+    m.add_argument("--max-items", type=int, default=O.max_items,
                    help="item rows kept: the model's items plus those first seen online, which get their own row at "
                         "their first event; beyond it the coldest rows are evicted (default: the checkpoint's, "
                         "8,192 for models trained by this version)")
-    m.add_argument("--max-catalog", type=int, default=W.max_catalog,
-                   help=f"rank the whole catalog up to this many items (default {W.max_catalog}) ...")
-    m.add_argument("--retrieval-m", type=int, default=W.retrieval_m,
-                   help=f"... above it, re-rank only the top M items of θ0 (default {W.retrieval_m})")
+    m.add_argument("--max-catalog", type=int, default=O.max_catalog,
+                   help=f"rank the whole catalog up to this many items (default {O.max_catalog}) ...")
+    m.add_argument("--retrieval-m", type=int, default=O.retrieval_m,
+                   help=f"... above it, re-rank only the top M items of θ0 (default {O.retrieval_m})")
 
 
 def _batch_arguments(k: argparse._ArgumentGroup, b: argparse._ArgumentGroup) -> None:
@@ -119,9 +120,10 @@ def _batch_arguments(k: argparse._ArgumentGroup, b: argparse._ArgumentGroup) -> 
                         "(a plain await) or faust (its own per-message wait_first, four asyncio tasks per message)")
     b.add_argument("--batch-size", type=int, default=W.batch_size,
                    help=f"max events per micro-batch (default {W.batch_size})")
-    b.add_argument("--batch-ms", type=positive_float, default=W.batch_ms,
-                   help=f"max milliseconds to wait to fill a micro-batch (default {W.batch_ms:g}; under load batches "
+    b.add_argument("--batch-seconds", type=positive_float, default=W.batch_seconds,
+                   help=f"max seconds to wait, after its first event, to fill a micro-batch (default {W.batch_seconds:g}; under load batches "
                         "fill to --batch-size first, so this mostly bounds the latency of a quiet stream)")
+    removed_flags(b, {"--batch-ms": "use --batch-seconds (seconds: 30 ms is 0.03)"})
     b.add_argument("--store", choices=("rocksdb", "memory"), default=W.store,
                    help=f"local state store (default {W.store}; both are restored from the changelog)")
     b.add_argument("--data-dir", default=W.data_dir,
@@ -144,7 +146,7 @@ def _batch_arguments(k: argparse._ArgumentGroup, b: argparse._ArgumentGroup) -> 
     b.add_argument("--item-ttl", type=non_negative_float, default=W.item_ttl, metavar="SECONDS",
                    help="shared item state: delete an item whose newest event is this many seconds (event time) older "
                         "than the group's newest event; it leaves every worker's table (default 0 = never)")
-    b.add_argument("--item-half-life", type=positive_float, default=W.item_half_life, metavar="SECONDS",
+    b.add_argument("--item-half-life", type=positive_float, default=None, metavar="SECONDS",
                    help="half-life of item popularity in event time (default: the checkpoint's, which training sets "
                         "to the time its last 5,000 events span)")
     b.add_argument("--item-table-max", type=int, default=W.item_table_max,
@@ -170,15 +172,19 @@ def _http_arguments(h: argparse._ArgumentGroup) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> WorkerConfig:
-    """The :class:`~stream.worker.config.WorkerConfig` of parsed ``args`` (every field is a flag of the same name)."""
+    """The :class:`~stream.worker.config.WorkerConfig` of parsed ``args``: every field of it and of its nested
+    :class:`~adapters.online.config.OnlineConfig` is a flag of the same name."""
     from dataclasses import fields
 
+    from adapters.online.config import OnlineConfig
     from stream.kafka.client import kafka_overrides
     from stream.worker.config import WorkerConfig
 
     loglevel = {0: "warning", 1: "info"}.get(getattr(args, "verbose", 0), "debug")
-    values = {f.name: getattr(args, f.name) for f in fields(WorkerConfig) if hasattr(args, f.name)}
-    return WorkerConfig(**values, kafka_options=kafka_overrides(args), loglevel=loglevel)
+    given = vars(args)
+    online = OnlineConfig(**{f.name: given[f.name] for f in fields(OnlineConfig) if f.name in given})
+    values = {f.name: given[f.name] for f in fields(WorkerConfig) if f.name in given and f.name != "online"}
+    return WorkerConfig(**values, online=online, kafka_options=kafka_overrides(args), loglevel=loglevel)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -83,7 +83,7 @@ def _register(app: Any, runner: FaustRunner, source: Any) -> None:
     async def process(stream: Any) -> None:
         health.agent_alive = True
         try:
-            async for events in stream.take_events(cfg.batch_size, cfg.batch_ms / 1000.0):
+            async for events in stream.take_events(cfg.batch_size, cfg.batch_seconds):
                 try:
                     await runner.on_events(list(events))
                 except asyncio.CancelledError:

@@ -3,7 +3,7 @@
 A bare faust app built with the consumer-side settings of :func:`stream.runtime.faust.app.build_app` (raw key and
 value serializers, ``producer_linger=0``, ``stream_wait_empty``, the session timeout and its heartbeat interval,
 the commit interval, ``consumer_auto_offset_reset="earliest"``, the same input topic and partition count) and
-one agent reading the worker's micro-batches (``stream.take_events(batch_size, batch_ms)``). It does no parsing,
+one agent reading the worker's micro-batches (``stream.take_events(batch_size, batch_seconds)``). It does no parsing,
 keeps no state table (``memory://`` store), runs no learner and produces nothing: each micro-batch is counted
 and acked (``take_events`` acks a batch when the next one is requested). It is the ceiling of the stream machinery
 on this machine.
@@ -46,7 +46,7 @@ def build_app(cfg: PassthroughConfig) -> Any:  # pragma: no cover - runs in the 
 
     @app.agent(source, name="bench-passthrough")
     async def passthrough(stream):  # noqa: ANN001, ANN202
-        async for events in stream.take_events(cfg.batch_size, cfg.batch_ms / 1000.0):
+        async for events in stream.take_events(cfg.batch_size, cfg.batch_seconds):
             now = time.time()
             if state["first"] is None:
                 state["first"] = now

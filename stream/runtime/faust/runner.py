@@ -209,7 +209,7 @@ class FaustRunner:
         self.draining = True
         log.warning("signal %s: draining (finish the micro-batch in flight, publish, commit), then stopping", sig)
         try:
-            await drain(self.app.consumer, self.metrics, self.commits, max(0.3, 3 * self.config.batch_ms / 1000.0))
+            await drain(self.app.consumer, self.metrics, self.commits, max(0.3, 3 * self.config.batch_seconds))
         finally:
             worker = self.worker
             if worker is not None:

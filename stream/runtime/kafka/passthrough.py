@@ -1,7 +1,7 @@
 """The confluent-kafka pass-through: the ceiling of a worker on this client, with none of the worker's learning.
 
 A bare loop with the runtime's consumer settings (:class:`~stream.runtime.kafka.runner.KafkaRunner`: a group with
-cooperative-sticky assignment, the same fetch wait, ``--batch-size`` / ``--batch-ms`` micro-batches taken the same
+cooperative-sticky assignment, the same fetch wait, ``--batch-size`` / ``--batch-seconds`` micro-batches taken the same
 way) that per micro-batch decodes every value as JSON, produces one small message per touched user to an output
 topic (``<topic>-passthrough-out``), waits for their delivery, and commits the batch's offsets. No state, no model.
 
@@ -42,7 +42,7 @@ def run(cfg: PassthroughConfig) -> int:  # pragma: no cover - runs in the child 
             msgs = consumer.consume(cfg.batch_size, 0) or consumer.consume(1, 0.1)
             if not msgs:
                 continue
-            deadline = time.monotonic() + cfg.batch_ms / 1000.0
+            deadline = time.monotonic() + cfg.batch_seconds
             while len(msgs) < cfg.batch_size and (left := deadline - time.monotonic()) > 0:
                 msgs += consumer.consume(cfg.batch_size - len(msgs), left)
             now = time.time()

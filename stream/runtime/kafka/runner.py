@@ -2,7 +2,7 @@
 
 The path of a micro-batch (:meth:`KafkaRunner.run`):
 
-1. :meth:`~KafkaRunner.next_batch` takes up to ``--batch-size`` messages, waiting at most ``--batch-ms`` after the
+1. :meth:`~KafkaRunner.next_batch` takes up to ``--batch-size`` messages, waiting at most ``--batch-seconds`` after the
    first one (librdkafka prefetches in its own threads meanwhile);
 2. :meth:`stream.worker.core.WorkerCore.process` turns the input messages into state writes, lists, dead letters
    and item contributions (no Kafka);
@@ -133,7 +133,7 @@ class KafkaRunner:
 
     def next_batch(self) -> list[Any]:
         """Up to ``--batch-size`` messages: waits for a first one (at most :data:`IDLE_POLL_S`), then at most
-        ``--batch-ms`` for the rest."""
+        ``--batch-seconds`` for the rest."""
         cfg = self.config
         consume = self.consumer.consume
         msgs = consume(cfg.batch_size, 0)
@@ -141,7 +141,7 @@ class KafkaRunner:
             msgs = consume(1, IDLE_POLL_S)
             if not msgs:
                 return []
-        deadline = time.monotonic() + cfg.batch_ms / 1000.0
+        deadline = time.monotonic() + cfg.batch_seconds
         while len(msgs) < cfg.batch_size and not self.stopping:
             left = deadline - time.monotonic()
             if left <= 0:

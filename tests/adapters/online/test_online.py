@@ -59,7 +59,7 @@ def test_redelivered_offsets_never_enter_a_window_twice_and_the_list_is_publishe
 
 
 def test_window_keeps_the_last_w_events_none_older_than_max_age(checkpoint):
-    learner = OnlineLearner(checkpoint, OnlineConfig(window=4, max_age_s=50.0))
+    learner = OnlineLearner(checkpoint, OnlineConfig(window=4, max_age=50.0))
     item = checkpoint.item_ids[1]
     events = [Interaction("u0", item, 4.0, 1000.0 + 10 * k, 0, k) for k in range(6)]
     events.append(Interaction("u0", item, 4.0, 1200.0, 0, 6))  # 140 s after the previous one
@@ -182,8 +182,9 @@ def test_corrupt_record_bytes_raise_a_clear_error(bad: bytes) -> None:
         UserRecord.from_bytes(bad)
 
 
-@pytest.mark.parametrize("kwargs", [{"window": 0}, {"steps": -1}, {"top_k": 0}, {"max_age_s": 0.0},
-                                    {"prox": -1.0}, {"top_k": 20, "retrieval_m": 10}])
+@pytest.mark.parametrize("kwargs", [{"window": 0}, {"steps": -1}, {"top_k": 0}, {"max_age": 0.0},
+                                    {"prox": -1.0}, {"top_k": 20, "retrieval_m": 10}, {"explore": "sometimes"},
+                                    {"explore": "ucb", "task_learner": "gradient"}, {"persistence": 1.0}])
 def test_bad_online_config_is_a_user_error(kwargs) -> None:
     with pytest.raises(MetarecError):
         OnlineConfig(**kwargs)

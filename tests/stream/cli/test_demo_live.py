@@ -38,7 +38,7 @@ def test_demo_live_phase_reports_three_hit_rates_and_metarec_beats_popularity(tm
     report_dir = tmp_path / "report"
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run([sys.executable, "-m", "stream", "demo", "--no-live", "--live-events", "4000",
-                           "--live-rate", "400", "--report-dir", str(report_dir)],
+                           "--live-rate", "400", "--report", str(report_dir)],
                           capture_output=True, text=True, timeout=240, env=env, cwd=REPO)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads((report_dir / "demo.json").read_text())

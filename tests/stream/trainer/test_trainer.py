@@ -21,7 +21,7 @@ def _start_trainer(broker: str, topic: str, out, workdir) -> Worker:
     port = free_port()
     log = workdir / "trainer.log"
     cmd = [sys.executable, "-m", "stream", "-v", "trainer", "--bootstrap", broker, "--topic", topic, "--out", str(out),
-           "--every", "500", "--window-events", "300", "--epochs", "1", "--metrics-port", str(port)]
+           "--retrain-every", "500", "--retrain-window", "300", "--epochs", "1", "--metrics-port", str(port)]
     return spawn(cmd, port, log)
 
 
