@@ -22,7 +22,10 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from adapters.online.learner import OnlineLearner
 
 Progress = Callable[[int, int], None]
 
@@ -81,7 +84,7 @@ def _interactions(dataset: Any, n: int) -> list[Any]:
     return out
 
 
-def _learner(checkpoint_dir: Any, **config: Any) -> Any:
+def _learner(checkpoint_dir: Any, **config: Any) -> OnlineLearner:
     from adapters.meta.checkpoint import Checkpoint
     from adapters.online.learner import OnlineConfig, OnlineLearner
 
