@@ -188,6 +188,9 @@ def _check(config: EvaluationConfig) -> None:
         raise MetarecError(f"--item-state must be local or shared, got {config.item_state!r}")
     if config.item_half_life is not None and not config.item_half_life > 0:
         raise MetarecError(f"--item-half-life must be > 0 seconds, got {config.item_half_life}")
+    if not config.checkpoint:  # θ0 is trained here: a pair that cannot be trained is refused before any work
+        from adapters.meta.config import TrainConfig, check_learners
+        check_learners(config.meta, config.task_learner, config.model or TrainConfig.model)
 
 
 def _protocol_config(config: EvaluationConfig) -> PrequentialConfig:
@@ -217,6 +220,9 @@ def _checkpoints(ds: Any, config: EvaluationConfig, progress: bool
         checkpoint = load_matching_checkpoint(config.checkpoint, ds, config.history)
         if config.model and config.model != checkpoint.model:
             raise MetarecError(f"--model {config.model} but the checkpoint is a {checkpoint.model} model")
+        if config.retrain_every:  # retraining meta-trains with the checkpoint's meta-learner
+            from adapters.meta.config import check_learners
+            check_learners(checkpoint.meta, config.task_learner, checkpoint.model)
     else:
         checkpoint = _train(ds, config, config.model or TrainConfig.model, config.meta, progress)
     erm = (_train(ds, config, config.model or checkpoint.model, "erm", progress)
