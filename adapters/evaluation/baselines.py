@@ -26,12 +26,17 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from adapters.errors import MetarecError
 from adapters.evaluation.prequential import EventStream, Scores
+
+if TYPE_CHECKING:
+    from adapters.online.learner import Interaction, OnlineLearner
+    from adapters.online.records import UserRecord
+    from adapters.online.items.table import ItemTable
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +164,7 @@ class RiverBiasedMF:
         return Scores(ratings=ratings, ranking=ranking)
 
 
-def interactions(stream: EventStream) -> list[Any]:
+def interactions(stream: EventStream) -> list[Interaction]:
     """The stream as :class:`~adapters.online.learner.Interaction` values (offset = position), built once per stream."""
     cached = getattr(stream, "_interactions", None)
     if cached is None:
@@ -180,13 +185,13 @@ class LearnerModel:
     ``max_items``; until then the worker could not recommend it either.
     """
 
-    def __init__(self, stream: EventStream, learner: Any, name: str) -> None:
+    def __init__(self, stream: EventStream, learner: OnlineLearner, name: str) -> None:
         self.stream = stream
         self.learner = learner
         self.name = name
-        self.records: dict[str, Any] = {}
+        self.records: dict[str, UserRecord] = {}
         self._version = -1
-        self._side: Any = None
+        self._side: ItemTable | None = None
         self._refresh_columns()
         known = int((self.col_rows > 0).sum())
         log.info("%s: %d of %d stream items in the checkpoint vocabulary", name, known, stream.n_cols)
@@ -201,7 +206,7 @@ class LearnerModel:
             self.col_rows = np.array([side.row(i) for i in self.stream.item_names], dtype=np.int64)
             self._version, self._side = side.vocab.version, side
 
-    def _process(self, events: list[Any]) -> None:
+    def _process(self, events: list[Interaction]) -> None:
         result = self.learner.process(events, self.records, publish=False, measure_loss=False)
         self.records.update(result.records)
         self.adapt_seconds += result.adapt_seconds

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from adapters.base import SupportBatch
+from adapters.base import Adapter, SupportBatch
 from adapters.meta.checkpoint import Checkpoint, training_fingerprint
 from adapters.errors import MetarecError
 from adapters.evaluation.config import ColdStartConfig
@@ -89,7 +89,7 @@ def make_split(ds: Any, test_users: list[str], ck: Checkpoint, cfg: ColdStartCon
     return Split(torch.tensor(users), support, torch.tensor(q_items), np.array(q_rat, dtype=np.float64))
 
 
-def predict_split(adapter: Any, split: Split, steps: int | None, adapt: bool, batch: int = 256) -> np.ndarray:
+def predict_split(adapter: Adapter, split: Split, steps: int | None, adapt: bool, batch: int = 256) -> np.ndarray:
     """Predicted ratings of the query items, after ``steps`` inner steps on the support when ``adapt``."""
     out = []
     for s in range(0, len(split.users), batch):

@@ -21,12 +21,23 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from adapters.errors import MetarecError
 from adapters.evaluation.config import EvaluationConfig
 from adapters.evaluation.groups import GROUPS_NOTE, group_breakdown, group_bounds
 from adapters.evaluation.prequential import PrequentialConfig
+
+if TYPE_CHECKING:
+    from adapters.evaluation.baselines import LearnerModel, Popularity, RiverBiasedMF
+    from adapters.evaluation.cooccurrence import Cooccurrence
+    from adapters.evaluation.prequential import EventStream
+    from adapters.evaluation.retrain import Retraining, Trainer
+    from adapters.meta.checkpoint import Checkpoint
+    from adapters.meta.config import TrainConfig
+    from adapters.online.config import OnlineConfig
+
+    Model = LearnerModel | Popularity | RiverBiasedMF | Cooccurrence | Retraining  #: a model of the report
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +56,7 @@ RETRAIN_NOTE = ("metarec's seconds include its retrainings (retrain.seconds: tra
                 "stored users); no_adaptation and erm_finetune keep their θ0")
 
 
-def _train_config(config: EvaluationConfig, model: str, meta: str) -> Any:
+def _train_config(config: EvaluationConfig, model: str, meta: str) -> TrainConfig:
     """The training settings of θ0 (and of the ERM checkpoint) for this run."""
     from adapters.meta.training import TrainConfig
 
@@ -60,7 +71,7 @@ def _train_config(config: EvaluationConfig, model: str, meta: str) -> Any:
     return cfg
 
 
-def _train(ds: Any, config: EvaluationConfig, model: str, meta: str, progress: bool) -> Any:
+def _train(ds: Any, config: EvaluationConfig, model: str, meta: str, progress: bool) -> Checkpoint:
     """Train a checkpoint of ``model`` with ``meta`` on the history part of ``ds``."""
     from adapters.meta.training import train
 
@@ -83,7 +94,7 @@ def _train(ds: Any, config: EvaluationConfig, model: str, meta: str, progress: b
     return ck
 
 
-def load_matching_checkpoint(path: str, ds: Any, history: float) -> Any:
+def load_matching_checkpoint(path: str, ds: Any, history: float) -> Checkpoint:
     """Load ``path`` and check it was trained on exactly the history part of ``ds``."""
     from adapters.meta.checkpoint import Checkpoint, training_fingerprint
 
@@ -102,8 +113,8 @@ MODEL_NAMES = ("metarec", "no_adaptation", "erm_finetune", "popularity", "popula
                "cooccurrence")
 
 
-def build_models(stream: Any, checkpoint: Any, erm_checkpoint: Any, online: Any,
-                 names: tuple[str, ...] = ()) -> list[Any]:
+def build_models(stream: EventStream, checkpoint: Checkpoint, erm_checkpoint: Checkpoint | None,
+                 online: OnlineConfig, names: tuple[str, ...] = ()) -> list[Model]:
     """The models of the contract, in report order (``online``'s task learner and exploration are ``metarec``'s;
     ``no_adaptation`` shares its task learner, without exploration; ``erm_finetune`` adapts as its checkpoint says)."""
     from adapters.evaluation.baselines import HALF_LIFE_EVENTS, LearnerModel, Popularity, RiverBiasedMF
@@ -124,7 +135,7 @@ def build_models(stream: Any, checkpoint: Any, erm_checkpoint: Any, online: Any,
     return [factories[name]() for name in MODEL_NAMES if not names or name in names]
 
 
-def _retrainer(ds: Any, stream: Any, config: EvaluationConfig) -> Any:
+def _retrainer(ds: Any, stream: EventStream, config: EvaluationConfig) -> Trainer:
     """The trainer of ``--retrain-every``: events ``[start, end)`` of ``ds`` (the stream's order) → a version
     warm-started from ``init``, trained with θ0's settings (this run's, or the loaded checkpoint's meta-learner)."""
     import numpy as np
@@ -135,14 +146,15 @@ def _retrainer(ds: Any, stream: Any, config: EvaluationConfig) -> Any:
             and np.array_equal(ds.user_ids, stream.user_ids)):
         raise MetarecError("the stream's event order differs from the dataset's: cannot cut past events for retraining")
 
-    def retrain(start: int, end: int, init: Any) -> Any:
+    def retrain(start: int, end: int, init: Checkpoint) -> Checkpoint:
         cfg = replace(_train_config(config, init.model, init.meta), history=1.0, part=f"events {start}-{end}")
         return train(ds.slice(start, end), cfg, init=init)
 
     return retrain
 
 
-def _with_retraining(models: list[Any], ds: Any, stream: Any, config: EvaluationConfig) -> tuple[list[Any], Any]:
+def _with_retraining(models: list[Model], ds: Any, stream: EventStream, config: EvaluationConfig
+                     ) -> tuple[list[Model], Retraining | None]:
     """``models`` with ``metarec`` retraining every ``config.retrain_every`` scored events (and the wrapper), or as
     they are (and None) when ``retrain_every`` is 0."""
     if not config.retrain_every:
@@ -176,6 +188,9 @@ def _check(config: EvaluationConfig) -> None:
         raise MetarecError(f"--item-state must be local or shared, got {config.item_state!r}")
     if config.item_half_life is not None and not config.item_half_life > 0:
         raise MetarecError(f"--item-half-life must be > 0 seconds, got {config.item_half_life}")
+    if not config.checkpoint:  # θ0 is trained here: a pair that cannot be trained is refused before any work
+        from adapters.meta.config import TrainConfig, check_learners
+        check_learners(config.meta, config.task_learner, config.model or TrainConfig.model)
 
 
 def _protocol_config(config: EvaluationConfig) -> PrequentialConfig:
@@ -195,7 +210,8 @@ def _drift_truth(dataset: str) -> Any:
     return None
 
 
-def _checkpoints(ds: Any, config: EvaluationConfig, progress: bool) -> tuple[Any, Any, float]:
+def _checkpoints(ds: Any, config: EvaluationConfig, progress: bool
+                 ) -> tuple[Checkpoint, Checkpoint | None, float]:
     """θ0 (loaded or trained here), the ERM checkpoint trained here, and the training seconds."""
     from adapters.meta.config import TrainConfig
 
@@ -204,6 +220,9 @@ def _checkpoints(ds: Any, config: EvaluationConfig, progress: bool) -> tuple[Any
         checkpoint = load_matching_checkpoint(config.checkpoint, ds, config.history)
         if config.model and config.model != checkpoint.model:
             raise MetarecError(f"--model {config.model} but the checkpoint is a {checkpoint.model} model")
+        if config.retrain_every:  # retraining meta-trains with the checkpoint's meta-learner
+            from adapters.meta.config import check_learners
+            check_learners(checkpoint.meta, config.task_learner, checkpoint.model)
     else:
         checkpoint = _train(ds, config, config.model or TrainConfig.model, config.meta, progress)
     erm = (_train(ds, config, config.model or checkpoint.model, "erm", progress)

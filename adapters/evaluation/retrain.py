@@ -33,17 +33,21 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from adapters.errors import MetarecError
 from adapters.evaluation.prequential import Scores
 
+if TYPE_CHECKING:
+    from adapters.evaluation.baselines import LearnerModel
+    from adapters.meta.checkpoint import Checkpoint
+
 log = logging.getLogger(__name__)
 
 #: trains a new version on the events ``[start, end)``, warm-started from ``init``: ``(start, end, init) → Checkpoint``
-Trainer = Callable[[int, int, Any], Any]
+Trainer = Callable[[int, int, "Checkpoint"], "Checkpoint"]
 
 
 @dataclass(frozen=True)
@@ -64,7 +68,7 @@ class Retraining:
     """A :class:`~adapters.evaluation.baselines.LearnerModel` whose θ0 is re-meta-trained every ``every`` scored
     events on past events only (the module docstring); ``window`` > 0: on the last ``window`` of them."""
 
-    def __init__(self, model: Any, every: int, window: int, trainer: Trainer) -> None:
+    def __init__(self, model: LearnerModel, every: int, window: int, trainer: Trainer) -> None:
         if every < 1:
             raise MetarecError(f"retrain-every must be ≥ 1 scored event, got {every}")
         if window < 0:

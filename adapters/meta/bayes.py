@@ -5,6 +5,9 @@ entry of the user state that adapts, a posterior mean and a posterior precision:
 
     p(s | window) ∝ exp(−L_window(s)) · N(s; θ0, Λ0⁻¹)          Λ0 = exp(log_prior_prec), meta-learned
 
+(Λ0 is a :class:`~adapters.meta.rates.PriorPrecision` the meta-learner owns, :func:`prior`, and the model adapts with
+as its ``adaptation.prior``.)
+
 ``L_window`` is the model's support loss (:meth:`batch_loss`), read as a negative log-likelihood.
 
 * **Rating block** (``mf``/``seq``: ``[v | b_u]``, where the loss is quadratic): the posterior is Gaussian and its
@@ -44,24 +47,29 @@ True
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
 from adapters.base import SupportBatch
 from adapters.meta.inner import solve_rating_block
+from adapters.meta import rates
+from adapters.meta.rates import PriorPrecision
+
+if TYPE_CHECKING:  # the models with a closed-form rating block: mf and its subclass seq
+    from adapters.models.mf import MFAdapter
 
 TASK_LEARNERS = ("gradient", "bayes")
 
 
-def _ranking_mask(model: Any) -> torch.Tensor:
+def _ranking_mask(model: MFAdapter) -> torch.Tensor:
     """``[state_dim]`` True on the ranking block's entries (those of :func:`posterior_entries`)."""
     mask = torch.zeros(model.state_dim, dtype=torch.bool)
     mask[posterior_entries(model)] = True
     return mask
 
 
-def posterior_entries(model: Any) -> torch.Tensor:
+def posterior_entries(model: MFAdapter) -> torch.Tensor:
     """Indices of the state entries whose precision a state keeps: the ranking block (``u`` and ``seq``'s gain), which
     the next micro-batch starts from. The rating block's posterior is solved again from the window at every
     micro-batch, so its precision is not kept (it would cost 4·(rating_dim + 1) bytes per user for nothing); the
@@ -71,27 +79,27 @@ def posterior_entries(model: Any) -> torch.Tensor:
     return torch.tensor(idx, dtype=torch.long)
 
 
-def default_prior_precision(model: Any) -> torch.Tensor:
+def default_prior_precision(model: MFAdapter) -> torch.Tensor:
     """``[state_dim]`` Λ0 before meta-learning: the gradient learner's own pulls toward θ0 in the same units
     (``2·prox`` on the ranking entries, twice the ridge λ on the rating block)."""
-    inner = model.inner
-    prec = torch.full((model.state_dim,), max(2.0 * float(inner.prox), 1e-2))
-    block = getattr(model, "rating_block", None)
-    if block is not None:
-        prec[block] = 2.0 * float(inner.ridge_lambda)
-    return prec
+    return rates.default_prior_precision(model.state_dim, model.inner, model.rating_block)
 
 
-def prior_precision(model: Any) -> torch.Tensor:
-    """``[state_dim]`` Λ0: on the ranking block the model's meta-learned one when it has it (trained with
-    ``task_learner="bayes"``); on the rating block always twice the ridge λ (meta-learning it there raised the RMSE
-    of ML-100K from 0.966 to 0.977: README)."""
+def prior(model: MFAdapter) -> PriorPrecision:
+    """A meta-learnable Λ0 for ``model``, starting at :func:`default_prior_precision`."""
+    return PriorPrecision(model.state_dim, model.inner, model.rating_block)
+
+
+def prior_precision(model: MFAdapter) -> torch.Tensor:
+    """``[state_dim]`` Λ0: on the ranking block the meta-learned one the model adapts with when it has one (trained
+    with ``task_learner="bayes"``: ``model.adaptation.prior``); on the rating block always twice the ridge λ
+    (meta-learning it there raised the RMSE of ML-100K from 0.966 to 0.977: README)."""
     default = default_prior_precision(model)
-    log_prec = getattr(model, "log_prior_prec", None)
-    if log_prec is None:
+    learned_prior = model.adaptation.prior
+    if learned_prior is None:
         return default
-    block = getattr(model, "rating_block", None)
-    learned = log_prec.exp()
+    block = model.rating_block
+    learned = learned_prior()
     if block is None:
         return learned
     keep = torch.zeros(model.state_dim, dtype=torch.bool)
@@ -99,31 +107,31 @@ def prior_precision(model: Any) -> torch.Tensor:
     return torch.where(keep, default, learned)
 
 
-def init_states(model: Any, users: torch.Tensor) -> torch.Tensor:
+def init_states(model: MFAdapter, users: torch.Tensor) -> torch.Tensor:
     """θ0's states with the prior precisions appended: ``[B, state_dim + n_posterior]``."""
     s0 = model.init_states(users)
     prec = prior_precision(model)[posterior_entries(model)]
     return torch.cat([s0, prec.expand(s0.shape[0], -1)], dim=1)
 
 
-def split(model: Any, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def split(model: MFAdapter, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(model states [B, state_dim], precisions [B, n_posterior])``."""
     return states[:, :model.state_dim], states[:, model.state_dim:]
 
 
-def full_precision(model: Any, prec: torch.Tensor) -> torch.Tensor:
+def full_precision(model: MFAdapter, prec: torch.Tensor) -> torch.Tensor:
     """``[B, state_dim]`` precisions, +inf on the entries whose precision is not kept (no uncertainty there)."""
     out = torch.full((prec.shape[0], model.state_dim), float("inf"), dtype=prec.dtype)
     out[:, posterior_entries(model)] = prec
     return out
 
 
-def _ranking_entries(model: Any) -> tuple[slice, int | None]:
+def _ranking_entries(model: MFAdapter) -> tuple[slice, int | None]:
     """The user-vector slice and the gain index (None for ``mf``)."""
-    return slice(0, model.config.dim), getattr(model, "gain_index", None)
+    return slice(0, model.config.dim), model.gain_index
 
 
-def _ranking_grad_hessian(model: Any, states: torch.Tensor, support: SupportBatch, differentiable: bool = False
+def _ranking_grad_hessian(model: MFAdapter, states: torch.Tensor, support: SupportBatch, differentiable: bool = False
                           ) -> tuple[torch.Tensor, torch.Tensor]:
     """``[B, state_dim]`` gradient and diagonal Hessian of the ranking loss w.r.t. the ranking block (0 elsewhere and
     for users without a ranking event), from one catalogue softmax. ``differentiable``: with their graph (w.r.t. the
@@ -134,21 +142,16 @@ def _ranking_grad_hessian(model: Any, states: torch.Tensor, support: SupportBatc
         return _grad_hessian(model, states.detach(), support)
 
 
-def _grad_hessian(model: Any, states: torch.Tensor, support: SupportBatch) -> tuple[torch.Tensor, torch.Tensor]:
+def _grad_hessian(model: MFAdapter, states: torch.Tensor, support: SupportBatch) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`_ranking_grad_hessian`'s computation, with a graph wherever grad mode and the inputs give one."""
     items = support.items
     q_all = model.item_emb
     q, bias = q_all[1:], model.item_bias[1:]
-    weights = getattr(model, "positive_weights", None)
-    if weights is not None:  # seq: recency weights summing to 1
-        w = weights(support)
-    else:  # mf: the mean over the window's known items
-        valid = (support.mask & (items > 0)).to(q.dtype)
-        w = valid / valid.sum(1, keepdim=True).clamp(min=1)
+    w = model.positive_weights(support)  # mf: the mean over the window's known items; seq: recency weights
     has = (w.sum(1, keepdim=True) > 0).to(q.dtype)
     rw = float(model.config.rank_weight)
     mean_pos = torch.nn.functional.embedding_bag(items, q_all, mode="sum", per_sample_weights=w)
-    p = torch.softmax(torch.addmm(bias, model.effective(states), q.t()), dim=1)
+    p = torch.softmax(torch.addmm(bias, model.ranking_vectors(states), q.t()), dim=1)
     mq = p @ q
     u_blk, gain = _ranking_entries(model)
     gu = (mq * has - mean_pos) * rw
@@ -164,7 +167,7 @@ def _grad_hessian(model: Any, states: torch.Tensor, support: SupportBatch) -> tu
     return _place(model, states, g_cols), _place(model, states, h_cols)
 
 
-def _place(model: Any, states: torch.Tensor, cols: list[torch.Tensor]) -> torch.Tensor:
+def _place(model: MFAdapter, states: torch.Tensor, cols: list[torch.Tensor]) -> torch.Tensor:
     """``[B, state_dim]``: the ranking block's columns ``cols`` (``u``, then the gain if any) in place, 0 elsewhere."""
     u_blk, gain = _ranking_entries(model)
     zeros = states.new_zeros(states.shape[0], model.state_dim)
@@ -173,7 +176,7 @@ def _place(model: Any, states: torch.Tensor, cols: list[torch.Tensor]) -> torch.
     return torch.cat(parts, dim=1)
 
 
-def adapt(model: Any, states: torch.Tensor, support: SupportBatch, persistence: float = 0.0,
+def adapt(model: MFAdapter, states: torch.Tensor, support: SupportBatch, persistence: float = 0.0,
           second_order: bool = False) -> torch.Tensor:
     """One Bayesian update of ``states`` (``[B, state_dim + n_posterior]``, from :func:`init_states` or an earlier
     call) on the window ``support``; users with an empty window keep their state.
@@ -195,7 +198,7 @@ def adapt(model: Any, states: torch.Tensor, support: SupportBatch, persistence: 
     return finish(model, states, support, theta0, new_s, h + p_pred)
 
 
-def relax(model: Any, states: torch.Tensor, support: SupportBatch, persistence: float
+def relax(model: MFAdapter, states: torch.Tensor, support: SupportBatch, persistence: float
           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The first half of :func:`adapt`: the previous posterior relaxed toward the prior (the Ornstein–Uhlenbeck step
     keeping ``persistence`` ρ) and prepared for the window. Returns ``(θ0, m', P')``, each ``[B, state_dim]`` (``P'``
@@ -207,15 +210,14 @@ def relax(model: Any, states: torch.Tensor, support: SupportBatch, persistence: 
     rho = float(persistence)
     s = torch.where(rank, theta0 + rho * (s_prev - theta0), s_prev)
     p_pred = torch.where(rank, 1.0 / (rho * rho / p_prev + (1.0 - rho * rho) / prior_precision(model)), p_prev)
-    prepare = getattr(model, "prepare_states", None)
-    return theta0, (prepare(s, support) if prepare is not None else s), p_pred
+    return theta0, model.prepare_states(s, support), p_pred
 
 
-def finish(model: Any, states: torch.Tensor, support: SupportBatch, theta0: torch.Tensor, new_s: torch.Tensor,
+def finish(model: MFAdapter, states: torch.Tensor, support: SupportBatch, theta0: torch.Tensor, new_s: torch.Tensor,
            precision: torch.Tensor) -> torch.Tensor:
     """The last half of :func:`adapt`: ``new_s`` (ranking block updated) with the rating block's posterior mean solved,
     and the ranking block's ``precision`` ``[B, state_dim]`` appended; users with an empty window keep ``states``."""
-    block = getattr(model, "rating_block", None)
+    block = model.rating_block
     if block is not None:
         new_s = solve_rating_block(model, new_s, support, theta0, prior_precision(model)[block] / 2.0,
                                    model.inner.ridge_mean)
@@ -224,7 +226,7 @@ def finish(model: Any, states: torch.Tensor, support: SupportBatch, theta0: torc
 
 
 @torch.no_grad()
-def score_std(model: Any, states: torch.Tensor, candidates: torch.Tensor | None = None) -> torch.Tensor:
+def score_std(model: MFAdapter, states: torch.Tensor, candidates: torch.Tensor | None = None) -> torch.Tensor:
     """``[B, N]`` (or ``[B, C]`` for ``candidates``) posterior standard deviation of the ranking scores."""
     s, prec = split(model, states)
     var = 1.0 / full_precision(model, prec)
@@ -245,7 +247,7 @@ def score_std(model: Any, states: torch.Tensor, candidates: torch.Tensor | None 
 
 
 @torch.no_grad()
-def sample_states(model: Any, states: torch.Tensor, scale: float, generator: torch.Generator) -> torch.Tensor:
+def sample_states(model: MFAdapter, states: torch.Tensor, scale: float, generator: torch.Generator) -> torch.Tensor:
     """Model states drawn from the posterior of the ranking block (its standard deviations times ``scale``); the
     rest is the posterior mean. For Thompson sampling."""
     s, prec = split(model, states)

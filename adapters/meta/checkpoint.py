@@ -4,7 +4,10 @@ Directory layout::
 
     config.json          model, meta-learner, hyper-parameters, rating range, history fraction, dataset spec,
                          dataset fingerprint, training fingerprint, version id, format number
-    weights.safetensors  every tensor of the model (parameters and feature buffers)
+    weights.safetensors  every tensor of the model (parameters and feature buffers), and those the model adapts
+                         with that meta-learning owns (:mod:`adapters.meta.rates`): ``rates.log_lr``,
+                         ``rates.log_lr_steps`` (MAML++), ``prior.log_prior_prec`` (bayes). A checkpoint written
+                         while the model carried them has them at the top level (``log_lr``, ...): still read.
     vocab.json           item ids (row order, row 0 = "<unk>"), titles, genre names; user ids (row order)
     metrics.json         training metrics (loss curve, timings)
 
@@ -27,12 +30,17 @@ import logging
 import os
 import time
 from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from adapters.errors import MetarecError
+from adapters.meta.rates import split_weights
+
+if TYPE_CHECKING:
+    from adapters.models import AdapterModule, FeatureTables
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +57,7 @@ def training_fingerprint(dataset_fingerprint: str, history: float = 1.0, part: s
 
 @dataclass
 class Checkpoint:
-    adapter: Any  #: the model (an :class:`~adapters.base.Adapter`)
+    adapter: AdapterModule  #: the model, adapting with the rates and prior it was trained with (its ``adaptation``)
     model: str
     meta: str
     item_ids: list[str]
@@ -74,7 +82,7 @@ class Checkpoint:
 
     # ---- construction -------------------------------------------------------------------------------
     @staticmethod
-    def from_adapter(adapter: Any, item_ids: list[str], meta: str, user_ids: list[str] | None = None,
+    def from_adapter(adapter: AdapterModule, item_ids: list[str], meta: str, user_ids: list[str] | None = None,
                      item_titles: dict[str, str] | None = None, genre_names: list[str] | None = None,
                      item_features: dict[str, list[int]] | None = None,
                      config: dict[str, Any] | None = None, fingerprint: str = "",
@@ -90,12 +98,14 @@ class Checkpoint:
                           config=cfg, fingerprint=fingerprint,
                           metrics=dict(metrics or {}))
 
-    def _weights(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().contiguous().clone() for k, v in self.adapter.state_dict().items()}
+    def weights(self) -> dict[str, torch.Tensor]:
+        """Every tensor the checkpoint saves: the model's state dict and its adaptation's (``rates.``, ``prior.``)."""
+        tensors = {**self.adapter.state_dict(), **self.adapter.adaptation.named_tensors()}
+        return {k: v.detach().contiguous().clone() for k, v in tensors.items()}
 
     def _make_version(self) -> str:
         from safetensors.torch import save
-        digest = hashlib.sha256(save(self._weights())).hexdigest()[:8]
+        digest = hashlib.sha256(save(self.weights())).hexdigest()[:8]
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         return f"{self.model}-{self.meta}-{stamp}-{digest}"
 
@@ -106,14 +116,13 @@ class Checkpoint:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         cardinalities = {"n_items": self.adapter.n_items, "n_users": len(self.user_ids)}
-        tables = getattr(self.adapter, "tables_cardinalities", None)
         config = {"format": FORMAT, "model": self.model, "meta": self.meta, "version": self.version,
                   "fingerprint": self.fingerprint, "state_dim": self.adapter.state_dim, **self.config,
-                  "shapes": {**(tables() if tables else {}), **cardinalities}}
+                  "shapes": {**self.adapter.tables_cardinalities(), **cardinalities}}
         vocab = {"items": self.item_ids, "titles": self.item_titles, "genres": self.genre_names,
                  "features": self.item_features,
                  "users": self.user_ids}
-        self._write(d / "weights.safetensors", lambda p: save_file(self._weights(), str(p),
+        self._write(d / "weights.safetensors", lambda p: save_file(self.weights(), str(p),
                                                                    metadata={"version": self.version}))
         self._write(d / "vocab.json", lambda p: p.write_text(json.dumps(vocab)))
         self._write(d / "metrics.json", lambda p: p.write_text(json.dumps(self.metrics, indent=2)))
@@ -122,7 +131,7 @@ class Checkpoint:
         return d
 
     @staticmethod
-    def _write(path: Path, writer: Any) -> None:
+    def _write(path: Path, writer: Callable[[Path], object]) -> None:
         tmp = path.with_name(path.name + ".tmp")
         writer(tmp)
         tmp.replace(path)
@@ -152,11 +161,14 @@ class Checkpoint:
             tables = _placeholder_tables(tables, shapes)
             adapter = build_model(config["model"], int(shapes["n_items"]), tables, config["model_config"],
                                   config["inner"])
-            adapter.load_state_dict(weights, strict=True)
+            own, adaptation = split_weights(weights)  # legacy top-level rates and prior go to their owners
+            adapter.load_state_dict(own, strict=True)
+            adapter.adaptation.load(adaptation)
         except (KeyError, TypeError, ValueError, RuntimeError, MetarecError) as exc:
             raise MetarecError(f"checkpoint {d}: weights do not match its configuration ({str(exc).splitlines()[0]})") from None
         adapter.eval()
         adapter.requires_grad_(False)
+        adapter.adaptation.freeze()
         extra = {k: v for k, v in config.items()
                  if k not in ("format", "model", "meta", "version", "fingerprint", "state_dim", "shapes")}
         try:
@@ -229,7 +241,7 @@ def _refuse_pickle(path: Path) -> None:
                            f"metarec never unpickles (convert the weights with safetensors.torch.save_file)")
 
 
-def _placeholder_tables(tables: Any, shapes: dict[str, Any]) -> Any:
+def _placeholder_tables(tables: FeatureTables, shapes: dict[str, Any]) -> FeatureTables:
     """Feature tables of the right cardinalities; their values are overwritten by the saved buffers."""
     def with_card(t: torch.Tensor, n: int) -> torch.Tensor:
         t = t.clone()

@@ -15,12 +15,36 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from adapters.errors import MetarecError
+
 #: the meta-learner the commands (``metarec train``, ``metarec evaluate``) train with when none is given: maml,
 #: second order (cheap for mf thanks to its closed-form gradient), beat fomaml on a validation split of ML-100K's
 #: history (HR@10 0.176 vs 0.165). :class:`TrainConfig` itself defaults to the cheaper ``fomaml``.
 DEFAULT_META = "maml"
 #: the meta-learners a command can train with (adapters.meta.learners; listed here, torch-free, for the flags)
 META_NAMES = ("maml", "fomaml", "reptile", "metasgd", "mamlpp")
+
+#: the models whose user state has a closed-form rating block (the ridge solver and the bayes task learner need one)
+CLOSED_FORM_MODELS = ("seq", "mf")
+
+
+def check_learners(meta: str, task_learner: str, model: str | None = None) -> None:
+    """Refuse a meta-learner / task-learner / model combination that cannot be trained, with a one-line
+    :class:`~adapters.errors.MetarecError` (``model`` None: not known yet).
+
+    >>> check_learners("maml", "bayes", "seq")
+    >>> check_learners("metasgd", "bayes")
+    Traceback (most recent call last):
+    adapters.errors.MetarecError: metasgd learns per-parameter inner rates; the bayes task learner takes one Newton step and has none to learn: use maml
+    """
+    if task_learner != "bayes":
+        return
+    if meta == "metasgd":
+        raise MetarecError("metasgd learns per-parameter inner rates; the bayes task learner takes one Newton step "
+                           "and has none to learn: use maml")
+    if model is not None and model not in CLOSED_FORM_MODELS:
+        raise MetarecError(f"model {model} has no closed-form rating block: the bayes task learner needs mf or seq")
+
 
 DEFAULT_INNER_LR = {"mf": 0.5, "melu": 0.05}
 #: mf's rating block [v | b_u] has an MSE gradient 2·err per unit: its own, smaller rate (validation on ML-100K's

@@ -45,59 +45,20 @@ True
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
-from adapters.base import SupportBatch
-from adapters.errors import MetarecError
+from adapters.base import GradFn, SupportBatch
+from adapters.meta.innerconfig import GRAD_METHODS, RATING_SOLVERS, InnerConfig
 
-GRAD_METHODS = ("auto", "analytic", "autograd", "func")
-RATING_SOLVERS = ("gd", "ridge")
+if TYPE_CHECKING:
+    from adapters.base import Adapter
 
+__all__ = ["GRAD_METHODS", "RATING_SOLVERS", "InnerConfig", "inner_loop", "ridge_block", "solve_rating_block",
+           "support_gradient"]
 
-@dataclass
-class InnerConfig:
-    """Inner-loop defaults of an adapter (overridable per call of ``adapt``)."""
-
-    steps: int = 3  #: gradient steps per adaptation
-    lr: float = 0.1  #: inner learning rate (initial value when Meta-SGD learns per-parameter rates)
-    #: learning rate of the model's rating block (``mf``: ``[v | b_u]``); None = ``lr``. The rating MSE's gradient
-    #: is ``2·err`` per unit, far steeper than the softmax's, so one shared rate over- or under-shoots one block.
-    lr_rating: float | None = None
-    prox: float = 0.0  #: λ of the proximal term λ‖θ − θ0‖²
-    metasgd: bool = False  #: per-parameter learned learning rates
-    #: per-step and per-parameter learned learning rates ``[steps, D]`` (MAML++'s LSLR, :mod:`adapters.meta.mamlpp`)
-    per_step_lr: bool = False
-    grad: str = "auto"  #: one of GRAD_METHODS; "auto" = analytic when the model has one, else autograd
-    #: how the rating block is adapted: "gd" = the gradient steps like every other entry; "ridge" = its exact
-    #: minimiser in closed form (:func:`ridge_block`; models with a ``rating_design``, i.e. ``mf``)
-    rating_solver: str = "gd"
-    ridge_lambda: float = 0.2  #: λ of the ridge solver's pull λ‖s_r − θ0_r‖² (only with ``rating_solver="ridge"``)
-    #: ridge solver's data term: True = the support loss's mean over the rated events (λ then weighs more, the more
-    #: ratings a user has); False = their sum (a Gaussian prior of fixed precision λ around θ0: the more ratings,
-    #: the less the pull)
-    ridge_mean: bool = True
-    #: how a user's state adapts: "gradient" = the gradient steps below; "bayes" = a Gaussian posterior around θ0 with
-    #: a meta-learned prior precision (:mod:`adapters.meta.bayes`; models with a closed-form rating block)
-    task_learner: str = "gradient"
-    #: bayes: share ρ of a user's deviation from θ0 kept from one micro-batch to the next (adapters.meta.bayes.adapt);
-    #: 0.5 ≈ the gradient learner's own contraction, (1 − lr·2·prox)^steps = 0.8³ at the defaults
-    persistence: float = 0.5
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.persistence < 1.0:
-            raise MetarecError(f"persistence must be in [0, 1), got {self.persistence}")
-        if self.task_learner not in ("gradient", "bayes"):
-            raise MetarecError(f"unknown task learner {self.task_learner!r} (choose gradient or bayes)")
-        if self.rating_solver not in RATING_SOLVERS:
-            raise MetarecError(f"unknown rating solver {self.rating_solver!r} (choose {' or '.join(RATING_SOLVERS)})")
-        if not self.ridge_lambda > 0:
-            raise MetarecError(f"ridge lambda must be > 0, got {self.ridge_lambda}")
-
-
-def _gradient_autograd(model: Any, states: torch.Tensor, support: SupportBatch, create_graph: bool) -> torch.Tensor:
+def _gradient_autograd(model: Adapter, states: torch.Tensor, support: SupportBatch, create_graph: bool) -> torch.Tensor:
     with torch.enable_grad():
         s = states if states.requires_grad else states.detach().requires_grad_(True)
         total = model.batch_loss(s, support).sum()
@@ -105,7 +66,7 @@ def _gradient_autograd(model: Any, states: torch.Tensor, support: SupportBatch, 
     return g
 
 
-def _gradient_func(model: Any, states: torch.Tensor, support: SupportBatch) -> torch.Tensor:
+def _gradient_func(model: Adapter, states: torch.Tensor, support: SupportBatch) -> torch.Tensor:
     from torch.func import functional_call, grad, vmap
     params = {k: v for k, v in model.named_parameters()}
     buffers = {k: v for k, v in model.named_buffers()}
@@ -118,16 +79,17 @@ def _gradient_func(model: Any, states: torch.Tensor, support: SupportBatch) -> t
     return vmap(grad(one_user))(states, support.items, support.ratings, support.mask, support.rated, support.users)
 
 
-def support_gradient(model: Any, states: torch.Tensor, support: SupportBatch, method: str = "auto",
+def support_gradient(model: Adapter, states: torch.Tensor, support: SupportBatch, method: str = "auto",
                      create_graph: bool = False) -> torch.Tensor:
     """Per-user gradient of the support loss w.r.t. the user states, ``[B, state_dim]``."""
     if method not in GRAD_METHODS:
         raise ValueError(f"unknown gradient method {method!r}; choose from {GRAD_METHODS}")
-    analytic = getattr(model, "analytic_grad", None)
-    if method == "analytic" or (method == "auto" and analytic is not None):
-        if analytic is None:
+    if method in ("analytic", "auto"):
+        g = model.analytic_grad(states, support)
+        if g is not None:
+            return g
+        if method == "analytic":
             raise ValueError(f"model {model.name} has no analytic gradient")
-        return analytic(states, support)
     if method == "func":
         return _gradient_func(model, states, support)
     return _gradient_autograd(model, states, support, create_graph)
@@ -164,13 +126,15 @@ def ridge_block(design: torch.Tensor, targets: torch.Tensor, weights: torch.Tens
     return torch.cholesky_solve(rhs[..., None], chol)[..., 0]
 
 
-def solve_rating_block(model: Any, states: torch.Tensor, support: SupportBatch, anchor: torch.Tensor,
+def solve_rating_block(model: Adapter, states: torch.Tensor, support: SupportBatch, anchor: torch.Tensor,
                        lam: float | torch.Tensor, mean: bool = True) -> torch.Tensor:
     """``states`` with the rating block ``model.rating_block`` replaced by its ridge minimiser (users with at least
     one rated event; the others keep theirs). ``anchor`` ``[B, D]`` is θ0's user part; ``mean=False`` sums the
     squared errors instead of averaging them (see ``InnerConfig.ridge_mean``)."""
-    block = model.rating_block
-    design, targets, weights = model.rating_design(support)
+    block, design = model.rating_block, model.rating_design(support)
+    if block is None or design is None:
+        raise ValueError(f"model {model.name} has no closed-form rating block")
+    design, targets, weights = design
     if not mean:
         weights = weights * (weights > 0).sum(1, keepdim=True).clamp(min=1)
     solved = ridge_block(design, targets, weights, anchor[:, block], lam)
@@ -179,26 +143,25 @@ def solve_rating_block(model: Any, states: torch.Tensor, support: SupportBatch, 
     return torch.cat([states[:, :block.start], new_block, states[:, block.stop:]], dim=1)
 
 
-def _fast_grad(model: Any, support: SupportBatch, lr: torch.Tensor, state_dim: int, method: str) -> Any:
+def _fast_grad(model: Adapter, support: SupportBatch, lr: torch.Tensor, state_dim: int, method: str) -> GradFn | None:
     """The model's precomputed analytic gradient function for ``support`` (None: no such fast path). The rating
     terms are skipped when every rate of the model's rating block is 0 (``rating_solver="ridge"``)."""
-    make = getattr(model, "analytic_grad_fn", None)
-    if make is None or method not in ("auto", "analytic"):
+    if method not in ("auto", "analytic"):
         return None
-    block = getattr(model, "rating_block", None)
+    block = model.rating_block
     rates = lr.detach() if lr.dim() == 2 else lr.detach().expand(state_dim)
     rating = block is None or bool((rates[..., block] != 0).any())
-    return make(support, rating=rating)
+    return model.analytic_grad_fn(support, rating=rating)
 
 
-def _record(trace: list[torch.Tensor] | None, solve: bool, model: Any, states: torch.Tensor, support: SupportBatch,
+def _record(trace: list[torch.Tensor] | None, solve: bool, model: Adapter, states: torch.Tensor, support: SupportBatch,
             theta0: torch.Tensor | None, lam: float, mean: bool) -> None:
     """Append one step's states to ``trace`` (if any), with the rating block solved when ``solve``."""
     if trace is not None:
         trace.append(solve_rating_block(model, states, support, theta0, lam, mean) if solve else states)
 
 
-def inner_loop(model: Any, states: torch.Tensor, support: SupportBatch, steps: int, lr: torch.Tensor | float,
+def inner_loop(model: Adapter, states: torch.Tensor, support: SupportBatch, steps: int, lr: torch.Tensor | float,
                prox: float = 0.0, theta0: torch.Tensor | None = None, create_graph: bool = False,
                first_order: bool = True, method: str = "auto", rating_solver: str | None = None,
                ridge_lambda: float | None = None, ridge_mean: bool | None = None,
@@ -207,7 +170,7 @@ def inner_loop(model: Any, states: torch.Tensor, support: SupportBatch, steps: i
 
     Parameters
     ----------
-    model : Adapter module with ``batch_loss`` (and optionally ``analytic_grad``).
+    model : the adapter (its ``batch_loss``, its ``analytic_grad`` when it has one).
     states : ``[B, D]`` starting states (θ0's user part or a previous state).
     support : padded support sets of the same ``B`` users.
     lr : scalar or ``[D]`` learning rates, or ``[K, D]`` per-step rates (step ``k`` uses row ``min(k, K − 1)``).
@@ -224,20 +187,18 @@ def inner_loop(model: Any, states: torch.Tensor, support: SupportBatch, steps: i
     trace : a list that receives the states after every step (rating block solved as in the result; the last one
         is the result), for losses on every step (MAML++'s multi-step loss).
     """
-    prepare = getattr(model, "prepare_states", None)
-    if prepare is not None:  # derived entries of the state (seq: the window's context), set before any step
-        states = prepare(states, support)
+    states = model.prepare_states(states, support)  # derived entries (seq: the window's context), before any step
     if steps <= 0:
         return states
-    own = getattr(model, "inner", None) or InnerConfig()
+    own = model.inner
     rating_solver = own.rating_solver if rating_solver is None else rating_solver
     ridge_lambda = own.ridge_lambda if ridge_lambda is None else ridge_lambda
     ridge_mean = own.ridge_mean if ridge_mean is None else ridge_mean
     if prox > 0 and theta0 is None:
         raise ValueError("prox > 0 needs theta0")
     ridge = rating_solver == "ridge"
-    if ridge and (theta0 is None or getattr(model, "rating_design", None) is None):
-        raise ValueError("the ridge rating solver needs theta0 and a model with a rating_design")
+    if ridge and (theta0 is None or model.rating_block is None):
+        raise ValueError("the ridge rating solver needs theta0 and a model with a closed-form rating block")
     active = support.mask.any(dim=1, keepdim=True).to(states.dtype)  # [B, 1]
     lr_t = torch.as_tensor(lr, dtype=states.dtype)
     if ridge:  # the gradient steps move only the entries outside the rating block

@@ -2,9 +2,10 @@
 
 Three of the paper's fixes, on top of second-order MAML:
 
-* **LSLR** — learned per-step learning rates: the model carries ``log_lr_steps`` ``[K, state_dim]`` (one row of
-  per-parameter rates per inner step, all starting at the configured rates; ``InnerConfig.per_step_lr``), trained
-  with θ0 and saved in the checkpoint. Serving uses row ``k`` at step ``k``; asked for more steps than trained, the
+* **LSLR** — learned per-step learning rates: :class:`~adapters.meta.learners.MAMLpp` owns ``log_lr_steps``
+  ``[K, state_dim]`` (:class:`~adapters.meta.rates.InnerRates` of kind ``per_step``: one row of per-parameter rates
+  per inner step, all starting at the configured rates; ``InnerConfig.per_step_lr``), trained with θ0 and saved in
+  the checkpoint. Serving uses row ``k`` at step ``k``; asked for more steps than trained, the
   later steps use the last row, for fewer the first rows (:func:`adapters.meta.inner.inner_loop`).
 * **MSL** — multi-step loss: the query loss after *every* inner step, weighted by :func:`step_weights`: uniform at
   first, annealed toward the last step over the first ``msl_fraction`` of training; the earlier steps keep a floor of
@@ -30,11 +31,9 @@ Example
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
 import torch
 
-from adapters.base import SupportBatch
+from adapters.base import Adapter, SupportBatch
 from adapters.meta.inner import inner_loop
 
 
@@ -66,14 +65,14 @@ def first_order(progress: float, schedule: MAMLPPSchedule = SCHEDULE) -> bool:
     return progress < schedule.first_order_fraction
 
 
-def mamlpp_objective(model: Any, support: SupportBatch, query: SupportBatch, steps: int, prox: float,
-                     progress: float = 1.0, schedule: MAMLPPSchedule = SCHEDULE) -> torch.Tensor:
-    """MAML++'s outer loss of one batch of tasks: the weighted query losses after each inner step, with the model's
-    per-step rates (``model.inner_lr()`` ``[K, D]``), first or second order by ``progress``."""
+def mamlpp_objective(model: Adapter, rates: torch.Tensor, support: SupportBatch, query: SupportBatch, steps: int,
+                     prox: float, progress: float = 1.0, schedule: MAMLPPSchedule = SCHEDULE) -> torch.Tensor:
+    """MAML++'s outer loss of one batch of tasks: the weighted query losses after each inner step, with the per-step
+    ``rates`` ``[K, D]`` (:class:`~adapters.meta.learners.MAMLpp`'s), first or second order by ``progress``."""
     theta0 = model.init_states(support.users)
     fo = first_order(progress, schedule)
     trace: list[torch.Tensor] = []
-    adapted = inner_loop(model, theta0, support, steps, model.inner_lr(), prox, theta0, create_graph=not fo,
+    adapted = inner_loop(model, theta0, support, steps, rates, prox, theta0, create_graph=not fo,
                          first_order=fo, method=model.inner.grad, trace=trace)
     if not trace:  # no inner step: the query loss at θ0
         return model.batch_loss(adapted, query).mean()

@@ -26,18 +26,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from adapters.base import SupportBatch
+from adapters.base import Adapter, SupportBatch
 from adapters.meta.checkpoint import Checkpoint, training_fingerprint
 from adapters.meta.config import (DEFAULT_INNER_LR, DEFAULT_INNER_LR_RATING, DEFAULT_ITEMS, DEFAULT_PROX,
                                   DEFAULT_RATING_SOLVER, DEFAULT_RIDGE_LAMBDA, DEFAULT_RIDGE_MEAN, HALF_LIFE_EVENTS,
-                                  TrainConfig)
+                                  TrainConfig, check_learners)
 from adapters.errors import MetarecError
 from adapters.online.items.config import ItemConfig
 from adapters.meta.inner import InnerConfig
-from adapters.meta.learners import ALL_META, meta_objective
+from adapters.meta.learners import ALL_META, META_LEARNERS, MetaLearner, build_meta_learner
 from adapters.meta.vocab import Vocab, build_vocab, feature_codes
 from adapters.meta.warmstart import WarmStart, warm_start
-from adapters.models import MODEL_NAMES, build_model
+from adapters.models import MODEL_NAMES, AdapterModule, build_model
+from adapters.models.mf import MFAdapter
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ def to_batches(tasks: list[Task]) -> tuple[SupportBatch, SupportBatch]:
     return support, query
 
 
-def pretrain_mf(model: Any, users: list[UserEvents], epochs: int, seed: int, batch: int = 2048,
+def pretrain_mf(model: MFAdapter, users: list[UserEvents], epochs: int, seed: int, batch: int = 2048,
                 lr: float = 0.01, learn_rows: np.ndarray | None = None) -> list[float]:
     """Full-softmax MF with free per-user vectors: fits the item side and a starting θ0 (mean user).
 
@@ -131,7 +132,7 @@ def pretrain_mf(model: Any, users: list[UserEvents], epochs: int, seed: int, bat
             one = SupportBatch(it[b, None], rt[b, None], torch.ones(len(b), 1, dtype=torch.bool), rated[b, None],
                                torch.zeros(len(b), dtype=torch.long))
             rows = torch.nn.functional.embedding(u_idx[b], free)  # (advanced indexing's backward is not reproducible)
-            loss = getattr(model, "pretrain_loss", model.batch_loss)(rows, one).mean() + 1e-4 * (rows ** 2).sum(1).mean()
+            loss = model.pretrain_loss(rows, one).mean() + 1e-4 * (rows ** 2).sum(1).mean()
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -153,9 +154,9 @@ def _row_mask(rows: np.ndarray, table: torch.Tensor) -> Callable[[torch.Tensor],
     return lambda grad: grad * mask
 
 
-def _reset_item_rows(model: Any, users: list[UserEvents]) -> None:
+def _reset_item_rows(model: Adapter, users: list[UserEvents]) -> None:
     """Row 0 and items never seen in training ← the mean learned item (a generic new item)."""
-    if not hasattr(model, "item_tables"):
+    if not model.ITEM_TABLES:  # melu: its item rows are features, no table to reset
         return
     seen = np.zeros(model.n_items, dtype=bool)
     for ue in users:
@@ -193,15 +194,21 @@ def inner_config(cfg: TrainConfig) -> InnerConfig:
     m = cfg.model
     return InnerConfig(steps=cfg.steps, lr=cfg.inner_lr or DEFAULT_INNER_LR[m],
                        lr_rating=DEFAULT_INNER_LR_RATING[m] if cfg.inner_lr_rating is None else cfg.inner_lr_rating,
-                       prox=DEFAULT_PROX[m] if cfg.prox is None else cfg.prox, metasgd=(cfg.meta == "metasgd"),
-                       per_step_lr=(cfg.meta == "mamlpp"),
+                       prox=DEFAULT_PROX[m] if cfg.prox is None else cfg.prox,
+                       metasgd=_rates_of(cfg.meta) == "per_parameter", per_step_lr=_rates_of(cfg.meta) == "per_step",
                        rating_solver=cfg.rating_solver or DEFAULT_RATING_SOLVER[m],
                        ridge_lambda=DEFAULT_RIDGE_LAMBDA[m] if cfg.ridge_lambda is None else cfg.ridge_lambda,
                        ridge_mean=DEFAULT_RIDGE_MEAN[m] if cfg.ridge_mean is None else cfg.ridge_mean,
                        task_learner=cfg.task_learner)
 
 
-def _build(cfg: TrainConfig, part: Any, vocab: Vocab, init: Checkpoint | None) -> Any:
+def _rates_of(meta: str) -> str:
+    """The kind of inner rates meta-learner ``meta`` learns (what the served checkpoint adapts with)."""
+    cls = META_LEARNERS.get(meta)
+    return cls.RATES if cls is not None else "fixed"
+
+
+def _build(cfg: TrainConfig, part: Any, vocab: Vocab, init: Checkpoint | None) -> AdapterModule:
     """The model to train over ``vocab``: the rating range of ``part``; a warm start keeps ``init``'s architecture."""
     rated = part.ratings[~np.isnan(part.ratings)]
     if len(rated):
@@ -213,32 +220,37 @@ def _build(cfg: TrainConfig, part: Any, vocab: Vocab, init: Checkpoint | None) -
     if not len(rated):
         mcfg.setdefault("rating_weight", 0.0)
     model = build_model(cfg.model, len(vocab.item_ids), vocab.tables, mcfg, inner_config(cfg))
-    if hasattr(model, "reseed"):
-        model.reseed(cfg.seed)
+    model.reseed(cfg.seed)
     return model
 
 
-def _pretrain(model: Any, users: list[UserEvents], cfg: TrainConfig, warm: WarmStart | None) -> list[float]:
-    """Item-side pre-training (mf, seq): all of it when cold; when warm only the new items' rows (module docstring of
+def _pretrain(model: AdapterModule, users: list[UserEvents], cfg: TrainConfig, warm: WarmStart | None) -> list[float]:
+    """Item-side pre-training (mf, seq: the matrix-factorization models; melu's item side is its feature embeddings,
+    trained with the rest): all of it when cold; when warm only the new items' rows (module docstring of
     :mod:`adapters.meta.warmstart`). seq's context space starts as the pre-trained item space (its new rows when warm)."""
-    if not hasattr(model, "item_tables"):
+    if not isinstance(model, MFAdapter):
         return []
     rows = None if warm is None else warm.new_rows
     pre = pretrain_mf(model, users, cfg.pretrain_epochs, cfg.seed, learn_rows=rows)
-    if hasattr(model, "ctx_emb"):
-        with torch.no_grad():
-            if rows is None:
-                model.ctx_emb.copy_(model.item_emb)
-            else:
-                new = torch.from_numpy(rows)
-                model.ctx_emb[new] = model.item_emb[new]
+    model.after_pretrain(None if rows is None else torch.from_numpy(rows))
     return pre
 
 
-def _meta_train(model: Any, users: list[UserEvents], cfg: TrainConfig, rng: np.random.Generator,
-                on_step: Callable[[int, int, int, float], None] | None) -> list[dict[str, float]]:
-    """The outer loop: ``cfg.epochs`` epochs of tasks, one Adam step per batch of ``cfg.batch_users`` tasks."""
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.outer_lr)
+def clipped_parameters(model: AdapterModule, learner: MetaLearner) -> list[torch.nn.Parameter]:
+    """The parameters whose gradients are clipped together, in the order their norms are summed: the model's with
+    the meta-learner's at ``model.rates_slot``, where they were when the model carried them (a float sum depends on
+    its order: the same seed trains the same weights as before they moved)."""
+    own = list(model.parameters())
+    return own[:model.rates_slot] + list(learner.parameters()) + own[model.rates_slot:]
+
+
+def _meta_train(model: AdapterModule, learner: MetaLearner, users: list[UserEvents], cfg: TrainConfig,
+                rng: np.random.Generator, on_step: Callable[[int, int, int, float], None] | None
+                ) -> list[dict[str, float]]:
+    """The outer loop: ``cfg.epochs`` epochs of tasks, one Adam step per batch of ``cfg.batch_users`` tasks, on the
+    model's and the meta-learner's parameters."""
+    params = clipped_parameters(model, learner)
+    opt = torch.optim.Adam([p for p in params if p.requires_grad], lr=cfg.outer_lr)
     epochs: list[dict[str, float]] = []
     for epoch in range(cfg.epochs):
         t1 = time.perf_counter()
@@ -246,13 +258,12 @@ def _meta_train(model: Any, users: list[UserEvents], cfg: TrainConfig, rng: np.r
         n_steps = math.ceil(len(tasks) / cfg.batch_users)
         total = 0.0
         for step in range(n_steps):
-            if hasattr(model, "resample_negatives"):
-                model.resample_negatives(rng)
+            model.resample_negatives(rng)
             support, query = to_batches(tasks[step * cfg.batch_users:(step + 1) * cfg.batch_users])
-            loss = meta_objective(model, cfg.meta, support, query, progress=(epoch + step / n_steps) / cfg.epochs)
+            loss = learner.objective(model, support, query, progress=(epoch + step / n_steps) / cfg.epochs)
             opt.zero_grad()
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+            torch.nn.utils.clip_grad_norm_(params, 10.0)
             opt.step()
             total += loss.item()
             if on_step is not None:
@@ -291,6 +302,7 @@ def train(ds: Any, cfg: TrainConfig, on_step: Callable[[int, int, int, float], N
         raise MetarecError(f"unknown model {cfg.model!r} (choose {', '.join(MODEL_NAMES)})")
     if cfg.meta not in ALL_META:
         raise MetarecError(f"unknown meta-learner {cfg.meta!r} (choose {', '.join(ALL_META)})")
+    check_learners(cfg.meta, cfg.task_learner, cfg.model)
     if not 0 < cfg.history <= 1:
         raise MetarecError(f"--history must be in (0, 1], got {cfg.history}")
     if init is not None and init.model != cfg.model:
@@ -303,16 +315,17 @@ def train(ds: Any, cfg: TrainConfig, on_step: Callable[[int, int, int, float], N
     vocab = build_vocab(part, items_from_features=(cfg.model == "melu"))
     users = encode_users(part, vocab, cfg.exclude_users)
     model = _build(cfg, part, vocab, init)
+    learner = build_meta_learner(cfg.meta, model)
     t0 = time.perf_counter()
-    warm = warm_start(model, init, vocab.item_ids) if init is not None else None
+    warm = warm_start(model, learner, init, vocab.item_ids) if init is not None else None
     pre = _pretrain(model, users, cfg, warm)
     pre_s = time.perf_counter() - t0
-    epochs = _meta_train(model, users, cfg, rng, on_step)
+    epochs = _meta_train(model, learner, users, cfg, rng, on_step)
     _reset_item_rows(model, users)
-    if hasattr(model, "finalize"):
-        model.finalize()
+    model.finalize()
     model.eval()
     model.requires_grad_(False)
+    learner.requires_grad_(False)
     metrics = {"pretrain_loss": pre, "pretrain_seconds": pre_s, "epochs": epochs,
                "train_events": int(len(part)), "train_users": len(users)}
     train_cfg = {k: (sorted(v) if isinstance(v, frozenset) else v) for k, v in asdict(cfg).items()

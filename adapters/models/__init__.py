@@ -1,8 +1,8 @@
 """Models that implement :class:`adapters.base.Adapter`: ``seq`` (the default), ``mf`` and ``melu``.
 
 Shared here: :class:`FeatureTables` (side information aligned with item/user rows), the common base
-class :class:`AdapterModule` (state (de)serialization, the batched ``adapt`` entry point, learned
-per-parameter inner learning rates) and the registry :func:`build_model`.
+class :class:`AdapterModule` (state (de)serialization, the batched ``adapt`` entry point, the defaults of the
+:class:`~adapters.base.Adapter` members a model has nothing for) and the registry :func:`build_model`.
 
 Example
 -------
@@ -13,7 +13,7 @@ Example
 """
 from __future__ import annotations
 
-import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,9 +21,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from adapters.base import SupportBatch
+from adapters.base import GradFn, SupportBatch
 from adapters.errors import MetarecError
-from adapters.meta.inner import InnerConfig, inner_loop
+from adapters.meta.inner import InnerConfig, inner_loop, support_gradient
+from adapters.meta.rates import Adaptation
 
 
 @dataclass
@@ -63,50 +64,63 @@ class FeatureTables:
                              torch.zeros(n_users, dtype=torch.long))
 
 
-class AdapterModule(nn.Module):
-    """Base of the concrete adapters: everything that does not depend on the model's maths.
+class AdapterModule(nn.Module, ABC):
+    """Base of the concrete adapters: the model-independent members of :class:`~adapters.base.Adapter` and the
+    defaults of a model that has nothing to offer.
 
-    Subclasses define ``name``, ``state_dim``, ``init_states``, ``batch_loss`` (differentiable per-user
-    loss), ``_score``/``_predict`` (differentiable), and may override ``support_grad``.
+    Subclasses define ``name``, ``state_dim``, :meth:`init_states`, :meth:`batch_loss` (differentiable per-user
+    loss), :meth:`_score`/:meth:`_predict` (differentiable) and :meth:`config_dict`, set ``rating_min``/``rating_max``
+    and end their constructor with :meth:`_finish`; they override the defaults they have something for.
     """
 
     name: str = ""
     state_dim: int = 0
+    rating_min: float = 1.0
+    rating_max: float = 5.0
+    #: the state entries of the rating block (their inner rate is ``inner.lr_rating``); None = no such block
+    rating_block: slice | None = None
+    #: the per-item tables (one row per item row): what grows with an online vocabulary and what a new row resets
+    ITEM_TABLES: tuple[str, ...] = ()
 
     def __init__(self, n_items: int, inner: InnerConfig) -> None:
         super().__init__()
         self.n_items = int(n_items)
         self.inner = inner
-        if inner.rating_solver != "gd" and getattr(self, "rating_design", None) is None:
+
+    def _finish(self) -> None:
+        """Last step of a subclass's constructor: check that the model can adapt as ``inner`` says, and give it the
+        configured inner rates and prior (a meta-learner or a checkpoint replaces them with the ones it owns)."""
+        if self.inner.rating_solver != "gd" and self.rating_block is None:
             raise MetarecError(f"model {self.name} has no closed-form rating block: rating solver must be gd, "
-                               f"not {inner.rating_solver}")
-
-    #: the state entries of the rating block (their inner rate is ``inner.lr_rating``); None = no such block
-    rating_block: slice | None = None
-
-    def _init_inner_lr(self) -> None:
-        log_lr = torch.full((self.state_dim,), math.log(self.inner.lr))
-        if self.inner.lr_rating is not None and self.rating_block is not None:
-            log_lr[self.rating_block] = math.log(self.inner.lr_rating)
-        self.log_lr = nn.Parameter(log_lr, requires_grad=self.inner.metasgd)
-        if self.inner.task_learner == "bayes":  # the prior precision Λ0 of the Bayesian task learner, meta-learned
-            if self.rating_block is None or getattr(self, "analytic_grad_fn", None) is None:
-                raise MetarecError(f"model {self.name} has no closed-form rating block: the bayes task learner "
-                                   f"needs mf or seq")
-            from adapters.meta.bayes import default_prior_precision
-            self.log_prior_prec = nn.Parameter(default_prior_precision(self).log())
-        if self.inner.per_step_lr:  # MAML++ (LSLR): one learned row of rates per inner step, all starting at log_lr
-            self.log_lr_steps = nn.Parameter(log_lr.repeat(max(self.inner.steps, 1), 1))
+                               f"not {self.inner.rating_solver}")
+        if self.inner.task_learner == "bayes" and self.rating_block is None:
+            raise MetarecError(f"model {self.name} has no closed-form rating block: the bayes task learner "
+                               f"needs mf or seq")
+        #: how many parameters the model had when it still carried the inner rates after them (before a subclass's
+        #: own, seq's context): where the gradient clip of training counts the meta-learner's (bit-identical seeds)
+        self.rates_slot = len(list(self.parameters()))
+        self.adaptation = Adaptation.configured(self.state_dim, self.inner, self.rating_block, self.derived_block)
 
     def inner_lr(self) -> torch.Tensor:
         """Inner learning rates: per parameter ``[state_dim]`` (all equal unless Meta-SGD learned them), or per step
-        and parameter ``[steps, state_dim]`` when MAML++ learned them (``inner.per_step_lr``; the inner loop uses row
-        ``k`` at step ``k`` and the last row beyond the trained number of steps)."""
-        return (self.log_lr_steps if self.inner.per_step_lr else self.log_lr).exp()
+        and parameter ``[steps, state_dim]`` when MAML++ learned them (the inner loop uses row ``k`` at step ``k`` and
+        the last row beyond the trained number of steps); those of :attr:`adaptation`."""
+        return self.adaptation.rates()
+
+    @property
+    def derived_block(self) -> slice | None:
+        return None
+
+    def prepare_states(self, states: torch.Tensor, support: SupportBatch) -> torch.Tensor:
+        return states
 
     # ---- losses -----------------------------------------------------------------------------------
-    def batch_loss(self, states: torch.Tensor, support: SupportBatch) -> torch.Tensor:  # pragma: no cover
-        raise NotImplementedError
+    @abstractmethod
+    def batch_loss(self, states: torch.Tensor, support: SupportBatch) -> torch.Tensor:
+        """Differentiable per-user support loss ``[B]``."""
+
+    def pretrain_loss(self, states: torch.Tensor, support: SupportBatch) -> torch.Tensor:
+        return self.batch_loss(states, support)
 
     def forward(self, states: torch.Tensor, items: torch.Tensor, ratings: torch.Tensor, mask: torch.Tensor,
                 rated: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
@@ -120,8 +134,16 @@ class AdapterModule(nn.Module):
     def support_grad(self, states: torch.Tensor, support: SupportBatch, create_graph: bool = False,
                      method: str = "auto") -> torch.Tensor:
         """Gradient of each user's support loss w.r.t. that user's state ``[B, state_dim]``."""
-        from adapters.meta.inner import support_gradient
         return support_gradient(self, states, support, method=method, create_graph=create_graph)
+
+    def analytic_grad(self, states: torch.Tensor, support: SupportBatch) -> torch.Tensor | None:
+        return None
+
+    def analytic_grad_fn(self, support: SupportBatch, rating: bool = True) -> GradFn | None:
+        return None
+
+    def rating_design(self, support: SupportBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        return None
 
     def adapt(self, states: torch.Tensor, support: SupportBatch, steps: int | None = None,
               prox: float | None = None) -> torch.Tensor:
@@ -138,6 +160,7 @@ class AdapterModule(nn.Module):
                          create_graph=False, first_order=True, method=self.inner.grad)
         return out.detach()
 
+    # ---- scores -----------------------------------------------------------------------------------
     @torch.no_grad()
     def score(self, states: torch.Tensor, users: torch.Tensor, candidates: torch.Tensor | None = None) -> torch.Tensor:
         return self._score(states, users, candidates)
@@ -146,14 +169,47 @@ class AdapterModule(nn.Module):
     def predict(self, states: torch.Tensor, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         return self._predict(states, users, items).clamp(self.rating_min, self.rating_max)
 
-    def init_states(self, users: torch.Tensor) -> torch.Tensor:  # pragma: no cover
-        raise NotImplementedError
+    @abstractmethod
+    def init_states(self, users: torch.Tensor) -> torch.Tensor:
+        """θ0's user part of each user row ``[B]`` → ``[B, state_dim]``."""
 
+    @abstractmethod
     def _score(self, states: torch.Tensor, users: torch.Tensor, candidates: torch.Tensor | None) -> torch.Tensor:
-        raise NotImplementedError  # pragma: no cover
+        """:meth:`score`, differentiable."""
 
+    @abstractmethod
     def _predict(self, states: torch.Tensor, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError  # pragma: no cover
+        """:meth:`predict` before clamping, differentiable."""
+
+    def ranking_vectors(self, states: torch.Tensor) -> torch.Tensor | None:
+        return None
+
+    def rating_vectors(self, states: torch.Tensor) -> torch.Tensor | None:
+        return None
+
+    def window_affinity(self, states: torch.Tensor, support: SupportBatch, rows: torch.Tensor) -> torch.Tensor | None:
+        return None
+
+    # ---- the item side ----------------------------------------------------------------------------------
+    def item_tables(self) -> list[torch.Tensor]:
+        return [self.get_parameter(name) for name in self.ITEM_TABLES]
+
+    def item_row_keys(self) -> tuple[str, ...]:
+        return tuple(self.ITEM_TABLES)
+
+    @abstractmethod
+    def item_embeddings(self) -> torch.Tensor:
+        """``[n_items, e]`` an embedding of every item row (list diversity)."""
+
+    # ---- training hooks -----------------------------------------------------------------------------------
+    def reseed(self, seed: int) -> None:
+        return None
+
+    def resample_negatives(self, rng: np.random.Generator) -> None:
+        return None
+
+    def finalize(self) -> None:
+        return None
 
     # ---- states as bytes -------------------------------------------------------------------------
     def encode_state(self, state: torch.Tensor) -> bytes:
@@ -169,8 +225,9 @@ class AdapterModule(nn.Module):
                                f"(expected {4 * self.state_dim})")
         return torch.from_numpy(np.frombuffer(data, dtype="<f4").astype(np.float32))
 
-    def config_dict(self) -> dict[str, Any]:  # pragma: no cover
-        raise NotImplementedError
+    @abstractmethod
+    def config_dict(self) -> dict[str, Any]:
+        """The model's configuration (rebuilds it with :func:`build_model`)."""
 
     def tables_cardinalities(self) -> dict[str, int]:
         """Sizes of the feature tables this model was built with (saved in checkpoints)."""

@@ -53,9 +53,8 @@ class MeLUConfig:
 
 class MeLUAdapter(AdapterModule):
     name = "melu"
-    #: state-dict keys of the per-item rows (a warm start copies them by item id: adapters.meta.warmstart); not
-    #: ``ITEM_TABLES``: melu's item side does not grow online
-    ITEM_ROW_KEYS: tuple[str, ...] = ("id_emb.weight",)
+    #: no ``ITEM_TABLES``: melu's item side does not grow online (its per-item rows are :meth:`item_row_keys`)
+    ITEM_TABLES: tuple[str, ...] = ()
 
     def __init__(self, config: MeLUConfig, n_items: int, tables: FeatureTables, inner: InnerConfig) -> None:
         super().__init__(n_items, inner)
@@ -85,10 +84,19 @@ class MeLUAdapter(AdapterModule):
         self.global_mean = nn.Parameter(torch.tensor(float(config.global_mean)))
         gen = torch.Generator().manual_seed(0)
         self.register_buffer("neg_pool", torch.randint(1, max(n_items, 2), (config.n_negatives,), generator=gen))
-        self._init_inner_lr()
+        self._catalog_cache: tuple[tuple[tuple[int, int], ...], torch.Tensor] | None = None
+        self._finish()
 
     def config_dict(self) -> dict[str, Any]:
         return asdict(self.config)
+
+    def item_row_keys(self) -> tuple[str, ...]:
+        """The item-id embedding's rows (a warm start copies them by item id: adapters.meta.warmstart)."""
+        return ("id_emb.weight",)
+
+    def item_embeddings(self) -> torch.Tensor:
+        """:meth:`catalog_embeddings`."""
+        return self.catalog_embeddings()
 
     def reseed(self, seed: int) -> None:
         """Re-draw θ0 and the embeddings from ``seed``."""
@@ -119,7 +127,7 @@ class MeLUAdapter(AdapterModule):
         if torch.is_grad_enabled() and any(t.requires_grad for t in sources):
             return self.item_embed(torch.arange(self.n_items))
         key = tuple((id(t), t._version) for t in sources)
-        cached = getattr(self, "_catalog_cache", None)
+        cached = self._catalog_cache
         if cached is None or cached[0] != key:
             with torch.no_grad():
                 cached = (key, self.item_embed(torch.arange(self.n_items)))

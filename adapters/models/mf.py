@@ -35,14 +35,13 @@ torch.Size([2, 20])
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from adapters.base import SupportBatch
+from adapters.base import GradFn, SupportBatch
 from adapters.meta.inner import InnerConfig
 from adapters.models import AdapterModule, FeatureTables
 
@@ -85,18 +84,35 @@ class MFAdapter(AdapterModule):
         self.occ_emb = nn.Embedding(card["n_occupations"], self.state_dim)
         for e in (self.age_emb, self.gender_emb, self.occ_emb):
             nn.init.zeros_(e.weight)
-        self._init_inner_lr()
+        self._finish()
 
     #: the per-item tables (one row per item row): what grows with an online vocabulary and what a new row resets
     ITEM_TABLES: tuple[str, ...] = ("item_emb", "item_bias", "item_rate", "item_rate_bias")
+    #: the state entries the bayes task learner keeps a posterior of besides ``u`` (seq: the context gain ``g``)
+    gain_index: int | None = None
+    #: the derived context block (seq); None: no context
+    ctx_block: slice | None = None
 
-    def item_tables(self) -> list[torch.Tensor]:
-        """The per-item parameter tensors, in :attr:`ITEM_TABLES` order."""
-        return [getattr(self, name) for name in self.ITEM_TABLES]
-
-    def effective(self, states: torch.Tensor) -> torch.Tensor:
+    def ranking_vectors(self, states: torch.Tensor) -> torch.Tensor:
         """``[B, dim]``: the vector that ranks the catalog (mf: the user vector ``u``)."""
         return states[:, :self.config.dim]
+
+    def rating_vectors(self, states: torch.Tensor) -> torch.Tensor:
+        """``[B, rating_dim]``: the rating vector ``v``."""
+        return self._split(states)[1]
+
+    def item_embeddings(self) -> torch.Tensor:
+        """The ranking embeddings ``Q`` ``[n_items, dim]``."""
+        return self.item_emb
+
+    def positive_weights(self, support: SupportBatch) -> torch.Tensor:
+        """``[B, L]`` weights of the support loss's positives: the mean over the window's known items."""
+        valid = (support.mask & (support.items > 0)).to(self.item_emb.dtype)
+        return valid / valid.sum(1, keepdim=True).clamp(min=1)
+
+    def after_pretrain(self, rows: torch.Tensor | None) -> None:
+        """Called once the item side was pre-trained (``rows``: only those rows learned; None: all); mf: nothing."""
+        return None
 
     def _state_dim(self) -> int:
         """Length of a user state (subclasses append entries after ``[u | v | b_u]``)."""
@@ -127,7 +143,7 @@ class MFAdapter(AdapterModule):
 
     # ---- scores -----------------------------------------------------------------------------------
     def _score(self, states: torch.Tensor, users: torch.Tensor, candidates: torch.Tensor | None) -> torch.Tensor:
-        u = self.effective(states)
+        u = self.ranking_vectors(states)
         if candidates is None:
             return torch.addmm(self.item_bias, u, self.item_emb.t())
         return (u[:, None, :] * self.item_emb[candidates]).sum(-1) + self.item_bias[candidates]
@@ -183,7 +199,7 @@ class MFAdapter(AdapterModule):
         gb = scale * err.sum(1, keepdim=True)
         return torch.cat([gu, gv, gb], dim=1)
 
-    def analytic_grad_fn(self, support: SupportBatch, rating: bool = True) -> Callable[[torch.Tensor], torch.Tensor]:
+    def analytic_grad_fn(self, support: SupportBatch, rating: bool = True) -> GradFn:
         """:meth:`analytic_grad` for many states on one support batch, without autograd (first-order steps).
 
         Everything that depends only on the support (the item gathers, the positives' mean, the rating design) is

@@ -26,7 +26,7 @@ Example
 >>> import torch
 >>> from adapters.models import FeatureTables
 >>> from adapters.meta.inner import InnerConfig
->>> from adapters.base import SupportBatch
+>>> from adapters.base import GradFn, SupportBatch
 >>> m = SeqAdapter(SeqConfig(dim=4, rating_dim=2), n_items=8, tables=FeatureTables.empty(8), inner=InnerConfig())
 >>> sb = SupportBatch.from_lists([[1, 2, 3], []], [[5.0, 4.0, 3.0], []])
 >>> s = m.prepare_states(m.init_states(sb.users), sb)
@@ -38,14 +38,13 @@ torch.Size([2, 8])
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from adapters.base import SupportBatch
+from adapters.base import GradFn, SupportBatch
 from adapters.meta.inner import InnerConfig
 from adapters.models import FeatureTables
 from adapters.models.mf import MFAdapter, MFConfig
@@ -63,17 +62,22 @@ class SeqAdapter(MFAdapter):
     ITEM_TABLES = MFAdapter.ITEM_TABLES + ("ctx_emb",)
 
     def __init__(self, config: SeqConfig, n_items: int, tables: FeatureTables, inner: InnerConfig) -> None:
-        d, r = config.dim, config.rating_dim
         super().__init__(config, n_items, tables, inner)
-        self.gain_index = d + r + 1
-        self.ctx_block = slice(d + r + 2, d + r + 2 + d)
         self.ctx_emb = nn.Parameter(self.item_emb.detach().clone())
         self.rho = nn.Parameter(torch.tensor(math.log(math.expm1(config.rho))))
         with torch.no_grad():
             self.user0[self.gain_index] = config.gain
-        mask = torch.ones(self.state_dim)
-        mask[self.ctx_block] = 0.0
-        self.register_buffer("lr_mask", mask, persistent=False)
+
+    @property
+    def gain_index(self) -> int:  # type: ignore[override]
+        """The state entry of the context gain ``g``."""
+        return self.config.dim + self.config.rating_dim + 1
+
+    @property
+    def ctx_block(self) -> slice:  # type: ignore[override]
+        """The state entries of the derived context ``ctx``."""
+        d = self.config.dim
+        return slice(d + self.config.rating_dim + 2, 2 * d + self.config.rating_dim + 2)
 
     def _state_dim(self) -> int:
         return 2 * self.config.dim + self.config.rating_dim + 2
@@ -86,9 +90,18 @@ class SeqAdapter(MFAdapter):
     def config_dict(self) -> dict[str, Any]:
         return asdict(self.config)
 
-    def inner_lr(self) -> torch.Tensor:
-        """Per-parameter (or per-step, MAML++) inner rates; 0 on the derived context block."""
-        return super().inner_lr() * self.lr_mask
+    @property
+    def derived_block(self) -> slice:
+        """The context block: set from the window by :meth:`prepare_states`, its inner rate is 0."""
+        return self.ctx_block
+
+    def after_pretrain(self, rows: torch.Tensor | None) -> None:
+        """The context space starts as the pre-trained item space (``rows``: only those rows; None: all)."""
+        with torch.no_grad():
+            if rows is None:
+                self.ctx_emb.copy_(self.item_emb)
+            else:
+                self.ctx_emb[rows] = self.item_emb[rows]
 
     # ---- the context ------------------------------------------------------------------------------
     def attention(self, support: SupportBatch) -> torch.Tensor:
@@ -119,10 +132,17 @@ class SeqAdapter(MFAdapter):
         blk = self.ctx_block
         return torch.cat([s[:, :blk.start], torch.zeros_like(s[:, blk]), s[:, blk.stop:]], dim=1)
 
-    def effective(self, states: torch.Tensor) -> torch.Tensor:
+    def ranking_vectors(self, states: torch.Tensor) -> torch.Tensor:
         """``u + g·ctx`` ``[B, dim]``: the vector that ranks the catalog."""
         d = self.config.dim
         return states[:, :d] + states[:, self.gain_index:self.gain_index + 1] * states[:, self.ctx_block]
+
+    def window_affinity(self, states: torch.Tensor, support: SupportBatch, rows: torch.Tensor) -> torch.Tensor:
+        """``[B, L, k]`` ``g · a_l · K_{j_l}·Q_i``: what window position ``l`` adds to the score of listed item ``i``
+        (``rows`` ``[B, k]``) through the context."""
+        g = states[:, self.gain_index]
+        dots = torch.bmm(self.ctx_emb[support.items], self.item_emb[rows].transpose(1, 2))
+        return g[:, None, None] * self.attention(support)[..., None] * dots
 
     def positive_weights(self, support: SupportBatch) -> torch.Tensor:
         """``[B, L]`` recency weights of the support loss's positives, summing to 1 per non-empty row."""
@@ -136,7 +156,7 @@ class SeqAdapter(MFAdapter):
         return MFAdapter.batch_loss(self, states, support)
 
     def batch_loss(self, states: torch.Tensor, support: SupportBatch) -> torch.Tensor:
-        u = self.effective(states)
+        u = self.ranking_vectors(states)
         items = support.items
         w = self.positive_weights(support)
         logits = torch.addmm(self.item_bias[1:], u, self.item_emb[1:].t())
@@ -153,7 +173,7 @@ class SeqAdapter(MFAdapter):
         its inner rate is 0)."""
         return self.analytic_grad_fn(support)(states)
 
-    def analytic_grad_fn(self, support: SupportBatch, rating: bool = True) -> Callable[[torch.Tensor], torch.Tensor]:
+    def analytic_grad_fn(self, support: SupportBatch, rating: bool = True) -> GradFn:
         """Gradient function for many states on one support batch, no autograd (first-order steps).
 
         ``∂L/∂u = Qᵀp − Σ_l ω_l Q_{j_l}`` (``p`` = softmax of the effective vector's logits), ``∂L/∂g = ∂L/∂u · ctx``,
@@ -175,7 +195,7 @@ class SeqAdapter(MFAdapter):
 
         def grad(states: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
-                u = self.effective(states)
+                u = self.ranking_vectors(states)
                 p = torch.softmax(torch.addmm(bias, u, q.t()), dim=1)
                 gu = torch.mm(p, q).mul_(has_rank).sub_(mean_pos).mul_(cfg.rank_weight)
                 gg = (gu * states[:, self.ctx_block]).sum(1, keepdim=True)

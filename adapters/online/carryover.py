@@ -39,15 +39,19 @@ from __future__ import annotations
 import copy
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from adapters.base import Adapter
 from adapters.online.config import OnlineConfig
 from adapters.online.items.config import ItemConfig
 from adapters.online.items.rule import layout_of
 from adapters.online.items.table import ItemTable
 from adapters.online.items.tablerows import ModelRows
+
+if TYPE_CHECKING:
+    from adapters.meta.checkpoint import Checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +65,7 @@ class Carried:
     left_out: int  #: such items left out for lack of room (``max_items``)
 
 
-def item_config(checkpoint: Any, config: OnlineConfig) -> ItemConfig:
+def item_config(checkpoint: Checkpoint, config: OnlineConfig) -> ItemConfig:
     """The item settings ``checkpoint`` was trained with, the online config's overrides applied."""
     c = config
     return ItemConfig.from_checkpoint(checkpoint.config).overridden(
@@ -70,7 +74,7 @@ def item_config(checkpoint: Any, config: OnlineConfig) -> ItemConfig:
         negatives=c.negatives)
 
 
-def new_item_table(checkpoint: Any, config: OnlineConfig) -> tuple[Any, ItemTable]:
+def new_item_table(checkpoint: Checkpoint, config: OnlineConfig) -> tuple[Adapter, ItemTable]:
     """``(model, item table)`` of a learner serving ``checkpoint``: a private copy of its model when item rows learn
     or grow online (the checkpoint itself never changes), and a fresh item table over its vocabulary, its
     popularity as the checkpoint's training data left it."""
@@ -80,7 +84,7 @@ def new_item_table(checkpoint: Any, config: OnlineConfig) -> tuple[Any, ItemTabl
     adapter = copy.deepcopy(checkpoint.adapter) if learns else checkpoint.adapter
     # melu's item tables cannot grow: its item table keeps statistics only
     table = ItemTable(list(checkpoint.item_ids), cfg, ModelRows(adapter) if learns else None,
-                      features=getattr(checkpoint, "item_features", None), growable=learns)
+                      features=checkpoint.item_features, growable=learns)
     pop = dict(checkpoint.config.get("popularity") or {})
     counts = pop.get("counts", (checkpoint.config.get("freshness") or {}).get("counts"))
     if counts is not None and len(counts) == table.capacity:

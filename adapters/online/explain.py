@@ -20,12 +20,12 @@ Example
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import torch
 
-from adapters.base import SupportBatch
+from adapters.base import Adapter, SupportBatch
+from adapters.online.items.table import ItemTable
 
 
 def best_positions(contrib: np.ndarray) -> list[list[int | None]]:
@@ -39,23 +39,19 @@ def best_positions(contrib: np.ndarray) -> list[list[int | None]]:
 
 
 @torch.no_grad()
-def explain(learner: Any, recs: Sequence[Any], users: torch.Tensor, states: torch.Tensor,
+def explain(model: Adapter, side: ItemTable, windows: Sequence[np.ndarray], states: torch.Tensor, users: torch.Tensor,
             index: np.ndarray) -> list[list[str | None]]:
-    """Item id of the reason for each listed row ``index`` ``[B, k]`` of each user (records ``recs``, their
-    ``states`` as the learner holds them)."""
-    windows = [learner._window(r) for r in recs]
+    """Item id of the reason for each listed row ``index`` ``[B, k]`` of each user: the rows of its window
+    ``windows`` in the item table ``side``, its model ``states`` ``[B, state_dim]`` (users ``users``)."""
     b, k = index.shape
     if not any(len(w) for w in windows):
         return [[None] * k for _ in range(b)]
     support = SupportBatch.from_lists(windows, [np.full(len(w), np.nan) for w in windows], users)
     items = support.items.numpy()
     contrib = np.zeros((b, items.shape[1], k), np.float32)  # window position × listed item
-    model = learner.adapter
-    if hasattr(model, "attention"):  # seq: the learned, order-aware part
-        g = learner.task.model_states(states)[:, model.gain_index]
-        dots = torch.bmm(model.ctx_emb[support.items], model.item_emb[torch.from_numpy(index)].transpose(1, 2))
-        contrib += (g[:, None, None] * model.attention(support)[..., None] * dots).numpy()
-    side = learner.items
+    learned = model.window_affinity(states, support, torch.from_numpy(index))
+    if learned is not None:  # seq: the learned, order-aware part
+        contrib += learned.numpy()
     if side.config.prior_weight > 0:  # the counted part, shared in proportion to each position's term
         for n, w in enumerate(windows):
             if not len(w):
@@ -64,7 +60,7 @@ def explain(learner: Any, recs: Sequence[Any], users: torch.Tensor, states: torc
             sums = terms.sum(0, keepdims=True)
             share = np.divide(terms, sums, out=np.zeros_like(terms), where=sums > 0)
             contrib[n, len(w) - len(terms):len(w)] += share * total
-    ids = learner.item_ids
+    ids = side.ids
     return [[None if p is None else ids[int(items[n, p])] for p in row]
             for n, row in enumerate(best_positions(contrib))]
 

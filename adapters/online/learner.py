@@ -35,12 +35,11 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from adapters.base import SupportBatch
 from adapters.errors import MetarecError
 from adapters.meta.warmstart import descends_from
 from adapters.online.batch import apply_events
@@ -55,6 +54,9 @@ from adapters.online.tasklearner import TaskLearner, support_batch
 from adapters.online.config import AppliedBatch, BatchResult, Interaction, OnlineConfig, Recommendation
 from adapters.online.records import UserRecord, vocab_hash
 
+if TYPE_CHECKING:
+    from adapters.meta.checkpoint import Checkpoint
+
 __all__ = ["BatchResult", "Interaction", "OnlineConfig", "OnlineLearner", "Recommendation"]
 
 log = logging.getLogger(__name__)
@@ -63,17 +65,17 @@ log = logging.getLogger(__name__)
 class OnlineLearner:
     """Windowed, micro-batched, warm-started adaptation over a :class:`~adapters.meta.checkpoint.Checkpoint`."""
 
-    def __init__(self, checkpoint: Any, config: OnlineConfig | None = None) -> None:
+    def __init__(self, checkpoint: Checkpoint, config: OnlineConfig | None = None) -> None:
         self.config = config or OnlineConfig()
         self._vocabs: dict[int, list[str]] = {}
         self.carried: Carried | None = None  #: what the last switch carried over (None: no switch yet)
         #: merges this learner's item contributions into its own table (None: the group's owners do, shared mode)
         self.owner = None if self.config.owner_delay is None else InProcessOwner(self.config.owner_delay)
         self.batches = 0  #: micro-batches processed (seeds the ranking step's negatives)
-        self.switch(checkpoint)
+        self._serve(checkpoint, None)
 
     # -- model versions --------------------------------------------------------------------------------
-    def switch(self, checkpoint: Any) -> None:
+    def switch(self, checkpoint: Checkpoint) -> None:
         """Serve ``checkpoint`` from now on.
 
         Records written by another version keep their window and seen items (remapped to the new item rows when
@@ -84,12 +86,15 @@ class OnlineLearner:
         online when the new version descends from the one served (a warm start), rebuilt from its co-occurring items
         otherwise; co-occurrences, counts and rating corrections follow their items.
         """
+        self._serve(checkpoint, self.items)
+
+    def _serve(self, checkpoint: Checkpoint, old: ItemTable | None) -> None:
+        """Serve ``checkpoint``, carrying over the item table ``old`` of the version served so far (None: the first)."""
         if len(checkpoint.item_ids) != checkpoint.adapter.n_items:
             raise MetarecError(f"checkpoint vocabulary has {len(checkpoint.item_ids)} items but the model "
                                f"{checkpoint.adapter.n_items}")
         vocab = vocab_hash(list(checkpoint.item_ids))
         adapter, items = new_item_table(checkpoint, self.config)
-        old: ItemTable | None = getattr(self, "items", None)
         if old is not None:
             if self.owner is not None:
                 self.owner.flush(old)  # contributions still waiting belong to the version they were computed in
@@ -160,9 +165,6 @@ class OnlineLearner:
                     and r.vocab == self.vocab and r.state.shape[0] == states.shape[1]):
                 states[n] = torch.from_numpy(r.state)
         return states
-
-    def _support(self, records: Sequence[UserRecord], users: torch.Tensor) -> SupportBatch:
-        return support_batch(records, users)
 
     # -- score before learn (prequential evaluation) ------------------------------------------------------
     def _event_states(self, events: Sequence[Interaction], records: Mapping[str, UserRecord | None]
@@ -274,8 +276,8 @@ class OnlineLearner:
             errors = self._predict(mine, users[idx], torch.from_numpy(rows)).numpy().astype(np.float64) - ratings
         learns = self.layout is not None
         items = BatchItems(rows, batch.new_windows, np.asarray(batch.new_times, np.float64),
-                           self.adapter.effective(mine) if learns else None,
-                           self.adapter._split(mine)[1] if learns else None, errors)
+                           self.adapter.ranking_vectors(mine) if learns else None,
+                           self.adapter.rating_vectors(mine) if learns else None, errors)
         out = contribute(self.items, self.model_version, items, seed=self.config.item_seed * 1_000_003 + self.batches,
                          layout=self.layout)
         self.items.vocab.pending = []  # the batch's new rows are learned: evictable from now on
@@ -300,11 +302,11 @@ class OnlineLearner:
         """What this learner holds about ``item_id`` (None: no row), JSON-ready."""
         return self.items.describe(item_id)
 
-    def item_vectors(self, item_ids: Sequence[str]) -> np.ndarray | None:
-        """``[n, d]`` ranking embeddings of ``item_ids`` (no row: row 0's); None without any (list diversity)."""
-        a, rows = self.adapter, np.fromiter(map(self.items.index.get, item_ids, [0] * len(item_ids)), np.int64)
-        emb = a.item_emb if hasattr(a, "item_emb") else getattr(a, "catalog_embeddings", lambda: None)()  # melu
-        return None if emb is None else emb.detach().numpy()[rows]
+    def item_vectors(self, item_ids: Sequence[str]) -> np.ndarray:
+        """``[n, e]`` embeddings of ``item_ids`` (:meth:`~adapters.base.Adapter.item_embeddings`; no row: row 0's),
+        for list diversity."""
+        rows = np.fromiter(map(self.items.index.get, item_ids, [0] * len(item_ids)), np.int64)
+        return self.adapter.item_embeddings().detach().numpy()[rows]
 
     def shared_newest_update(self) -> float:
         """Record time of the newest published item row applied (NaN: none, or local mode)."""
@@ -346,13 +348,13 @@ class OnlineLearner:
         sub = torch.tensor(adapted, dtype=torch.long)
         incoming = [UserRecord(n_items=r.n_items, vocab=r.vocab, items=r.items[f], ratings=r.ratings[f])
                     for r, f in zip(recs, fresh)]
-        return float(self.adapter.loss(self.task.model_states(states[sub]), self._support(incoming, users[sub])).mean())
+        return float(self.adapter.loss(self.task.model_states(states[sub]), support_batch(incoming, users[sub])).mean())
 
     def _adapt(self, states: torch.Tensor, users: torch.Tensor, recs: list[UserRecord],
                adapted: list[int]) -> torch.Tensor:
         """``states`` with the users ``adapted`` adapted on their (trimmed) windows, in one batched call."""
         sub = torch.tensor(adapted, dtype=torch.long)
-        support = self._support([recs[n] for n in adapted], users[sub])
+        support = support_batch([recs[n] for n in adapted], users[sub])
         states = states.clone()
         with torch.no_grad():  # the global parameters stay fixed online (torch.func transforms ignore this)
             states[sub] = self.task.adapt(states[sub], support, self.steps, self.config.prox)
@@ -379,7 +381,8 @@ class OnlineLearner:
         values, index = top.values.numpy(), top.indices.numpy()
         if rows is not None:
             index = rows.numpy()[index]
-        because = explain(self, recs, users, states, index) if self.config.explain else None
+        because = (explain(self.adapter, self.items, windows, self.task.model_states(states), users, index)
+                   if self.config.explain else None)
         std = self.task.score_std(states, torch.from_numpy(index))
         result = []
         for n, u in enumerate(user_ids):

@@ -26,14 +26,17 @@ Example
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from adapters.base import SupportBatch
+from adapters.base import Adapter, SupportBatch
 from adapters.errors import MetarecError
 from adapters.meta import bayes
+
+if TYPE_CHECKING:
+    from adapters.online.records import UserRecord
 
 EXPLORE = ("none", "thompson", "ucb")
 
@@ -41,7 +44,7 @@ EXPLORE = ("none", "thompson", "ucb")
 class TaskLearner:
     """The task learner ``kind`` (``gradient`` or ``bayes``) of ``adapter``, with exploration ``explore``."""
 
-    def __init__(self, adapter: Any, kind: str, explore: str = "none", scale: float = 1.0, seed: int = 0,
+    def __init__(self, adapter: Adapter, kind: str, explore: str = "none", scale: float = 1.0, seed: int = 0,
                  persistence: float | None = None) -> None:
         if kind not in bayes.TASK_LEARNERS:
             raise MetarecError(f"unknown task learner {kind!r} (choose {' or '.join(bayes.TASK_LEARNERS)})")
@@ -51,14 +54,13 @@ class TaskLearner:
             raise MetarecError(f"unknown exploration {explore!r} (choose {', '.join(EXPLORE)})")
         if explore != "none" and kind != "bayes":
             raise MetarecError(f"--explore {explore} samples from the posterior: it needs --task-learner bayes")
-        if kind == "bayes" and (getattr(adapter, "rating_block", None) is None
-                                or getattr(adapter, "analytic_grad_fn", None) is None):
+        if kind == "bayes" and adapter.rating_block is None:
             raise MetarecError(f"the bayes task learner needs a model with a closed-form rating block (mf or seq), "
                                f"not {adapter.name}")
         self.adapter, self.kind, self.explore, self.scale = adapter, kind, explore, float(scale)
         self.generator = torch.Generator().manual_seed(int(seed))
         #: bayes: share of a user's deviation from θ0 kept between micro-batches (the checkpoint's, else 0.5)
-        self.persistence = float(getattr(adapter.inner, "persistence", 0.5) if persistence is None else persistence)
+        self.persistence = float(adapter.inner.persistence if persistence is None else persistence)
         self.width = adapter.state_dim + (len(bayes.posterior_entries(adapter)) if kind == "bayes" else 0)
 
     @property
@@ -103,7 +105,7 @@ class TaskLearner:
         return bayes.score_std(self.adapter, states, candidates) if self.bayes else None
 
 
-def support_batch(records: Sequence[Any], users: torch.Tensor) -> SupportBatch:
+def support_batch(records: Sequence[UserRecord], users: torch.Tensor) -> SupportBatch:
     """The padded support sets (windows) of ``records`` (:class:`~adapters.online.records.UserRecord`)."""
     length = max(1, max(len(r.items) for r in records))
     b = len(records)

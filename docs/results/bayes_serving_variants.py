@@ -82,7 +82,7 @@ def full_adapt(model, states, support, persistence=0.0):
     g, h = bayes._ranking_grad_hessian(model, s, support)
     entries = bayes.posterior_entries(model)
     q, bias = model.item_emb.detach()[1:], model.item_bias.detach()[1:]
-    p = torch.softmax(torch.addmm(bias, model.effective(s), q.t()), dim=1)
+    p = torch.softmax(torch.addmm(bias, model.ranking_vectors(s), q.t()), dim=1)
     if topm:
         vals, idx = p.topk(topm, dim=1)
         qq = q[idx]  # B, M, d

@@ -19,10 +19,18 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from adapters.base import SupportBatch
+    from adapters.meta.inner import InnerConfig
+    from adapters.meta.training import UserEvents
+    from adapters.meta.vocab import Vocab
+    from adapters.models import AdapterModule
+    from adapters.online.tasklearner import TaskLearner
 
 
 @dataclass
@@ -40,7 +48,7 @@ class AdaptationResult:
     rank_seconds: float  #: of which scoring the catalog and taking the top-k
 
 
-def served_inner(name: str, steps: int) -> Any:
+def served_inner(name: str, steps: int) -> InnerConfig:
     """The :class:`~adapters.meta.inner.InnerConfig` that ``metarec train`` gives a fresh ``name`` model with ``steps``
     inner steps and the default meta-learner (fomaml), from the trainer's own defaults: what a served model adapts
     with (mf: ridge rating solver, λ 8 on summed errors, proximal pull 0.2)."""
@@ -49,7 +57,7 @@ def served_inner(name: str, steps: int) -> Any:
     return inner_config(TrainConfig(model=name, steps=steps))
 
 
-def _model(dataset: Any, name: str, steps: int) -> tuple[Any, Any, list]:
+def _model(dataset: Any, name: str, steps: int) -> tuple[AdapterModule, Vocab, list[UserEvents]]:
     from adapters.models import build_model
     from adapters.meta.training import encode_users
     from adapters.meta.vocab import build_vocab
@@ -104,7 +112,7 @@ def measure_adaptation(dataset: Any, model_name: str, *, steps: int = 3, support
                             model.state_dim, t_adapt, t_rank)
 
 
-def _one(learner: Any, sb: Any, steps: int, top_k: int) -> tuple[float, float]:
+def _one(learner: TaskLearner, sb: SupportBatch, steps: int, top_k: int) -> tuple[float, float]:
     t0 = time.perf_counter()
     states = learner.adapt(learner.init_states(sb.users), sb, steps, None)
     t1 = time.perf_counter()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 Progress = Callable[[int, int], None]
@@ -43,7 +44,7 @@ class ItemStateResult:
         return self.us_per_event.get("owner", float("nan"))
 
 
-def measure_item_state(dataset: Any, checkpoint_dir: Any, n: int = 20_000, batch_size: int = 500,
+def measure_item_state(dataset: Any, checkpoint_dir: str | Path, n: int = 20_000, batch_size: int = 500,
                        partitions: int = 4, flush_every: int = 10, progress: Progress | None = None) -> ItemStateResult:
     """Time the shared item state's steps over the first ``n`` events (module docstring)."""
     from adapters.meta.checkpoint import Checkpoint

@@ -22,7 +22,11 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from adapters.online.learner import OnlineLearner
 
 Progress = Callable[[int, int], None]
 
@@ -81,25 +85,25 @@ def _interactions(dataset: Any, n: int) -> list[Any]:
     return out
 
 
-def _learner(checkpoint_dir: Any, **config: Any) -> Any:
+def _learner(checkpoint_dir: str | Path, **config: Any) -> OnlineLearner:
     from adapters.meta.checkpoint import Checkpoint
     from adapters.online.learner import OnlineConfig, OnlineLearner
 
     return OnlineLearner(Checkpoint.load(checkpoint_dir), OnlineConfig(**config))
 
 
-def naive_loop(dataset: Any, checkpoint_dir: Any, n: int = 2_000, progress: Progress | None = None) -> RateResult:
+def naive_loop(dataset: Any, checkpoint_dir: str | Path, n: int = 2_000, progress: Progress | None = None) -> RateResult:
     """One event per ``OnlineLearner.process`` call, records in a dict (no Kafka)."""
     return _run(dataset, checkpoint_dir, n, 1, progress)
 
 
-def batched_learner(dataset: Any, checkpoint_dir: Any, n: int = 20_000, batch_size: int = 500,
+def batched_learner(dataset: Any, checkpoint_dir: str | Path, n: int = 20_000, batch_size: int = 500,
                     progress: Progress | None = None) -> RateResult:
     """Micro-batches of ``batch_size`` events per ``OnlineLearner.process`` call (no Kafka)."""
     return _run(dataset, checkpoint_dir, n, batch_size, progress)
 
 
-def _run(dataset: Any, checkpoint_dir: Any, n: int, batch_size: int, progress: Progress | None) -> RateResult:
+def _run(dataset: Any, checkpoint_dir: str | Path, n: int, batch_size: int, progress: Progress | None) -> RateResult:
     from adapters.online.records import UserRecord
 
     learner = _learner(checkpoint_dir)

@@ -27,9 +27,14 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from adapters.meta.checkpoint import Checkpoint
+    from adapters.online.learner import Interaction
+    from adapters.online.records import UserRecord
 
 MODELS = ("metarec", "no_adaptation", "popularity")  #: report order
 
@@ -81,14 +86,14 @@ class ThetaZero:
     """The checkpoint with zero inner steps (``no_adaptation``): every list it made per user, by the live sequence
     number of the newest event of that user it had taken into account (-1: a backfill event)."""
 
-    def __init__(self, checkpoint: Any, top_k: int = 10) -> None:
+    def __init__(self, checkpoint: Checkpoint, top_k: int = 10) -> None:
         from adapters.online.learner import OnlineConfig, OnlineLearner
 
         self.learner = OnlineLearner(checkpoint, OnlineConfig(steps=0, top_k=top_k))
-        self.records: dict[str, Any] = {}
+        self.records: dict[str, UserRecord] = {}
         self.history: dict[str, list[tuple[int, frozenset[str]]]] = {}
 
-    def learn(self, events: list[Any]) -> None:
+    def learn(self, events: list[Interaction]) -> None:
         """One micro-batch of :class:`~adapters.online.learner.Interaction` values whose ``offset`` is the live
         sequence number (-1 in the backfill); refreshes the touched users' lists."""
         if not events:

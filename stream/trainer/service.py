@@ -21,12 +21,15 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from adapters.errors import MetarecError
 from adapters.meta.config import TrainConfig
 from stream.trainer.events import events_dataset
 from stream.trainer.metrics import TrainerHealth, TrainerMetrics
+
+if TYPE_CHECKING:
+    from adapters.meta.checkpoint import Checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +67,7 @@ class TrainerConfig:
 class Trainer:
     """The window of recent events and the retraining it triggers (no Kafka: fed by :func:`run_trainer`)."""
 
-    def __init__(self, cfg: TrainerConfig, metrics: TrainerMetrics, current: Any = None) -> None:
+    def __init__(self, cfg: TrainerConfig, metrics: TrainerMetrics, current: Checkpoint | None = None) -> None:
         self.cfg, self.metrics, self.current = cfg, metrics, current
         self.window: collections.deque[tuple[bytes | None, float]] = collections.deque(maxlen=cfg.retrain_window)
         self.new = 0
@@ -105,7 +108,7 @@ class Trainer:
         return path
 
 
-def _current_version(out: Path) -> Any:
+def _current_version(out: Path) -> Checkpoint | None:
     """The newest version already published under ``out`` (None: none yet)."""
     from adapters.meta.checkpoint import Checkpoint
     from stream.worker.versions import resolve_checkpoint

@@ -31,9 +31,10 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
-from adapters.online.learner import BatchResult, Interaction, OnlineLearner
+from adapters.meta.checkpoint import Checkpoint
+from adapters.online.learner import BatchResult, Interaction, OnlineLearner, Recommendation
 from adapters.online.items.contributions import Contributions
 from adapters.online.records import UserRecord
 from stream.kafka.messages import Outgoing, RawMessage
@@ -203,14 +204,14 @@ class WorkerCore:
         """The learner's current row of ``item_id`` (None: it holds none): what ``GET /items?id=`` shows."""
         return None if self.learner is None else self.learner.item_state(item_id)
 
-    def switch(self, checkpoint: Any) -> bool:
+    def switch(self, checkpoint: Checkpoint) -> bool:
         """Serve ``checkpoint`` from the next batch on; False (still serving the current one) if it cannot be."""
         assert self.learner is not None
         old = self.learner.checkpoint
         try:
             self.learner.switch(checkpoint)
         except Exception as exc:  # noqa: BLE001 - keep serving the current version
-            self.metrics.rollout.failed(str(getattr(checkpoint, "version", "?")), INCOMPATIBLE,
+            self.metrics.rollout.failed(str(checkpoint.version), INCOMPATIBLE,
                                         f"the learner refused it: {type(exc).__name__}: {exc}")
             if self.learner.checkpoint is not old:  # refused after it began: serve the old version again
                 self.learner.switch(old)
@@ -223,7 +224,7 @@ class WorkerCore:
     def set_model_metrics(self) -> None:
         assert self.learner is not None
         ck = self.learner.checkpoint
-        self.metrics.set_model(ck.version, getattr(ck, "model", ""), getattr(ck, "meta", ""))
+        self.metrics.set_model(ck.version, ck.model, ck.meta)
         self.metrics.items.set(self.learner.items.n_active)
 
     # -- parsing ---------------------------------------------------------------------------------------
@@ -315,7 +316,7 @@ class WorkerCore:
         merged.support_loss = sum(losses) / len(losses) if losses else math.nan
         return merged, dead
 
-    def _list_message(self, rec: Any, now: float) -> Outgoing:
+    def _list_message(self, rec: Recommendation, now: float) -> Outgoing:
         assert self.learner is not None
         value = {"user_id": rec.user_id, "items": list(rec.items), "scores": [float(s) for s in rec.scores],
                  "model_version": self.learner.model_version,

@@ -34,10 +34,13 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from adapters.errors import MetarecError
 from stream.worker.rollout import CORRUPT, MISSING, ModelRollout, RolloutError, classify
+
+if TYPE_CHECKING:
+    from adapters.meta.checkpoint import Checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +93,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return max(candidates, key=lambda p: (_newest_mtime(p), p.name))
 
 
-def publish_version(root: str | Path, checkpoint: Any, name: str | None = None) -> Path:
+def publish_version(root: str | Path, checkpoint: Checkpoint, name: str | None = None) -> Path:
     """Write ``checkpoint`` as a new version under the model directory ``root`` and point ``LATEST`` at it.
 
     Both steps are atomic: the checkpoint is written to a hidden temporary directory and renamed into place, then
@@ -128,18 +131,18 @@ class CheckpointWatcher:
     changes (its :func:`signature`) or ``retry_s`` seconds have passed; a failure is logged and counted once.
     """
 
-    def __init__(self, path: str | Path, loader: Callable[[Path], Any], rollout: ModelRollout | None = None,
+    def __init__(self, path: str | Path, loader: Callable[[Path], Checkpoint], rollout: ModelRollout | None = None,
                  retry_s: float = 30.0) -> None:
         self.path = Path(path)
         self.loader = loader
         self.rollout = rollout or ModelRollout()
         self.retry_s = float(retry_s)
-        self.current: Any = None  #: the checkpoint last loaded (served, unless the switch to it was refused)
+        self.current: Checkpoint | None = None  #: the checkpoint last loaded (served, unless the switch to it was refused)
         self._signature: tuple[str, int] | None = None
         self._failed: tuple[str, int] | None = None  #: signature of the candidate that failed last
         self._failed_at = 0.0  #: when it failed (monotonic)
 
-    def load_initial(self) -> Any:
+    def load_initial(self) -> Checkpoint:
         """Load the checkpoint to serve at start (errors are the user's: :class:`MetarecError`)."""
         target = resolve_checkpoint(self.path)
         sig = signature(target)
@@ -155,9 +158,9 @@ class CheckpointWatcher:
 
     def served_version(self) -> str | None:
         """The version the worker serves (the roll-out's, else the one this watcher loaded last)."""
-        return self.rollout.version or getattr(self.current, "version", None)
+        return self.rollout.version or (self.current.version if self.current is not None else None)
 
-    def poll(self) -> Any | None:
+    def poll(self) -> Checkpoint | None:
         """A newly loaded checkpoint of another version, or None (nothing new, or the candidate is not loadable)."""
         try:
             target = resolve_checkpoint(self.path)

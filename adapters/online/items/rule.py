@@ -27,11 +27,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 
+from adapters.base import Adapter
 from adapters.online.items.contributions import DELTA, INIT, Contributions
 from adapters.online.items.table import ItemTable
 
@@ -224,9 +224,9 @@ def _rows_to_set(table: ItemTable, space: str, items: np.ndarray, tables: np.nda
             tables[follow[has]] = mean.astype(np.float32)
 
 
-def layout_of(adapter: Any) -> dict[str, int] | None:
+def layout_of(adapter: Adapter) -> dict[str, int] | None:
     """Offset of each item table in the flattened rows of ``adapter`` (None: it has no growable item tables)."""
-    names = getattr(adapter, "ITEM_TABLES", None)
+    names = adapter.ITEM_TABLES
     if not names:
         return None
     widths = [int(np.prod(t.shape[1:], dtype=np.int64)) for t in adapter.item_tables()]

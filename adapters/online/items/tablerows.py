@@ -15,13 +15,15 @@ Example
 """
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
 
+from adapters.base import Adapter
 
-def table_widths(adapter: Any) -> list[int]:
+
+def table_widths(adapter: Adapter) -> list[int]:
     """Floats per item of each item table of ``adapter``."""
     return [int(np.prod(t.shape[1:], dtype=np.int64)) for t in adapter.item_tables()]
 
@@ -53,7 +55,7 @@ class TableRows(Protocol):
 class ModelRows:
     """The item tables of a model (its ``item_tables()``), grown in place: the learner scores with them."""
 
-    def __init__(self, adapter: Any) -> None:
+    def __init__(self, adapter: Adapter) -> None:
         self.adapter = adapter
         self.widths = table_widths(adapter)
         self.width = sum(self.widths)

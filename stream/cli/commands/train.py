@@ -152,6 +152,8 @@ def _check(args: argparse.Namespace) -> None:
     for name in ("inner_lr_rating", "item_half_life"):
         if getattr(args, name, None) is not None and not getattr(args, name) > 0:
             raise MetarecError(f"--{name.replace('_', '-')} must be > 0")
+    from adapters.meta.config import check_learners
+    check_learners(args.meta, args.task_learner, args.model)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -17,13 +17,15 @@ from adapters.base import SupportBatch
 from adapters.errors import MetarecError
 from adapters.meta import bayes
 from adapters.meta.inner import solve_rating_block
-from adapters.meta.learners import META_NAMES, meta_objective
+from adapters.meta.learners import META_NAMES, build_meta_learner
 from adapters.meta.training import TrainConfig, train
+from adapters.models import FeatureTables, build_model
 from adapters.online.records import UserRecord
 from adapters.online.tasklearner import TaskLearner
 
 MODELS = ("seq", "mf")
-PAIRS = list(itertools.product(MODELS, META_NAMES))
+#: metasgd learns per-parameter inner rates, which one Newton step does not have: refused with bayes (below)
+PAIRS = [(model, meta) for model, meta in itertools.product(MODELS, META_NAMES) if meta != "metasgd"]
 SMALL = {"dim": 16, "rating_dim": 8}
 
 
@@ -55,7 +57,7 @@ class RankingCase:
         ck = trained(model, "fomaml")
         self.a, sb = ck.adapter, supports(ck)
         s = bayes.split(self.a, bayes.adapt(self.a, bayes.init_states(self.a, sb.users), sb))[0].detach()
-        self.s = self.a.prepare_states(s, sb) if hasattr(self.a, "prepare_states") else s
+        self.s = self.a.prepare_states(s, sb)
         self.rank_only = SupportBatch(sb.items, sb.ratings, sb.mask, torch.zeros_like(sb.rated), sb.users)
         self.entries = list(range(self.a.config.dim)) + ([self.a.gain_index] if model == "seq" else [])
 
@@ -113,7 +115,9 @@ def test_maml_meta_gradients_reach_the_item_tables_through_the_newton_step_and_f
     grads = {}
     for meta in ("maml", "fomaml"):
         a.zero_grad()
-        meta_objective(a, meta, sb, query).backward()
+        learner = build_meta_learner(meta, a)
+        learner.prior.load_state_dict(ck.adapter.adaptation.prior.state_dict())  # the trained Λ0
+        learner.objective(a, sb, query).backward()
         grads[meta] = a.item_emb.grad.clone()
     assert not torch.allclose(grads["maml"], grads["fomaml"])
 
@@ -143,7 +147,7 @@ def test_the_newton_step_lowers_the_posterior_objective_and_data_adds_precision(
 
     def objective(states: torch.Tensor) -> torch.Tensor:  # −log posterior up to a constant
         m = bayes.split(a, states)[0]
-        m = a.prepare_states(m, sb) if hasattr(a, "prepare_states") else m
+        m = a.prepare_states(m, sb)
         return a.batch_loss(m, sb) + 0.5 * (prior[e] * (m[:, e] - theta0[:, e]) ** 2).sum(1)
 
     active = sb.mask.any(1)
@@ -171,6 +175,17 @@ def test_the_bayes_task_learner_refuses_a_model_without_a_closed_form_rating_blo
         TaskLearner(ck.adapter, "gradient", explore="thompson")
 
 
+@pytest.mark.parametrize("model", MODELS)
+def test_metasgd_is_refused_with_the_bayes_task_learner(model):
+    """One Newton step has no inner rates for Meta-SGD to learn: refused, not silently trained as maml."""
+    with pytest.raises(MetarecError, match="^metasgd learns per-parameter inner rates; the bayes task learner takes "
+                                           "one Newton step and has none to learn: use maml$"):
+        trained(model, "metasgd")
+    a = build_model(model, 6, FeatureTables.empty(6), SMALL, {"task_learner": "bayes", "rating_solver": "ridge"})
+    with pytest.raises(MetarecError, match="use maml"):
+        build_meta_learner("metasgd", a)
+
+
 # ---- conformance: every task learner over every model × meta-learner ---------------------------------------
 @pytest.mark.parametrize("model,meta", PAIRS)
 def test_batched_update_equals_per_user_loop(model, meta):
@@ -188,7 +203,8 @@ def test_same_seed_same_training_and_update(model, meta):
     a, b = trained(model, meta, seed=3), train(synthetic_dataset(), TrainConfig(
         model=model, meta=meta, epochs=1, seed=3, batch_users=16, pretrain_epochs=1, model_config=SMALL,
         task_learner="bayes"))
-    for (name, p), (_, q) in zip(a.adapter.state_dict().items(), b.adapter.state_dict().items()):
+    assert a.weights().keys() == b.weights().keys() and "prior.log_prior_prec" in a.weights()
+    for (name, p), (_, q) in zip(a.weights().items(), b.weights().items()):  # the model's and the prior's
         assert torch.equal(p, q), name
     sb = supports(a)
     ta, tb = TaskLearner(a.adapter, "bayes", "thompson", seed=7), TaskLearner(b.adapter, "bayes", "thompson", seed=7)

@@ -11,7 +11,7 @@ from synthetic_data import synthetic_dataset
 from adapters.base import SupportBatch
 from adapters.meta.checkpoint import Checkpoint
 from adapters.meta.inner import InnerConfig, inner_loop
-from adapters.meta.learners import meta_objective
+from adapters.meta.learners import MAMLpp
 from adapters.meta.mamlpp import MAMLPPSchedule, first_order, step_weights
 from adapters.meta.training import TrainConfig, train
 from adapters.models import FeatureTables, build_model
@@ -26,10 +26,19 @@ def _model(name: str = "mf", solver: str = "gd", steps: int = 3):
     inner = InnerConfig(steps=steps, lr=0.3, lr_rating=0.05 if name != "melu" else None, prox=0.1,
                         per_step_lr=True, rating_solver=solver)
     m = build_model(name, 12, FeatureTables.empty(12, n_users=3), config, inner)
+    steps_rates = m.adaptation.rates.log_lr_steps
     with torch.no_grad():  # distinct rates per step and per entry
         gen = torch.Generator().manual_seed(0)
-        m.log_lr_steps.copy_(torch.log(torch.rand(m.log_lr_steps.shape, generator=gen) * 0.4 + 0.05))
+        steps_rates.copy_(torch.log(torch.rand(steps_rates.shape, generator=gen) * 0.4 + 0.05))
     return m
+
+
+def _mamlpp(m) -> MAMLpp:
+    """MAML++ for ``m``, starting from the rates ``m`` adapts with (the distinct ones of :func:`_model`)."""
+    rates = m.adaptation.rates.state_dict()
+    learner = MAMLpp(m)
+    learner.rates.load_state_dict(rates)
+    return learner
 
 
 def test_step_weights_start_uniform_anneal_to_the_last_step_and_sum_to_one():
@@ -99,9 +108,9 @@ def test_multi_step_loss_weights_each_step_query_loss():
                     for k in (1, 2, 3)]
     for progress in (0.0, 0.3, 1.0):
         expected = sum(w * l for w, l in zip(step_weights(3, progress).tolist(), per_step))
-        got = float(meta_objective(m, "mamlpp", SUPPORT, QUERY, progress=progress).detach())
+        got = float(_mamlpp(m).objective(m, SUPPORT, QUERY, progress=progress).detach())
         assert math.isclose(got, expected, rel_tol=1e-5), progress
-    assert not math.isclose(float(meta_objective(m, "mamlpp", SUPPORT, QUERY, progress=0.0).detach()), per_step[-1],
+    assert not math.isclose(float(_mamlpp(m).objective(m, SUPPORT, QUERY, progress=0.0).detach()), per_step[-1],
                             rel_tol=1e-4)
 
 
@@ -109,10 +118,11 @@ def test_meta_gradient_reaches_every_step_rate_first_then_second_order():
     grads = {}
     for progress in (0.0, 1.0):
         m = _model("mf", "gd")
-        meta_objective(m, "mamlpp", SUPPORT, QUERY, progress=progress).backward()
-        g = m.log_lr_steps.grad
+        learner = _mamlpp(m)
+        learner.objective(m, SUPPORT, QUERY, progress=progress).backward()
+        g = learner.rates.log_lr_steps.grad
         assert g is not None and bool((g.abs().sum(1) > 0).all()), progress  # every step's row learns
-        assert m.log_lr.grad is None  # the base rates are not trained by MAML++
+        assert learner.rates.log_lr.grad is None  # the base rates are not trained by MAML++
         grads[progress] = m.user0.grad.clone()
     # at progress 0 (first order, uniform weights) the θ0 gradient differs from the annealed second-order one
     assert not torch.allclose(grads[0.0], grads[1.0])
@@ -135,14 +145,15 @@ def trained_mamlpp():
 def test_training_learns_per_step_rates_and_the_checkpoint_carries_them(trained_mamlpp, tmp_path):
     ck = trained_mamlpp
     a = ck.adapter
-    assert a.inner.per_step_lr and ck.meta == "mamlpp" and a.log_lr_steps.shape == (3, a.state_dim)
-    start = a.log_lr.detach().expand_as(a.log_lr_steps)
-    moved = (a.log_lr_steps.detach() - start).abs()
+    rates = a.adaptation.rates
+    assert a.inner.per_step_lr and ck.meta == "mamlpp" and rates.log_lr_steps.shape == (3, a.state_dim)
+    start = rates.log_lr.detach().expand_as(rates.log_lr_steps)
+    moved = (rates.log_lr_steps.detach() - start).abs()
     assert float(moved.max()) > 1e-4  # learned
-    assert not torch.allclose(a.log_lr_steps[0], a.log_lr_steps[2])  # each step its own rates
+    assert not torch.allclose(rates.log_lr_steps[0], rates.log_lr_steps[2])  # each step its own rates
     back = Checkpoint.load(ck.save(tmp_path / "ck"))
     assert back.config["inner"]["per_step_lr"] is True
-    assert torch.equal(back.adapter.log_lr_steps, a.log_lr_steps)
+    assert torch.equal(back.adapter.adaptation.rates.log_lr_steps, rates.log_lr_steps)
     assert torch.equal(back.adapter.inner_lr(), a.inner_lr())
 
 
@@ -159,7 +170,7 @@ def test_online_learner_serves_with_the_checkpoint_s_per_step_rates(trained_maml
     def with_zero_rows(rows: slice) -> Checkpoint:
         ck = Checkpoint.load(path)
         with torch.no_grad():
-            ck.adapter.log_lr_steps[rows] = -math.inf  # rate 0: those steps do not move the state
+            ck.adapter.adaptation.rates.log_lr_steps[rows] = -math.inf  # rate 0: those steps do not move the state
         return ck
 
     ck = Checkpoint.load(path)
@@ -174,7 +185,8 @@ def test_online_learner_serves_with_the_checkpoint_s_per_step_rates(trained_maml
     # and the served state follows the learned rates: replacing them by the first row's changes it
     uniform = Checkpoint.load(path)
     with torch.no_grad():
-        uniform.adapter.log_lr_steps[:] = uniform.adapter.log_lr_steps[0].clone()
+        rows = uniform.adapter.adaptation.rates.log_lr_steps
+        rows[:] = rows[0].clone()
     assert not torch.allclose(_served_state(uniform, 3), _served_state(ck, 3))
 
 
@@ -183,8 +195,8 @@ def test_warm_start_of_mamlpp_keeps_the_learned_per_step_rates(trained_mamlpp):
     cfg = TrainConfig(model="seq", meta="mamlpp", epochs=0, pretrain_epochs=0, seed=1, batch_users=8,
                       model_config={"dim": 8, "rating_dim": 4})
     warm = train(ds, cfg, init=trained_mamlpp)
-    assert torch.equal(warm.adapter.log_lr_steps, trained_mamlpp.adapter.log_lr_steps)
-    assert "log_lr_steps" not in warm.config["warm_start"]["fresh"]
+    assert torch.equal(warm.adapter.adaptation.rates.log_lr_steps, trained_mamlpp.adapter.adaptation.rates.log_lr_steps)
+    assert "rates.log_lr_steps" not in warm.config["warm_start"]["fresh"]
 
 
 @pytest.mark.parametrize("command", ["train", "evaluate"])

@@ -8,7 +8,7 @@ import torch
 
 from adapters.base import SupportBatch
 from adapters.meta.inner import InnerConfig, inner_loop
-from adapters.meta.learners import meta_objective
+from adapters.meta.learners import build_meta_learner
 from adapters.models import FeatureTables, build_model
 
 NAN = float("nan")
@@ -34,11 +34,12 @@ def _model(solver: str, prox: float, metasgd: bool = False, rank_weight: float =
                     InnerConfig(lr=0.4, lr_rating=0.05, prox=prox, rating_solver=solver, ridge_lambda=0.7,
                                 ridge_mean=False, metasgd=metasgd))
     gen = torch.Generator().manual_seed(2)
+    rates = m.adaptation.rates
     with torch.no_grad():  # nothing left at its (zero) initial value: every term of the gradient matters
-        for p in m.parameters():
+        for p in [*m.parameters(), *rates.parameters()]:
             p.add_(0.3 * torch.randn(p.shape, generator=gen))
         if metasgd:  # per-parameter rates, all different
-            m.log_lr.copy_(torch.log(torch.rand(m.state_dim, generator=gen) * 0.5 + 0.05))
+            rates.log_lr.copy_(torch.log(torch.rand(m.state_dim, generator=gen) * 0.5 + 0.05))
     return m
 
 
@@ -98,11 +99,16 @@ def test_first_order_meta_gradients_are_unchanged(solver, meta):
     for fast in (False, True):
         m = _model(solver, 0.3, metasgd=True)
         if not fast:  # the generic path: make the model look like it has no fast gradient function
-            m.analytic_grad_fn = None
-        meta_objective(m, meta, SB, QUERY).backward()
-        grads.append({n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None})
+            m.analytic_grad_fn = lambda support, rating=True: None
+        rates = m.adaptation.rates.state_dict()
+        learner = build_meta_learner(meta, m)
+        learner.rates.load_state_dict(rates)  # the model's random per-parameter rates, learnable here too
+        learner.rates.log_lr.requires_grad_(True)
+        learner.objective(m, SB, QUERY).backward()
+        named = [*m.named_parameters(), *learner.named_parameters()]
+        grads.append({n: p.grad.clone() for n, p in named if p.grad is not None})
     assert grads[0].keys() == grads[1].keys() and "user0" in grads[0] and "item_rate" in grads[0]
-    assert ("log_lr" in grads[0]) == (meta == "fomaml")  # reptile detaches the rates
+    assert ("rates.log_lr" in grads[0]) == (meta == "fomaml")  # reptile detaches the rates
     for name in grads[0]:
         assert torch.allclose(grads[1][name], grads[0][name], atol=1e-5, rtol=1e-4), name
 
@@ -112,10 +118,10 @@ def test_second_order_keeps_the_generic_differentiable_steps():
     (zero if the steps had been taken without autograd, as the fast path does)."""
     m = _model("ridge", 0.3)
     m.item_bias.requires_grad_(False)
-    meta_objective(m, "maml", SB, QUERY).backward()
+    build_meta_learner("maml", m).objective(m, SB, QUERY).backward()
     second = m.item_emb.grad.clone()
     m.zero_grad()
-    meta_objective(m, "fomaml", SB, QUERY).backward()
+    build_meta_learner("fomaml", m).objective(m, SB, QUERY).backward()
     assert not torch.allclose(second, m.item_emb.grad, atol=1e-6)
 
 

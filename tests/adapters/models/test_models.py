@@ -6,7 +6,7 @@ import torch
 
 from adapters.base import SupportBatch
 from adapters.meta.inner import inner_loop, support_gradient
-from adapters.meta.learners import meta_objective
+from adapters.meta.learners import build_meta_learner
 from adapters.models import FeatureTables, build_model
 
 
@@ -64,7 +64,7 @@ def test_second_order_meta_gradient_differs_from_first_order(name):
     for meta in ("maml", "fomaml"):
         m = _model(name)
         m.zero_grad()
-        meta_objective(m, meta, SB, q, steps=2).backward()
+        build_meta_learner(meta, m).objective(m, SB, q, steps=2).backward()
         p = m.item_emb if name == "mf" else m.theta0
         grads[meta] = p.grad.clone()
     assert torch.isfinite(grads["maml"]).all()
@@ -75,8 +75,10 @@ def test_metasgd_learns_learning_rates():
     from adapters.meta.inner import InnerConfig
     m = build_model("mf", 25, _tables(), {"dim": 8, "rating_dim": 4}, InnerConfig(metasgd=True))
     q = SupportBatch.from_lists([[6], [8], [10], [11]], [[4.0], [1.0], [3.0], [2.0]], users=[1, 2, 0, 5])
-    meta_objective(m, "metasgd", SB, q).backward()
-    assert m.log_lr.grad is not None and m.log_lr.grad.abs().sum() > 0
+    learner = build_meta_learner("metasgd", m)
+    learner.objective(m, SB, q).backward()
+    assert learner.rates.log_lr.grad is not None and learner.rates.log_lr.grad.abs().sum() > 0
+    assert m.adaptation.rates is learner.rates  # the model adapts with the rates its meta-learner owns
 
 
 def test_melu_scores_unseen_items_from_their_features():

@@ -10,7 +10,7 @@ from adapters.base import SupportBatch
 from adapters.meta.checkpoint import Checkpoint
 from adapters.errors import MetarecError
 from adapters.meta.inner import InnerConfig, inner_loop, ridge_block
-from adapters.meta.learners import META_NAMES, meta_objective
+from adapters.meta.learners import META_NAMES, build_meta_learner
 from adapters.models import FeatureTables, build_model
 
 NAN = float("nan")
@@ -108,7 +108,7 @@ def test_meta_gradient_reaches_item_rating_factors_through_the_solve(meta):
     m = _model()
     m.inner = InnerConfig(**{**m.inner.__dict__, "metasgd": meta == "metasgd"})
     query = SupportBatch.from_lists([[3], [4], [5], [6]], [[2.0], [5.0], [1.0], [3.0]], users=SB.users.tolist())
-    meta_objective(m, meta, SB, query, steps=2).backward()
+    build_meta_learner(meta, m).objective(m, SB, query, steps=2).backward()
     assert m.item_rate.grad is not None and m.item_rate.grad.abs().sum() > 0
     assert m.user0.grad[m.rating_block].abs().sum() > 0
 
@@ -116,15 +116,16 @@ def test_meta_gradient_reaches_item_rating_factors_through_the_solve(meta):
 def test_maml_meta_gradient_through_the_solve_matches_finite_differences():
     m = _model().double()
     query = SupportBatch.from_lists([[3], [4], [5], [6]], [[2.0], [5.0], [1.0], [3.0]], users=SB.users.tolist())
+    learner = build_meta_learner("maml", m).double()
     m.zero_grad()
-    meta_objective(m, "maml", SB, query, steps=1).backward()
+    learner.objective(m, SB, query, steps=1).backward()
     analytic = m.item_rate.grad[1, 0].item()
     eps = 1e-6
     with torch.no_grad():
         m.item_rate[1, 0] += eps
-        up = meta_objective(m, "maml", SB, query, steps=1).item()
+        up = learner.objective(m, SB, query, steps=1).item()
         m.item_rate[1, 0] -= 2 * eps
-        down = meta_objective(m, "maml", SB, query, steps=1).item()
+        down = learner.objective(m, SB, query, steps=1).item()
         m.item_rate[1, 0] += eps
     assert analytic == pytest.approx((up - down) / (2 * eps), rel=1e-4, abs=1e-8)
 

@@ -13,6 +13,7 @@ from adapters.errors import MetarecError
 from adapters.meta.training import TrainConfig, train
 from adapters.online.explain import explain
 from adapters.online.learner import OnlineConfig, OnlineLearner
+from adapters.online.tasklearner import support_batch
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +46,12 @@ def test_every_reason_is_an_item_of_the_user_s_own_window(checkpoint, dataset):
     assert all(r.because is None and r.uncertainty is None for r in plain.values())
 
 
+def _explain(learner: OnlineLearner, rec, users: torch.Tensor, states: torch.Tensor, listed: np.ndarray):
+    """:func:`explain` of one record as ``learner`` ranks it (its model, item table, window and model states)."""
+    return explain(learner.adapter, learner.items, [learner._window(rec)], learner.task.model_states(states), users,
+                   listed)
+
+
 def test_the_reason_is_the_window_item_that_co_occurred_with_the_listed_item(checkpoint, dataset):
     learner = OnlineLearner(checkpoint, OnlineConfig(top_k=5, prior_weight=1.0))
     records, _ = run(learner, events(dataset, 200))
@@ -60,7 +67,7 @@ def test_the_reason_is_the_window_item_that_co_occurred_with_the_listed_item(che
     side.links[x, anchor] = 1e4  # a strong co-occurrence: the counted part dominates any learned part
     users = torch.tensor([learner.user_row(user)])
     states = learner._states([rec], users)
-    reasons = explain(learner, [rec], users, states, listed)[0]
+    reasons = _explain(learner, rec, users, states, listed)[0]
     assert reasons[0] == learner.item_ids[anchor]
     if checkpoint.model == "mf":  # no co-occurrence and no learned context: nothing supports y
         assert reasons[1] is None
@@ -76,12 +83,12 @@ def test_seq_s_learned_part_names_the_position_of_the_largest_attention_term(dat
     listed = np.array([[learner.item_index[i] for i in lists[user].items]])
     users = torch.tensor([learner.user_row(user)])
     states = learner._states([rec], users)
-    sb = learner._support([rec], users)
+    sb = support_batch([rec], users)
     terms = (states[0, a.gain_index] * a.attention(sb)[0, :, None]
              * (a.ctx_emb[sb.items[0]] @ a.item_emb[torch.from_numpy(listed[0])].T)).detach().numpy()
     expected = [learner.item_ids[int(rec.items[terms[:, j].argmax()])] if terms[:, j].max() > 0 else None
                 for j in range(listed.shape[1])]
-    assert explain(learner, [rec], users, states, listed)[0] == expected == lists[user].because
+    assert _explain(learner, rec, users, states, listed)[0] == expected == lists[user].because
 
 
 def test_bayes_records_start_from_theta0_under_gradient_and_back(checkpoint, dataset):

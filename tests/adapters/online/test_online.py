@@ -12,6 +12,7 @@ from adapters.errors import MetarecError
 from adapters.meta.checkpoint import Checkpoint
 from adapters.online.learner import Interaction, OnlineConfig, OnlineLearner
 from adapters.online.records import UserRecord, vocab_hash
+from adapters.online.tasklearner import support_batch
 from adapters.meta.training import TrainConfig, train
 from online_events import interactions as stream, run_batches as run
 from synthetic_data import synthetic_dataset
@@ -76,7 +77,7 @@ def test_warm_start_continues_from_the_stored_state(dataset, checkpoint):
     previous = torch.from_numpy(records["u1"].state.copy())
     records, _ = run(learner, events[6:], batch=6, records=records)
     rec = records["u1"]
-    support = learner._support([rec], torch.tensor([learner.user_row("u1")]))
+    support = support_batch([rec], torch.tensor([learner.user_row("u1")]))
     expected = checkpoint.adapter.adapt(previous[None], support, steps=2)[0]
     torch.testing.assert_close(torch.from_numpy(rec.state), expected, rtol=1e-5, atol=1e-6)
     cold = checkpoint.adapter.adapt(checkpoint.adapter.init_states(support.users), support, steps=2)[0]
@@ -94,7 +95,7 @@ def test_inner_steps_are_the_checkpoint_s_unless_the_config_sets_them(dataset, t
         learner = OnlineLearner(ck, config)
         assert learner.steps == steps
         records, _ = run(learner, events, batch=8)
-        support = learner._support([records["u1"]], torch.tensor([learner.user_row("u1")]))
+        support = support_batch([records["u1"]], torch.tensor([learner.user_row("u1")]))
         expected = ck.adapter.adapt(ck.adapter.init_states(support.users), support, steps=steps)[0]
         states[steps] = torch.from_numpy(records["u1"].state)
         torch.testing.assert_close(states[steps], expected, rtol=1e-5, atol=1e-6)

@@ -77,3 +77,23 @@ def test_bad_arguments_exit_2_with_one_line(argv: list[str]) -> None:
     out = _metarec(*argv)
     assert out.returncode == 2
     assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr, out.stderr
+
+
+METASGD_BAYES = ("metarec {command}: error: metasgd learns per-parameter inner rates; the bayes task learner takes one "
+                 "Newton step and has none to learn: use maml")
+MELU_BAYES = ("metarec {command}: error: model melu has no closed-form rating block: the bayes task learner needs mf or "
+              "seq")
+
+
+@pytest.mark.parametrize("command,argv", [
+    ("train", ["--dataset", "ml-100k", "--out", "{tmp}/ck"]),
+    ("evaluate", ["--dataset", "ml-100k", "--protocol", "prequential", "--json", "{tmp}/x.json"]),
+])
+@pytest.mark.parametrize("pair,message", [(["--meta", "metasgd"], METASGD_BAYES), (["--model", "melu"], MELU_BAYES)])
+def test_an_unsupported_meta_learner_and_task_learner_pair_is_refused(command, argv, pair, message, tmp_path) -> None:
+    """``--task-learner bayes`` takes one Newton step: metasgd has no rates to learn there (it used to train as maml
+    without a word), melu no closed-form rating block. Refused at once (before the data is read), exit 2, one line."""
+    out = _metarec(command, *[a.format(tmp=tmp_path) for a in argv], *pair, "--task-learner", "bayes")
+    assert out.returncode == 2, out.stderr
+    assert out.stderr == message.format(command=command) + "\n"
+    assert not (tmp_path / "ck").exists() and not (tmp_path / "x.json").exists()
