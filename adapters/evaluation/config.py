@@ -62,6 +62,8 @@ class EvaluationConfig:
     explore_scale: float = 1.0
     persistence: float | None = None  #: bayes: share of a user's deviation from θ0 kept between micro-batches
     data_dir: str | None = None  #: dataset cache (None = $METAREC_DATA_DIR or ~/.cache/metarec)
+    #: processes the prequential models run in (each model is independent: the same figures; None = one per CPU)
+    workers: int | None = None
     progress: bool = True  #: show progress bars
     command: str = ""  #: the command line that started the run, recorded in the report
 

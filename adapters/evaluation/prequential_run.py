@@ -171,6 +171,8 @@ def _with_retraining(models: list[Model], ds: Any, stream: EventStream, config: 
 
 def _check(config: EvaluationConfig) -> None:
     """Settings of the run itself that the configs of the learner and the protocol do not check."""
+    if config.workers is not None and config.workers < 1:
+        raise MetarecError(f"--workers must be ≥ 1 processes, got {config.workers}")
     if config.retrain_every < 0:
         raise MetarecError(f"--retrain-every must be ≥ 0 scored events (0 = never), got {config.retrain_every}")
     if config.retrain_window < 0:
@@ -248,7 +250,8 @@ def run_prequential(config: EvaluationConfig) -> dict[str, Any]:
     import torch
 
     from adapters.data.datasets import load_dataset
-    from adapters.evaluation.prequential import EventStream, run_protocol
+    from adapters.evaluation.parallel import run_parallel
+    from adapters.evaluation.prequential import EventStream
     from adapters.evaluation.retrain import no_retraining
     from adapters.online.config import OnlineConfig
 
@@ -256,7 +259,6 @@ def run_prequential(config: EvaluationConfig) -> dict[str, Any]:
     online = OnlineConfig(steps=config.steps, max_items=config.max_items, item_half_life=config.item_half_life,
                           owner_delay=1 if config.item_state == "shared" else 0, task_learner=config.task_learner,
                           explore=config.explore, explore_scale=config.explore_scale, persistence=config.persistence)
-    _check(config)
     protocol = _protocol_config(config)
     if config.report:
         from adapters.evaluation.report import _pyplot
@@ -270,7 +272,9 @@ def run_prequential(config: EvaluationConfig) -> dict[str, Any]:
         online = replace(online, steps=checkpoint.adapter.inner.steps)
     models, retraining = _with_retraining(build_models(stream, checkpoint, erm, online, config.models), ds, stream,
                                           config)
-    result = run_protocol(stream, models, protocol, progress=config.progress)
+    # the models in separate processes, but one when metarec retrains (its retraining log lives in the process)
+    result = run_parallel(stream, models, protocol, workers=1 if retraining is not None else config.workers,
+                          progress=config.progress)
     summary = result.summary()
     report: dict[str, Any] = {
         "protocol": "prequential", "dataset": config.dataset, "events": len(stream), "models": summary,

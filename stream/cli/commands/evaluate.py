@@ -91,6 +91,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--item-half-life", type=positive_float, default=preq.item_half_life, metavar="SECONDS",
                         help="prequential: half-life of item popularity in event time (default: θ0's, which training "
                              "sets to the time its last 5,000 events span)")
+    _learner_arguments(parser)
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="prequential: processes the models run in, each model in its own (the same figures as "
+                             "one process; default: one per CPU)")
+    parser.add_argument("--torch-threads", type=int, default=THREADS,
+                        help=f"torch threads (default {THREADS}: on a small machine more threads contend and run slower)")
+    removed_flags(parser, {"--threads": "use --torch-threads"})
+    parser.add_argument("--data-dir", default=preq.data_dir,
+                        help="dataset cache (default $METAREC_DATA_DIR or ~/.cache/metarec)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress output")
+
+
+def _learner_arguments(parser: argparse.ArgumentParser) -> None:
+    """The task learner's and the retraining's flags (prequential)."""
+    from adapters.evaluation.config import EvaluationConfig as preq
+
     parser.add_argument("--task-learner", choices=("gradient", "bayes"), default=preq.task_learner,
                         help="prequential: " + "how a user's state adapts: gradient = the inner-loop gradient steps; bayes = a Gaussian posterior "
                              "around θ0 with a meta-learned prior precision (one Newton step per micro-batch; scores get an "
@@ -112,13 +128,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="prequential, with --retrain-every: train each retraining on the last M past events only "
                              "(bounds its cost; the warm start keeps what older events taught) "
                              f"(default {preq.retrain_window}: all past events)")
-    parser.add_argument("--torch-threads", type=int, default=THREADS,
-                        help=f"torch threads (default {THREADS}: on a small machine more threads contend and run slower)")
-    removed_flags(parser, {"--threads": "use --torch-threads"})
-    parser.add_argument("--data-dir", default=preq.data_dir,
-                        help="dataset cache (default $METAREC_DATA_DIR or ~/.cache/metarec)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress output")
-
 
 def _model_list(text: str) -> tuple[str, ...]:
     """``--models``: comma-separated names (checked against the report's models when the run starts)."""
@@ -185,7 +194,8 @@ def evaluation_config(args: argparse.Namespace) -> EvaluationConfig:
                             item_state=args.item_state, item_half_life=args.item_half_life,
                             task_learner=args.task_learner, models=args.models, explore=args.explore, explore_scale=args.explore_scale,
                             persistence=args.persistence,
-                            data_dir=args.data_dir, progress=not args.no_progress, command=command_line())
+                            data_dir=args.data_dir, progress=not args.no_progress, command=command_line(),
+                            workers=args.workers)
 
 
 def _prequential(args: argparse.Namespace) -> dict[str, Any]:

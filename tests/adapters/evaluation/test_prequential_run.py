@@ -121,18 +121,19 @@ def test_cli_flags_reach_the_config(monkeypatch: pytest.MonkeyPatch) -> None:
                                             "--retrain-window", "70", "--item-state", "shared",
                                             "--item-half-life", "3600", "--task-learner", "bayes",
                                             "--explore", "ucb", "--explore-scale", "0.5",
-                                            "--models", "metarec,popularity", "--persistence", "0.3"))
+                                            "--models", "metarec,popularity", "--persistence", "0.3", "--workers", "3"))
     assert cfg == EvaluationConfig(dataset="d.csv", model="mf", meta="fomaml", history=0.3, steps=2, epochs=1,
                                    max_items=99, seed=4, batch_size=8, batch_seconds=None, checkpoint="ck",
                                    report="rep", data_dir="dd", progress=False, command="metarec evaluate",
                                    retrain_every=50, retrain_window=70, item_state="shared", item_half_life=3600.0,
                                    task_learner="bayes", explore="ucb", explore_scale=0.5,
-                                   models=("metarec", "popularity"), persistence=0.3)
+                                   models=("metarec", "popularity"), persistence=0.3, workers=3)
     # every setting has its flag (a new field needs one, and a line here)
     covered = {f.name for f in fields(EvaluationConfig)}
     assert covered == {"dataset", "model", "meta", "history", "checkpoint", "report", "epochs", "steps", "max_items",
                        "seed", "batch_size", "batch_seconds", "data_dir", "progress", "command", "retrain_every",
                        "retrain_window", "item_state", "item_half_life", "task_learner", "explore", "explore_scale",
+                       "workers",
                        "models", "persistence"}
 
 
