@@ -130,11 +130,12 @@ class Adapter(Protocol):
         ...
 
     def adapt(self, states: torch.Tensor, support: SupportBatch, steps: int | None = None,
-              prox: float | None = None) -> torch.Tensor:
+              prox: float | None = None, theta0: torch.Tensor | None = None) -> torch.Tensor:
         """``steps`` inner-loop gradient steps on each user's support set, all users in one batched call.
 
         Starts from ``states`` (θ0's user part for a cold start, the previous state for a warm start) and
-        adds the proximal term ``prox * ||state - θ0_user||²``. Users with an empty support set keep their
+        adds the proximal term ``prox * ||state - θ0_user||²`` (``theta0``: θ0's states of the support's users, when
+        the caller has them; None: computed here). Users with an empty support set keep their
         state. ``None`` means the adapter's configured defaults. The rates are :meth:`inner_lr`'s (learned ones
         when the checkpoint's meta-learner learned them). Returns new states; inputs are untouched.
         """

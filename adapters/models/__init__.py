@@ -146,7 +146,7 @@ class AdapterModule(nn.Module, ABC):
         return None
 
     def adapt(self, states: torch.Tensor, support: SupportBatch, steps: int | None = None,
-              prox: float | None = None) -> torch.Tensor:
+              prox: float | None = None, theta0: torch.Tensor | None = None) -> torch.Tensor:
         steps = self.inner.steps if steps is None else int(steps)
         prox = self.inner.prox if prox is None else float(prox)
         if states.shape != (support.batch_size, self.state_dim):
@@ -154,7 +154,8 @@ class AdapterModule(nn.Module, ABC):
                              f"x state_dim {self.state_dim}")
         ridge = self.inner.rating_solver == "ridge"
         with torch.no_grad():
-            theta0 = self.init_states(support.users) if prox > 0 or ridge else None
+            if theta0 is None and (prox > 0 or ridge):  # the anchor: θ0's states of the support's users
+                theta0 = self.init_states(support.users)
             lr = self.inner_lr().detach()
         out = inner_loop(self, states.detach(), support, steps=steps, lr=lr, prox=prox, theta0=theta0,
                          create_graph=False, first_order=True, method=self.inner.grad)

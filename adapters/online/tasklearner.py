@@ -62,16 +62,25 @@ class TaskLearner:
         #: bayes: share of a user's deviation from θ0 kept between micro-batches (the checkpoint's, else 0.5)
         self.persistence = float(adapter.inner.persistence if persistence is None else persistence)
         self.width = adapter.state_dim + (len(bayes.posterior_entries(adapter)) if kind == "bayes" else 0)
+        self._theta0: torch.Tensor | None = None  #: θ0's states of user rows 0..n-1 (see init_states)
 
     @property
     def bayes(self) -> bool:
         return self.kind == "bayes"
 
     def init_states(self, users: torch.Tensor) -> torch.Tensor:
-        """θ0's states of ``users`` (with the prior precisions for ``bayes``), ``[B, width]``."""
-        if self.bayes:
-            return bayes.init_states(self.adapter, users).detach().clone()
-        return self.adapter.init_states(users).detach().clone()
+        """θ0's states of ``users`` (with the prior precisions for ``bayes``), ``[B, width]``.
+
+        Computed once for every user row up to the largest asked so far and then looked up: the adapter's
+        parameters do not change while it serves (a new model comes with a new task learner)."""
+        top = int(users.max()) + 1 if len(users) else 0
+        if self._theta0 is None or top > len(self._theta0):
+            n = max(top, 2 * len(self._theta0) if self._theta0 is not None else 1024)
+            every = torch.arange(n)
+            with torch.no_grad():
+                self._theta0 = (bayes.init_states(self.adapter, every) if self.bayes
+                                else self.adapter.init_states(every)).detach().clone()
+        return self._theta0[users.long()]
 
     def model_states(self, states: torch.Tensor) -> torch.Tensor:
         """The model's part of ``states`` (posterior means for ``bayes``)."""
@@ -80,7 +89,7 @@ class TaskLearner:
     def adapt(self, states: torch.Tensor, support: SupportBatch, steps: int, prox: float | None) -> torch.Tensor:
         """``states`` adapted on ``support``: ``steps`` gradient steps, or one Bayesian update (``steps`` = 0: none)."""
         if not self.bayes:
-            return self.adapter.adapt(states, support, steps=steps, prox=prox)
+            return self.adapter.adapt(states, support, steps=steps, prox=prox, theta0=self.init_states(support.users))
         if steps <= 0:
             return states
         with torch.no_grad():

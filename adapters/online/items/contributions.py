@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from adapters.errors import MetarecError
+from adapters.online.items.vocabulary import ItemVocabulary
 
 NONE, DELTA, INIT = 0, 1, 2  #: what ``tables[k]`` is: nothing, a step to add, the rows to set
 _HEAD = struct.Struct("<2sBIIII")  # magic, format, entries, table width, links, bytes of the names section
@@ -55,6 +56,16 @@ class Contributions:
     link_entry: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))  #: index into ``items``
     link_item: list[str] = field(default_factory=list)  #: the neighbour's item id
     link_count: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    #: where the contributions were computed, when in this process: the rows of ``items`` and ``link_item`` in that
+    #: vocabulary, and the vocabulary with its count of freed rows then (not sent: an in-process owner merging
+    #: into the same vocabulary, no row freed since, uses the rows instead of looking every id up)
+    rows: np.ndarray | None = field(default=None, repr=False)
+    link_rows: np.ndarray | None = field(default=None, repr=False)
+    origin: tuple[ItemVocabulary, int] | None = field(default=None, repr=False)
+
+    def placed_in(self, vocab: ItemVocabulary) -> bool:
+        """Whether :attr:`rows` and :attr:`link_rows` are still the rows of the items in ``vocab``."""
+        return self.origin is not None and self.origin[0] is vocab and self.origin[1] == vocab.evicted
 
     @classmethod
     def of(cls, items: Sequence[str], space: str = "", t: Sequence[float] | None = None,

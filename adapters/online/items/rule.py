@@ -85,9 +85,9 @@ def contribute(table: ItemTable, space: str, batch: BatchItems, seed: int, layou
     every, inv = np.unique(np.concatenate([items, negatives]), return_inverse=True)
     n_all = len(every)
     tables = np.zeros((n_all, width), np.float32)
-    np.add.at(tables, inv[:m], steps)
-    if len(negatives):
-        np.add.at(tables, inv[m:], neg_steps)
+    tables[inv[:m]] = steps  # the batch's items are distinct
+    if len(negatives):  # a negative may have been drawn more than once
+        torch.from_numpy(tables).index_add_(0, torch.from_numpy(inv[m:]), torch.from_numpy(neg_steps))
     occurred = np.zeros(n_all, bool)
     occurred[inv[:m]] = True
 
@@ -100,9 +100,10 @@ def contribute(table: ItemTable, space: str, batch: BatchItems, seed: int, layou
     entry = inv[:m][links[0]].astype(np.int32)
     if width:
         _rows_to_set(table, space, every, tables, kind, (entry, links[1], links[2]), occurred)
-    return Contributions([table.ids[r] for r in every.tolist()], space, spread(t, -np.inf), spread(events),
-                         spread(rated), spread(d_rating), kind, tables, entry,
-                         [table.ids[j] for j in links[1].tolist()], links[2])
+    ids = table.ids
+    return Contributions([ids[r] for r in every.tolist()], space, spread(t, -np.inf), spread(events),
+                         spread(rated), spread(d_rating), kind, tables, entry, [ids[j] for j in links[1].tolist()],
+                         links[2], rows=every, link_rows=links[1], origin=(table.vocab, table.vocab.evicted))
 
 
 def _rating_bias_steps(table: ItemTable, items: np.ndarray, inverse: np.ndarray, err: np.ndarray,
@@ -132,8 +133,9 @@ def _links(table: ItemTable, rows: np.ndarray, windows: Sequence[Sequence[int]],
     kk = np.repeat(inverse, lens)
     ii = np.repeat(rows, lens)
     ok = (jj > 0) & (jj != ii)
-    pairs, counts = np.unique(np.stack([kk[ok], jj[ok]]), axis=1, return_counts=True)
-    return pairs[0].astype(np.int32), pairs[1], counts.astype(np.float32)
+    span = max(int(table.capacity), int(jj.max()) + 1)
+    pairs, counts = np.unique(kk[ok] * span + jj[ok], return_counts=True)  # (entry, neighbour) as one key
+    return (pairs // span).astype(np.int32), pairs % span, counts.astype(np.float32)
 
 
 def _ranking_steps(table: ItemTable, layout: dict[str, int], rows: np.ndarray, inverse: np.ndarray,
@@ -199,7 +201,7 @@ def _rows_to_set(table: ItemTable, space: str, items: np.ndarray, tables: np.nda
     """Turn into rows to set (kind INIT) the entries whose rows the table has not published in ``space`` or whose
     item is young; a young item created online follows the items it co-occurs with."""
     cfg = table.config
-    published = np.fromiter((table.space[r] == space for r in items.tolist()), bool, len(items))
+    published = table.space[items] == space
     young = (table.total[items] < cfg.young_events) & table.vocab.online[items]
     sets = ~published | young
     if not sets.any():

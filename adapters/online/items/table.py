@@ -68,7 +68,8 @@ class ItemTable:
         self.rated = np.zeros(cap)
         self.rating_delta = np.zeros(cap, np.float32)
         self.offset = np.full(cap, -1, np.int64)  #: the last contribution merged (the owner's input offset)
-        self.space: list[str] = [""] * cap  #: model version of the row's published tables ("": none yet)
+        #: model version of the row's published tables ("": none yet), an object array (vectorised comparisons)
+        self.space = np.full(cap, "", dtype=object)
         self.links = np.zeros((cap, cap), np.float32)
         self.stream_time = -math.inf  #: newest event time learned or applied
         self.newest_update = math.nan  #: record time of the newest published row applied
@@ -117,7 +118,7 @@ class ItemTable:
         self.rated = np.concatenate([self.rated, np.zeros(extra)])
         self.rating_delta = np.concatenate([self.rating_delta, np.zeros(extra, np.float32)])
         self.offset = np.concatenate([self.offset, np.full(extra, -1, np.int64)])
-        self.space += [""] * extra
+        self.space = np.concatenate([self.space, np.full(extra, "", dtype=object)])
         links = np.zeros((cap, cap), np.float32)
         links[:len(self.links), :len(self.links)] = self.links
         self.links = links
@@ -130,8 +131,7 @@ class ItemTable:
         self.total[rows] = self.rated[rows] = 0.0
         self.rating_delta[rows] = 0.0
         self.offset[rows] = -1
-        for r in rows.tolist():
-            self.space[r] = ""
+        self.space[rows] = ""
         self.links[rows, :] = 0.0
         self.links[:, rows] = 0.0
         if self.rows is not None:
@@ -186,7 +186,7 @@ class ItemTable:
             return np.zeros(0, np.int64)
         if len(set(c.items)) != len(c):
             raise MetarecError("item contributions must hold one entry per item (combine them first)")
-        rows = self._place(c.items)
+        rows = c.rows if c.rows is not None and c.placed_in(self.vocab) else self._place(c.items)
         ok = rows > 0
         if offset >= 0:
             ok &= self.offset[rows] < offset
@@ -210,8 +210,8 @@ class ItemTable:
         self.count[r] = np.where(newer, grown, np.where(np.isfinite(aged), aged, self.count[r]))
         self.count_t[r] = np.where(newer, t, ct)
         if self.rows is not None and c.width:
-            moved = np.array([self.space[x] != c.space for x in r.tolist()])
-            published = ~moved & np.array([self.space[x] != "" for x in r.tolist()])
+            space = self.space[r]
+            published = (space == c.space) & (space != "")
             kind = c.kind[k]
             young = (old_total < cfg.young_events) & self.vocab.online[r]
             sets = (kind == INIT) & (~published | young)
@@ -220,13 +220,13 @@ class ItemTable:
                 self.rows.set(r[sets], c.tables[k[sets]])
             if steps.any():
                 self.rows.add(r[steps], c.tables[k[steps]])
-            for x in r[sets].tolist():
-                self.space[x] = c.space
+            self.space[r[sets]] = c.space
         if len(c.link_item):
             pos = np.full(len(c), -1, np.int64)
             pos[k] = r
             i = pos[c.link_entry]
-            j = np.fromiter((self.vocab.add(n) for n in c.link_item), np.int64, len(c.link_item))
+            j = (c.link_rows if c.link_rows is not None and c.placed_in(self.vocab) else
+                 np.fromiter((self.vocab.add(n) for n in c.link_item), np.int64, len(c.link_item)))
             keep = (i > 0) & (j > 0) & (i != j)
             np.add.at(self.links, (i[keep], j[keep]), c.link_count[keep])
         self.offset[r] = offset

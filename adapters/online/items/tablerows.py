@@ -68,7 +68,8 @@ class ModelRows:
 
     def get(self, rows: np.ndarray) -> np.ndarray:
         idx = torch.from_numpy(np.asarray(rows, np.int64))
-        parts = [t.detach()[idx].reshape(len(idx), w) for t, w in zip(self.adapter.item_tables(), self.widths)]
+        parts = [torch.index_select(t.detach(), 0, idx).reshape(len(idx), w)
+                 for t, w in zip(self.adapter.item_tables(), self.widths)]
         return torch.cat(parts, dim=1).to(torch.float32).numpy() if parts else np.zeros((len(idx), 0), np.float32)
 
     def set(self, rows: np.ndarray, values: np.ndarray) -> None:
@@ -82,8 +83,8 @@ class ModelRows:
         idx = torch.from_numpy(np.asarray(rows, np.int64))
         src = torch.from_numpy(np.ascontiguousarray(steps, np.float32))
         with torch.no_grad():
-            for t, pos, w in self._parts():
-                t.index_add_(0, idx, src[:, pos:pos + w].reshape(len(idx), *t.shape[1:]).to(t.dtype))
+            for t, pos, w in self._parts():  # a contiguous source: index_add_ from a column slice is twice as slow
+                t.index_add_(0, idx, src[:, pos:pos + w].to(t.dtype).contiguous().view(len(idx), *t.shape[1:]))
 
     def grow(self, capacity: int) -> None:
         ad = self.adapter

@@ -26,7 +26,7 @@ def _table(published: bool = True, **config: object) -> ItemTable:
     cfg = {"embed_lr": 0.1, "factor_lr": 0.05, "bias_lr": 0.0, "negatives": 0, "half_life_s": 100.0, **config}
     t = ItemTable(IDS, ItemConfig(**cfg), rows)  # type: ignore[arg-type]
     if published:
-        t.space = ["v"] * t.capacity
+        t.space[:] = "v"
     return t
 
 
