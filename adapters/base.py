@@ -115,6 +115,8 @@ class Adapter(Protocol):
     inner: InnerConfig  #: the inner loop's defaults (steps, rates, proximal pull, rating solver, task learner)
     rating_min: float  #: lowest rating :meth:`predict` returns
     rating_max: float  #: highest rating :meth:`predict` returns
+    #: the inner loop's ranking task: ``"window"`` (:meth:`support_loss` is :meth:`batch_loss`) or seq's ``"next"``
+    support_task: str
     #: the state entries of the closed-form rating block (linear in the rating: :meth:`rating_design`); None = the
     #: model has none (melu), so neither the ridge rating solver nor the bayes task learner applies
     rating_block: slice | None
@@ -163,6 +165,11 @@ class Adapter(Protocol):
 
     def batch_loss(self, states: torch.Tensor, support: SupportBatch) -> torch.Tensor:
         """:meth:`loss`, differentiable w.r.t. the states and the model's parameters (the meta-learners' loss)."""
+        ...
+
+    def support_loss(self, states: torch.Tensor, support: SupportBatch) -> torch.Tensor:
+        """The inner loop's per-user loss ``[B]``, differentiable: :meth:`batch_loss` unless the model's support task
+        (:attr:`support_task`) is not its query task (seq's next-item task)."""
         ...
 
     def pretrain_loss(self, states: torch.Tensor, support: SupportBatch) -> torch.Tensor:

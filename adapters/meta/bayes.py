@@ -34,7 +34,8 @@ Example
 -------
 >>> import torch
 >>> from adapters.models import build_model, FeatureTables
->>> from adapters.base import SupportBatch
+>>> from adapters.errors import MetarecError
+from adapters.base import SupportBatch
 >>> m = build_model("seq", n_items=6, tables=FeatureTables.empty(6), config={"dim": 4, "rating_dim": 2},
 ...                 inner={"task_learner": "bayes", "rating_solver": "ridge", "prox": 0.2})
 >>> sb = SupportBatch.from_lists([[1, 2], []], [[5.0, 3.0], []])
@@ -52,6 +53,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from adapters.base import SupportBatch
+from adapters.errors import MetarecError
 from adapters.meta.inner import solve_rating_block
 from adapters.meta import rates
 from adapters.meta.rates import PriorPrecision
@@ -192,6 +194,9 @@ def adapt(model: MFAdapter, states: torch.Tensor, support: SupportBatch, persist
     Differentiable w.r.t. θ0, Λ0 and the item rating factors; the ranking gradient and Hessian are detached (first
     order) unless ``second_order``, when the meta-gradient also flows through them (w.r.t. θ0 and the item tables).
     """
+    if model.support_task != "window":
+        raise MetarecError(f"the bayes task learner's Newton step is on the window's loss; this model's support task is "
+                           f"{model.support_task!r}: use --task-learner gradient")
     theta0, s, p_pred = relax(model, states, support, persistence)
     g, h = _ranking_grad_hessian(model, s, support, differentiable=second_order)
     new_s = torch.where(_ranking_mask(model), s - g / (h + p_pred), s)

@@ -61,7 +61,7 @@ __all__ = ["GRAD_METHODS", "RATING_SOLVERS", "InnerConfig", "inner_loop", "ridge
 def _gradient_autograd(model: Adapter, states: torch.Tensor, support: SupportBatch, create_graph: bool) -> torch.Tensor:
     with torch.enable_grad():
         s = states if states.requires_grad else states.detach().requires_grad_(True)
-        total = model.batch_loss(s, support).sum()
+        total = model.support_loss(s, support).sum()
         (g,) = torch.autograd.grad(total, s, create_graph=create_graph)
     return g
 
@@ -170,7 +170,7 @@ def inner_loop(model: Adapter, states: torch.Tensor, support: SupportBatch, step
 
     Parameters
     ----------
-    model : the adapter (its ``batch_loss``, its ``analytic_grad`` when it has one).
+    model : the adapter (its ``support_loss``, its ``analytic_grad`` when it has one).
     states : ``[B, D]`` starting states (θ0's user part or a previous state).
     support : padded support sets of the same ``B`` users.
     lr : scalar or ``[D]`` learning rates, or ``[K, D]`` per-step rates (step ``k`` uses row ``min(k, K − 1)``).

@@ -101,6 +101,9 @@ class AdapterModule(nn.Module, ABC):
         self.rates_slot = len(list(self.parameters()))
         self.adaptation = Adaptation.configured(self.state_dim, self.inner, self.rating_block, self.derived_block)
 
+    #: the inner loop's ranking task: "window" (the support loss is :meth:`batch_loss`) or seq's "next"
+    support_task: str = "window"
+
     def inner_lr(self) -> torch.Tensor:
         """Inner learning rates: per parameter ``[state_dim]`` (all equal unless Meta-SGD learned them), or per step
         and parameter ``[steps, state_dim]`` when MAML++ learned them (the inner loop uses row ``k`` at step ``k`` and
@@ -122,10 +125,15 @@ class AdapterModule(nn.Module, ABC):
     def pretrain_loss(self, states: torch.Tensor, support: SupportBatch) -> torch.Tensor:
         return self.batch_loss(states, support)
 
+    def support_loss(self, states: torch.Tensor, support: SupportBatch) -> torch.Tensor:
+        """The inner loop's per-user loss ``[B]``: :meth:`batch_loss` unless the model's support task differs from
+        its query task (seq's ``support="next"``)."""
+        return self.batch_loss(states, support)
+
     def forward(self, states: torch.Tensor, items: torch.Tensor, ratings: torch.Tensor, mask: torch.Tensor,
                 rated: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
-        """Per-user loss from plain tensors (the entry point of ``torch.func.functional_call``)."""
-        return self.batch_loss(states, SupportBatch(items, ratings, mask, rated, users))
+        """Per-user support loss from plain tensors (the entry point of ``torch.func.functional_call``)."""
+        return self.support_loss(states, SupportBatch(items, ratings, mask, rated, users))
 
     def loss(self, states: torch.Tensor, support: SupportBatch) -> torch.Tensor:
         """Per-user support loss ``[B]`` (no proximal term); 0 for an empty support set."""

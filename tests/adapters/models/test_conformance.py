@@ -14,12 +14,14 @@ from adapters.meta.learners import META_NAMES
 from adapters.models import MODEL_NAMES
 from adapters.meta.training import TrainConfig, train
 
-PAIRS = list(itertools.product(MODEL_NAMES, META_NAMES))
-SMALL = {"seq": {"dim": 16, "rating_dim": 8}, "mf": {"dim": 16, "rating_dim": 8}, "melu": {"emb_dim": 8, "hidden": 16, "n_negatives": 16}}
+SMALL = {"seq": {"dim": 16, "rating_dim": 8}, "mf": {"dim": 16, "rating_dim": 8}, "melu": {"emb_dim": 8, "hidden": 16, "n_negatives": 16},
+         # seq with the next-item support task and the content-aware attention
+         "seq-next": {"dim": 16, "rating_dim": 8, "support": "next", "next_positions": 3, "attention": "content"}}
+PAIRS = list(itertools.product([*MODEL_NAMES, "seq-next"], META_NAMES))
 
 
 def _config(model: str, meta: str, seed: int = 0) -> TrainConfig:
-    return TrainConfig(model=model, meta=meta, epochs=1, seed=seed, batch_users=16, pretrain_epochs=1,
+    return TrainConfig(model=model.split("-")[0], meta=meta, epochs=1, seed=seed, batch_users=16, pretrain_epochs=1,
                        model_config=SMALL[model])
 
 
@@ -46,7 +48,7 @@ def support_batch(ck, n: int = 12, seed: int = 1) -> SupportBatch:
 def test_is_an_adapter(model, meta):
     ck = trained(model, meta)
     assert isinstance(ck.adapter, Adapter)
-    assert ck.adapter.name == model and ck.meta == meta
+    assert ck.adapter.name == model.split("-")[0] and ck.meta == meta
     assert ck.adapter.n_items == len(ck.item_ids)
 
 
@@ -96,8 +98,8 @@ def test_adaptation_lowers_support_loss(model, meta):
     a = trained(model, meta).adapter
     sb = support_batch(trained(model, meta))
     s0 = a.init_states(sb.users).detach()
-    before = a.loss(s0, sb)
-    after = a.loss(a.adapt(s0, sb, steps=3, prox=0.0), sb)
+    before = a.support_loss(s0, sb)
+    after = a.support_loss(a.adapt(s0, sb, steps=3, prox=0.0), sb)
     has = sb.mask.any(1)
     assert float(after[has].mean()) < float(before[has].mean())
     assert int((after[has] < before[has]).sum()) >= int(has.sum()) - 1

@@ -18,8 +18,15 @@ def _tables(n_items: int = 25, n_users: int = 6) -> FeatureTables:
 
 
 def _model(name: str):
+    """``seq-next``: seq with the next-item support task and the content-aware attention (β away from 0)."""
     cfg = {"dim": 8, "rating_dim": 4} if name in ("mf", "seq") else {"emb_dim": 4, "hidden": 8, "n_negatives": 6}
-    return build_model(name, 25, _tables(), cfg)
+    if name == "seq-next":
+        cfg = {"dim": 8, "rating_dim": 4, "support": "next", "next_positions": 3, "attention": "content"}
+    m = build_model(name.split("-")[0], 25, _tables(), cfg)
+    if name == "seq-next":
+        with torch.no_grad():
+            m.beta.fill_(0.7)
+    return m
 
 
 SB = SupportBatch.from_lists([[1, 2, 3, 0], [4, 5], [], [7]], [[5, 3, float("nan"), 2], [2, 4], [], [float("nan")]],
@@ -27,7 +34,7 @@ SB = SupportBatch.from_lists([[1, 2, 3, 0], [4, 5], [], [7]], [[5, 3, float("nan
 
 
 @pytest.mark.parametrize("name,methods", [("mf", ["analytic", "autograd", "func"]), ("seq", ["analytic", "autograd", "func"]),
-                                          ("melu", ["autograd", "func"])])
+                                          ("seq-next", ["analytic", "autograd", "func"]), ("melu", ["autograd", "func"])])
 def test_gradient_paths_agree(name, methods):
     m = _model(name)
     s = m.init_states(SB.users).detach() + 0.2 * torch.randn(4, m.state_dim, generator=torch.Generator().manual_seed(1))
@@ -38,13 +45,13 @@ def test_gradient_paths_agree(name, methods):
     assert grads[0][0].abs().sum() > 0
 
 
-@pytest.mark.parametrize("name", ["mf", "seq", "melu"])
+@pytest.mark.parametrize("name", ["mf", "seq", "seq-next", "melu"])
 def test_inner_loop_paths_agree_over_steps(name):
     m = _model(name)
     s0 = m.init_states(SB.users).detach()
     ref = inner_loop(m, s0, SB, 3, m.inner_lr().detach(), prox=0.5, theta0=s0, method="autograd")
     other = inner_loop(m, s0, SB, 3, m.inner_lr().detach(), prox=0.5, theta0=s0,
-                       method="analytic" if name in ("mf", "seq") else "func")
+                       method="analytic" if name != "melu" else "func")
     torch.testing.assert_close(other.detach(), ref.detach(), atol=1e-5, rtol=1e-4)
 
 
@@ -57,7 +64,7 @@ def test_proximal_term_pulls_toward_theta0():
     assert ((pulled - s0)[has].norm(dim=1) < (free - s0)[has].norm(dim=1)).all()
 
 
-@pytest.mark.parametrize("name", ["mf", "melu"])
+@pytest.mark.parametrize("name", ["mf", "seq-next", "melu"])
 def test_second_order_meta_gradient_differs_from_first_order(name):
     q = SupportBatch.from_lists([[6], [8, 9], [10], [11]], [[4.0], [1.0, 5.0], [3.0], [2.0]], users=[1, 2, 0, 5])
     grads = {}
@@ -65,7 +72,7 @@ def test_second_order_meta_gradient_differs_from_first_order(name):
         m = _model(name)
         m.zero_grad()
         build_meta_learner(meta, m).objective(m, SB, q, steps=2).backward()
-        p = m.item_emb if name == "mf" else m.theta0
+        p = m.theta0 if name == "melu" else m.item_emb
         grads[meta] = p.grad.clone()
     assert torch.isfinite(grads["maml"]).all()
     assert not torch.allclose(grads["maml"], grads["fomaml"])
