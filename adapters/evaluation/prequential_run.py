@@ -282,7 +282,7 @@ def run_prequential(config: EvaluationConfig) -> dict[str, Any]:
         "history": protocol.history,
         "checkpoint": {"version": checkpoint.version, "model": checkpoint.model, "meta": checkpoint.meta,
                        "trained_here": not config.checkpoint, "erm_version": erm.version if erm is not None else None},
-        "online": asdict(online),
+        "online": asdict(online), "item_state": config.item_state,
         "seconds": {name: round(tr.seconds, 2) for name, tr in result.traces.items()} | {
             "training": round(train_seconds, 2)},
         "notes": {"popularity_rmse": POPULARITY_RATING_NOTE, "unknown_items": UNKNOWN_ITEMS_NOTE},

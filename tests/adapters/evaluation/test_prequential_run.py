@@ -149,9 +149,10 @@ def test_item_state_shared_gives_the_learners_the_group_s_round_trip(csv_path: P
     """--item-state shared (now the default) delays the in-process owner by one micro-batch, local merges at once;
     the popularity half-life is θ0's unless --item-half-life gives it in seconds."""
     seen = _fake_models(monkeypatch, inner_steps=3)
-    prequential_run.run_prequential(EvaluationConfig(dataset=str(csv_path), progress=False))
-    prequential_run.run_prequential(EvaluationConfig(dataset=str(csv_path), progress=False, item_state="local",
-                                                     item_half_life=600.0))
+    shared = prequential_run.run_prequential(EvaluationConfig(dataset=str(csv_path), progress=False))
+    local = prequential_run.run_prequential(EvaluationConfig(dataset=str(csv_path), progress=False,
+                                                             item_state="local", item_half_life=600.0))
+    assert (shared["item_state"], local["item_state"]) == ("shared", "local")  # the JSON says which mode it measured
     assert EvaluationConfig(dataset="x").item_state == "shared"
     assert (seen[0]["online"].owner_delay, seen[0]["online"].item_half_life) == (1, None)
     assert (seen[1]["online"].owner_delay, seen[1]["online"].item_half_life) == (0, 600.0)
