@@ -226,7 +226,7 @@ class ItemTable:
             pos[k] = r
             i = pos[c.link_entry]
             j = (c.link_rows if c.link_rows is not None and c.placed_in(self.vocab) else
-                 np.fromiter((self.vocab.add(n) for n in c.link_item), np.int64, len(c.link_item)))
+                 np.fromiter((self.vocab.ref(n) for n in c.link_item), np.int64, len(c.link_item)))
             keep = (i > 0) & (j > 0) & (i != j)
             np.add.at(self.links, (i[keep], j[keep]), c.link_count[keep])
         self.offset[r] = offset
@@ -295,7 +295,7 @@ class ItemTable:
         for ri, x in zip(r.tolist(), rows):
             self.links[ri] = 0.0
             if x.neighbours:
-                js = np.fromiter((self.vocab.add(j) for j in x.neighbours), np.int64, len(x.neighbours))
+                js = np.fromiter((self.vocab.ref(j) for j in x.neighbours), np.int64, len(x.neighbours))
                 counts = np.fromiter(x.neighbours.values(), np.float32, len(x.neighbours))
                 ok = (js > 0) & (js != ri)
                 self.links[ri, js[ok]] = counts[ok]

@@ -15,6 +15,7 @@ Example
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -45,6 +46,9 @@ class ItemVocabulary:
         self.on_grow: list[Callable[[int], None]] = []  #: called with the new capacity
         self.on_new: list[Callable[[int, str], None]] = []  #: called with a row just given to an item
         self.on_free: list[Callable[[np.ndarray], None]] = []  #: called with rows just freed
+        #: items dropped (deleted by the group) and not met since, oldest first: a mere reference does not bring
+        #: them back (:meth:`ref`); bounded, the oldest forgotten first
+        self.dropped: OrderedDict[str, None] = OrderedDict()
 
     @property
     def capacity(self) -> int:
@@ -65,12 +69,13 @@ class ItemVocabulary:
 
     def add(self, item_id: str, row: int | None = None) -> int:
         """The item's row, created if needed (0 when rows cannot be added); a new item takes the free ``row``
-        when one is given (the table grows to hold it)."""
+        when one is given (the table grows to hold it). An item :meth:`drop` deleted is met again: it is back."""
         r = self.index.get(item_id)
         if r is not None:
             return r
         if not self.growable:
             return 0
+        self.dropped.pop(item_id, None)
         free = self._free_row() if row is None else self._claim(row)
         self.ids[free] = item_id
         self.index[item_id] = free
@@ -82,8 +87,20 @@ class ItemVocabulary:
             f(free, item_id)
         return free
 
+    def ref(self, item_id: str) -> int:
+        """The row of an item another item refers to (an in-link's neighbour), created if needed like :meth:`add`,
+        except for an item :meth:`drop` deleted: a reference computed before the deletion, arriving after it, must
+        not bring the item back (0)."""
+        return 0 if item_id in self.dropped and item_id not in self.index else self.add(item_id)
+
     def drop(self, item_ids: Sequence[str]) -> None:
-        """Forget these items (those it holds): their rows are freed for other items."""
+        """Forget these items (those it holds, and those it may hear of later: see :meth:`ref`): their rows are
+        freed for other items."""
+        for i in item_ids:
+            self.dropped[i] = None
+            self.dropped.move_to_end(i)
+        while len(self.dropped) > max(1024, self.max_items):
+            self.dropped.popitem(last=False)
         rows = [self.index[i] for i in item_ids if i in self.index]
         if rows:
             self._free_rows(np.asarray(rows, np.int64))

@@ -229,6 +229,24 @@ def test_a_deleted_item_leaves_the_table() -> None:
     assert t.add("a") > 0 and t.total[t.row("a")] == 0.0  # it may come back, from nothing
 
 
+
+def test_a_late_reference_to_a_deleted_item_does_not_bring_it_back() -> None:
+    """An in-link or a neighbour computed before the deletion may arrive after it (another partition, another
+    worker): it refers to the item, it does not recreate it; the item's own contribution or row does."""
+    t = _table()
+    t.merge(_c(["a", "b"], t=[5.0, 5.0], events=[3, 1], kind=[INIT, INIT], tables=[[7.0, 7.0], [8.0, 8.0]]))
+    n = t.n_active
+    t.apply([("a", None, 9.0)], "v1")
+    t.merge(_c(["b"], t=[6.0], events=[1], links=[(0, "a", 1.0)]), offset=5)  # a stale in-link of b
+    assert t.row("a") == 0 and t.n_active == n - 1
+    t.apply([("c", ItemRow("v1", 7, 6.0, 1.0, 6.0, 1.0, neighbours={"a": 2.0, "b": 1.0}), 10.0)], "v1")
+    assert t.row("a") == 0 and t.n_active == n - 1 and t.links[t.row("c"), t.row("b")] == 1.0
+    assert t.apply([("a", ItemRow("v1", 8, 7.0, 1.0, 7.0, 1.0), 11.0)], "v1") == 1  # its own row: back
+    assert t.row("a") > 0 and t.total[t.row("a")] == 1.0
+    t.vocab.drop(["a"])
+    t.merge(_c(["a"], t=[8.0], events=[1]), offset=9)  # met again (its own contribution): back
+    assert t.row("a") > 0 and t.total[t.row("a")] == 1.0
+
 # -- the bounded vocabulary ----------------------------------------------------------------------------------------
 def test_the_table_stays_within_max_items_by_evicting_the_least_popular() -> None:
     t = _table(max_items=5)
