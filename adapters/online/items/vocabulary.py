@@ -91,7 +91,10 @@ class ItemVocabulary:
         """The row of an item another item refers to (an in-link's neighbour), created if needed like :meth:`add`,
         except for an item :meth:`drop` deleted: a reference computed before the deletion, arriving after it, must
         not bring the item back (0)."""
-        return 0 if item_id in self.dropped and item_id not in self.index else self.add(item_id)
+        r = self.index.get(item_id)
+        if r is not None:
+            return r
+        return 0 if item_id in self.dropped else self.add(item_id)
 
     def drop(self, item_ids: Sequence[str]) -> None:
         """Forget these items (those it holds, and those it may hear of later: see :meth:`ref`): their rows are
