@@ -4,7 +4,9 @@
   started with :class:`stream.kafka.broker.EmbeddedBroker` and stopped at the end of the session.
 * ``topic_name`` (function): a topic name unique to the test, e.g. ``"t-test-replay-orders-3f9a1c2b"``.
 * ``runtime`` (module, parametrized): each Kafka runtime of the worker in turn (``metarec worker --runtime``): a test
-  that takes it runs once per runtime.
+  that takes it runs once per runtime. Its faust runs are marked ``faust`` (as is a test written for faust alone):
+  ``make test`` leaves them out (``-m "not faust"``, the default runtime only, under 15 minutes), ``make test-faust``
+  runs them, and CI runs both.
 
 Tests marked ``@pytest.mark.broker`` get the broker started even if they do not ask for the fixture, and
 tests that use the ``broker`` fixture are marked ``broker`` automatically (``-m "not broker"`` skips them all).
@@ -53,3 +55,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "broker" in getattr(item, "fixturenames", ()) and item.get_closest_marker("broker") is None:
             item.add_marker(pytest.mark.broker)
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and callspec.params.get("runtime") == "faust":
+            item.add_marker(pytest.mark.faust)

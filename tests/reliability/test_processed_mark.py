@@ -16,7 +16,7 @@ import pytest
 from worker_support import (committed_offsets, event_bytes, input_positions, latest_lists, make_checkpoint, ml100k,
                             produce, read_to_end, read_topic, start_worker)
 
-pytestmark = [pytest.mark.broker, pytest.mark.slow]
+pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.faust]  # a repair of the faust runtime
 
 FIRST, N = 1_500, 4_000
 EXTRA = 200  #: events produced after the recovery
