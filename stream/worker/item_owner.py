@@ -122,6 +122,14 @@ class ItemOwner:
     def owns(self, item: str) -> bool:
         return self.partition_of(item) in self.owned
 
+    def merged_until(self, partition: int) -> int:
+        """The offset after the newest contribution of item ``partition`` merged into a row this table holds (0:
+        none): what the rows prove was merged."""
+        t = self.table
+        rows = np.flatnonzero(t.active() & (t.offset >= 0))
+        mine = [int(t.offset[r]) for r in rows.tolist() if self.partition_of(t.ids[r]) == partition]
+        return max(mine) + 1 if mine else 0
+
     def on_contributions(self, messages: Iterable[RawMessage]) -> None:
         """Merge the contributions of ``messages`` (values of ``<group>-item-updates``) into the owned rows."""
         for m in messages:

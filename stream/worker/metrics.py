@@ -39,8 +39,8 @@ Extra (not in the contract): ``metarec_duplicates_total`` (redelivered events sk
 ``metarec_broker_up`` (1 while the broker probe gets answers), ``metarec_state_users`` (user records indexed for
 expiry), ``metarec_state_expired_total`` (user records deleted by ``--state-ttl``: a changelog tombstone each),
 ``metarec_state_watermark_seconds{partition}`` (event-time watermark the TTL is measured from),
-``metarec_gap_events_total`` (input events faust skipped and the worker fetched itself, see
-:mod:`stream.runtime.faust.skipped_ranges`), ``metarec_users_forgotten_total`` (forget requests carried out,
+``metarec_gap_events_total`` (input events and item contributions faust skipped or committed unprocessed, which
+the worker fetched itself, see :mod:`stream.runtime.faust.skipped_ranges` and :mod:`stream.runtime.faust.item_agent`), ``metarec_users_forgotten_total`` (forget requests carried out,
 :mod:`stream.worker.forget`); the shared item state's ``metarec_item_updates_applied_total`` (rows
 and deletions applied from ``<group>-items``), ``metarec_item_contributions_total`` (rows this worker's item agent
 merged into), ``metarec_item_contributions_invalid_total``, ``metarec_items_expired_total`` (rows it deleted).
@@ -149,8 +149,8 @@ class WorkerMetrics:
                                      ["partition"], registry=r)
         self.users_forgotten = Counter("metarec_users_forgotten", "Forget requests carried out (a changelog "
                                        "tombstone and an acknowledgement each; unknown users included).", registry=r)
-        self.gap_events = Counter("metarec_gap_events", "Input events skipped by faust and fetched by the worker "
-                                  "itself (stream.runtime.faust.skipped_ranges).", registry=r)
+        self.gap_events = Counter("metarec_gap_events", "Input events and item contributions faust skipped or "
+                                  "committed unprocessed, fetched by the worker itself (runtime faust).", registry=r)
         self.state_restored_records = Counter("metarec_state_restored_records", "Changelog records read to restore "
                                               "the state of newly assigned partitions (runtime kafka).", registry=r)
         self.state_restore_seconds = Counter("metarec_state_restore_seconds", "Time spent restoring the state of "

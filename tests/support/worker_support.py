@@ -122,10 +122,11 @@ class Worker:
             self.proc.wait(timeout=10)
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str, step: float = 0.5,
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str | Callable[[], str], step: float = 0.5,
                alive: Iterable[Worker] = ()) -> Any:
     """Poll ``predicate`` every ``step`` seconds until it returns a true value (returned); fail when one of the
-    ``alive`` workers exits or after ``timeout`` seconds (with the tail of their logs)."""
+    ``alive`` workers exits or after ``timeout`` seconds (with ``what``, called if callable to describe the state
+    at the timeout, and the tail of their logs)."""
     alive = list(alive)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -135,7 +136,8 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str, step: fl
         if value:
             return value
         time.sleep(step)
-    raise AssertionError(f"timeout waiting for {what}\n" + "\n".join(w.tail(15) for w in alive))
+    said = what() if callable(what) else what
+    raise AssertionError(f"timeout waiting for {said}\n" + "\n".join(w.tail(15) for w in alive))
 
 
 def start_worker(bootstrap: str, checkpoint: Path, workdir: Path, *, group: str, input_topic: str,

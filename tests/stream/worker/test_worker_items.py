@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from worker_support import event_bytes, latest_lists, produce, read_topic, start_worker, wait_until
+from worker_support import (committed_offsets, event_bytes, latest_lists, produce, read_topic, start_worker,
+                            wait_until)
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -167,8 +168,26 @@ def test_a_killed_worker_restores_the_item_state_before_it_is_ready(broker, tmp_
         produced: dict[str, int] = {}
         for e in events + more:
             produced[e[1]] = produced.get(e[1], 0) + 1
+
+        def offsets() -> str:
+            topic = f"{common['group']}-item-updates"
+            msgs = read_topic(broker, topic, idle=1.0)
+            ends: dict[int, int] = {}
+            for m in msgs:
+                ends[m.partition()] = max(ends.get(m.partition(), -1), m.offset())
+            return (f"\n{topic}: last offset per partition {ends}, committed "
+                    f"{committed_offsets(broker, common['group'], topic)}")
+
+        def short() -> str:
+            rows = {i: (item(a2, i), item(b2, i)) for i in produced}
+            return "every item's events, in both workers; not yet (item, produced, a2 row, b2 row): " + "; ".join(
+                f"{i} {n} {rows[i][0] and {k: rows[i][0][k] for k in ('events', 'offset')}} "
+                f"{rows[i][1] and {k: rows[i][1][k] for k in ('events', 'offset')}}"
+                for i, n in produced.items()
+                if not (same_row(*rows[i]) and rows[i][0]["events"] >= n)) + offsets()
+
         wait(lambda: all(same_row(item(a2, i), item(b2, i)) and item(a2, i)["events"] >= n
-                         for i, n in produced.items()), 90, "every item's events, in both workers", [a2, b2])
+                         for i, n in produced.items()), 90, short, [a2, b2])
     finally:
         for w in (a, b, locals().get("b2"), locals().get("a2")):
             if w is not None:
@@ -186,7 +205,8 @@ def test_an_idle_item_is_deleted_from_every_worker(broker, tmp_path, seq_checkpo
         later = [(u, f"i{1 + k}", 4.0, T0 + 5_000 + k) for k, u in enumerate(users)]  # event time moves on
         produce(broker, common["input_topic"], [(u.encode(), event_bytes(u, i, r, t)) for u, i, r, t in later])
         wait(lambda: item(a, "short-lived") is None and item(b, "short-lived") is None, 60,
-             "the idle item to leave both workers", [a, b])
+             lambda: f"the idle item to leave both workers; a: {item(a, 'short-lived')}, b: {item(b, 'short-lived')}",
+             [a, b])
         assert a.value("metarec_items_total") == b.value("metarec_items_total") == 40
         assert a.value("metarec_items_expired_total") + b.value("metarec_items_expired_total") == 1
         assert item(a, "i1") is not None and item(b, "i1") is not None  # met again after the gap: kept
