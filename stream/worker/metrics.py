@@ -40,10 +40,11 @@ Extra (not in the contract): ``metarec_duplicates_total`` (redelivered events sk
 expiry), ``metarec_state_expired_total`` (user records deleted by ``--state-ttl``: a changelog tombstone each),
 ``metarec_state_watermark_seconds{partition}`` (event-time watermark the TTL is measured from),
 ``metarec_gap_events_total`` (input events and item contributions faust skipped or committed unprocessed, which
-the worker fetched itself, see :mod:`stream.runtime.faust.skipped_ranges` and :mod:`stream.runtime.faust.item_agent`), ``metarec_users_forgotten_total`` (forget requests carried out,
-:mod:`stream.worker.forget`); the shared item state's ``metarec_item_updates_applied_total`` (rows
-and deletions applied from ``<group>-items``), ``metarec_item_contributions_total`` (rows this worker's item agent
-merged into), ``metarec_item_contributions_invalid_total``, ``metarec_items_expired_total`` (rows it deleted).
+the worker fetched itself, see :mod:`stream.runtime.faust.skipped_ranges` and :mod:`stream.runtime.faust.item_agent`),
+``metarec_users_forgotten_total`` (forget requests carried out, :mod:`stream.worker.forget`); the shared item
+state's ``metarec_item_updates_applied_total`` (rows and deletions applied from ``<group>-items``),
+``metarec_item_contributions_total`` (rows this worker's item agent merged into),
+``metarec_item_contributions_invalid_total``, ``metarec_items_expired_total`` (rows it deleted).
 
 Example
 -------

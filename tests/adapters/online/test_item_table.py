@@ -229,7 +229,6 @@ def test_a_deleted_item_leaves_the_table() -> None:
     assert t.add("a") > 0 and t.total[t.row("a")] == 0.0  # it may come back, from nothing
 
 
-
 def test_a_late_reference_to_a_deleted_item_does_not_bring_it_back() -> None:
     """An in-link or a neighbour computed before the deletion may arrive after it (another partition, another
     worker): it refers to the item, it does not recreate it; the item's own contribution or row does."""
@@ -246,6 +245,7 @@ def test_a_late_reference_to_a_deleted_item_does_not_bring_it_back() -> None:
     t.vocab.drop(["a"])
     t.merge(_c(["a"], t=[8.0], events=[1]), offset=9)  # met again (its own contribution): back
     assert t.row("a") > 0 and t.total[t.row("a")] == 1.0
+
 
 # -- the bounded vocabulary ----------------------------------------------------------------------------------------
 def test_the_table_stays_within_max_items_by_evicting_the_least_popular() -> None:
